@@ -1,0 +1,42 @@
+"""Model zoo: CIFAR ResNets, Tiny ImageNet ResNets and VGG-16, all with selectable selectivity layers.
+
+Every model is a ``flax.linen`` Module ``model(x [B, H, W, 3], train) -> float32 logits [B, num_classes]`` that sows
+its selected post-ReLU activations into the ``'intermediates'`` collection (see `common`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+
+from selectivity_jax.models.common import (
+    SELECTION_PRESETS, ReluPoint, SelectionSpec, count_params, init_variables, resolve_selection)
+from selectivity_jax.models.resnet import BasicBlock, Bottleneck, ResNet, ResNet18, ResNet50
+from selectivity_jax.models.resnet_cifar import ResNet20, ResNet32, ResNet56, ResNetCifar
+from selectivity_jax.models.vgg import VGG, VGG16
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    'resnet20': ResNet20,
+    'resnet32': ResNet32,
+    'resnet56': ResNet56,
+    'resnet18': ResNet18,
+    'resnet50': ResNet50,
+    'vgg16': VGG16,
+}
+
+
+def get_model(name: str, **kwargs: Any) -> nn.Module:
+    """Builds a registered model, e.g. ``get_model('resnet20', num_classes=10, dtype=jnp.bfloat16)``."""
+    try:
+        constructor = MODELS[name.lower()]
+    except KeyError:
+        raise ValueError(f'unknown model {name!r}; available: {sorted(MODELS)}') from None
+    return constructor(**kwargs)
+
+
+__all__ = [
+    'MODELS', 'SELECTION_PRESETS', 'BasicBlock', 'Bottleneck', 'ReluPoint', 'ResNet', 'ResNet18', 'ResNet20',
+    'ResNet32', 'ResNet50', 'ResNet56', 'ResNetCifar', 'SelectionSpec', 'VGG', 'VGG16', 'count_params', 'get_model',
+    'init_variables', 'resolve_selection',
+]

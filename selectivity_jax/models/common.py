@@ -1,0 +1,192 @@
+"""Shared pieces of the model zoo: layer helpers, selectivity-layer selection and sowing, variable utilities.
+
+Selectivity layers (Leavitt & Morcos, ICLR 2021, Sec. 2.2-2.3): the class selectivity index is computed on post-ReLU
+activations. Every model lists its candidate points in forward order as `ReluPoint`s named ``'<module>/<point>'``
+(e.g. ``'stage1_block0/out'``). The model resolves its ``selectivity_layers`` attribute to a subset of these names
+(`resolve_selection`) and hands each submodule the local point names it must sow (`SelectivityMixin.sow_points_for`);
+the submodule then calls `sow_activation`, so that ``state['intermediates']`` flattens to exactly the selected names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Dtype = Any
+ModuleDef = Any
+SelectionSpec = str | Sequence[str]
+
+SELECTION_PRESETS = ('block_outputs', 'all_relus', 'stage_outputs')
+INTERMEDIATES = 'intermediates'
+
+# He et al. (2015) initialization, as in the original ResNet / VGG-BN recipes.
+conv_kernel_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Layer helpers.
+# ----------------------------------------------------------------------------------------------------------------------
+
+def conv(features: int, kernel_size: int, strides: int = 1, *, dtype: Dtype = jnp.float32,
+         name: str | None = None) -> nn.Conv:
+    """Bias-free 'SAME' conv with He (fan_out) init; a BatchNorm always follows it."""
+    return nn.Conv(features, (kernel_size, kernel_size), strides=(strides, strides), padding='SAME',
+                   use_bias=False, kernel_init=conv_kernel_init, dtype=dtype, name=name)
+
+
+def conv3x3(features: int, strides: int = 1, *, dtype: Dtype = jnp.float32, name: str | None = None) -> nn.Conv:
+    """3x3 bias-free conv, see `conv`."""
+    return conv(features, 3, strides, dtype=dtype, name=name)
+
+
+def conv1x1(features: int, strides: int = 1, *, dtype: Dtype = jnp.float32, name: str | None = None) -> nn.Conv:
+    """1x1 bias-free conv (projection shortcut, bottleneck), see `conv`."""
+    return conv(features, 1, strides, dtype=dtype, name=name)
+
+
+def batch_norm(train: bool, *, dtype: Dtype = jnp.float32, scale_init: Callable = nn.initializers.ones,
+               name: str | None = None) -> nn.BatchNorm:
+    """BatchNorm with PyTorch-equivalent hyper-parameters (momentum 0.9 = PyTorch 0.1, eps 1e-5)."""
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
+                        scale_init=scale_init, name=name)
+
+
+def global_avg_pool(x: Array) -> Array:
+    """[B, H, W, C] -> [B, C]; the mean is accumulated in float32 and cast back to the input dtype."""
+    return jnp.mean(x, axis=(1, 2), dtype=jnp.float32).astype(x.dtype)
+
+
+def sow_activation(module: nn.Module, point: str, x: Array, sow_points: Sequence[str]) -> None:
+    """Sows ``x`` as ``intermediates/<module name>/<point>`` if ``point`` is selected (i.e. in ``sow_points``)."""
+    if point in sow_points:
+        module.sow(INTERMEDIATES, point, x)
+
+
+class ConvBNReLU(nn.Module):
+    """conv -> BN -> ReLU; sows its ReLU output as point ``'relu'``. [B, H, W, Cin] -> [B, H/s, W/s, features]."""
+    features: int
+    kernel_size: int = 3
+    strides: int = 1
+    dtype: Dtype = jnp.float32
+    sow_points: Sequence[str] = ()
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool = False) -> Array:
+        x = conv(self.features, self.kernel_size, self.strides, dtype=self.dtype, name='conv')(x)
+        x = batch_norm(train, dtype=self.dtype, name='bn')(x)
+        x = nn.relu(x)
+        sow_activation(self, 'relu', x, self.sow_points)
+        return x
+
+
+class DenseReLU(nn.Module):
+    """Dense -> ReLU; sows its output as point ``'relu'``. [B, Din] -> [B, features]."""
+    features: int
+    dtype: Dtype = jnp.float32
+    sow_points: Sequence[str] = ()
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        x = nn.relu(nn.Dense(self.features, dtype=self.dtype, name='dense')(x))
+        sow_activation(self, 'relu', x, self.sow_points)
+        return x
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Selectivity-layer selection.
+# ----------------------------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ReluPoint:
+    """A candidate selectivity layer: a post-ReLU activation named ``'<module>/<point>'``.
+
+    ``block_output``: selected by ``'block_outputs'`` (residual block output; every conv ReLU for VGG).
+    ``stage_output``: selected by ``'stage_outputs'`` (last block of a stage; last conv before a max-pool for VGG).
+    """
+    name: str
+    block_output: bool = False
+    stage_output: bool = False
+
+
+def resolve_selection(selection: SelectionSpec, points: Sequence[ReluPoint]) -> list[str]:
+    """Resolves a preset name or an explicit list of names to the selected names, in forward order."""
+    names = [p.name for p in points]
+    if isinstance(selection, str):
+        if selection == 'all_relus':
+            return names
+        if selection == 'block_outputs':
+            return [p.name for p in points if p.block_output]
+        if selection == 'stage_outputs':
+            return [p.name for p in points if p.stage_output]
+        raise ValueError(
+            f'unknown selectivity_layers {selection!r}: expected one of {list(SELECTION_PRESETS)} or a sequence of '
+            f'layer names from {names}')
+    try:
+        requested = list(selection)
+    except TypeError:
+        raise ValueError(
+            f'selectivity_layers must be one of {list(SELECTION_PRESETS)} or a sequence of layer names; '
+            f'got {selection!r}') from None
+    unknown = [n for n in requested if n not in names]
+    if unknown:
+        raise ValueError(f'unknown selectivity layer names {unknown}; valid names (forward order): {names}')
+    chosen = set(requested)
+    return [n for n in names if n in chosen]
+
+
+class SelectivityMixin:
+    """Selection logic shared by all models; the model provides ``selectivity_layers`` and `relu_points`."""
+
+    @nn.nowrap
+    def relu_points(self) -> list[ReluPoint]:
+        """All candidate post-ReLU points, in forward order."""
+        raise NotImplementedError
+
+    @nn.nowrap
+    def all_relu_names(self) -> list[str]:
+        """Names of every ReLU in the network (the ``'all_relus'`` selection), in forward order."""
+        return [p.name for p in self.relu_points()]
+
+    @nn.nowrap
+    def selectivity_layer_names(self) -> list[str]:
+        """Names of the selected layers, in forward order (the keys of the flattened ``intermediates``)."""
+        return resolve_selection(self.selectivity_layers, self.relu_points())  # type: ignore[attr-defined]
+
+    @nn.nowrap
+    def sow_points_for(self, module_name: str) -> tuple[str, ...]:
+        """Local point names (e.g. ``('out',)``) that the submodule ``module_name`` must sow."""
+        prefix = module_name + '/'
+        return tuple(n[len(prefix):] for n in self.selectivity_layer_names() if n.startswith(prefix))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Variables.
+# ----------------------------------------------------------------------------------------------------------------------
+
+def init_variables(model: nn.Module, rng: jax.Array | int, input_shape_or_array: Sequence[int] | Array,
+                   **kwargs: Any) -> dict[str, Any]:
+    """``model.init(rng, x, train=False)`` without the ``'intermediates'`` collection.
+
+    ``input_shape_or_array``: an input batch, or its shape (zeros float32 are used), e.g. ``(1, 32, 32, 3)``.
+    Returns e.g. ``{'params': ..., 'batch_stats': ...}``.
+    """
+    if isinstance(rng, int):
+        rng = jax.random.PRNGKey(rng)
+    if isinstance(input_shape_or_array, (tuple, list)):
+        x = jnp.zeros(tuple(input_shape_or_array), jnp.float32)
+    else:
+        x = input_shape_or_array
+    kwargs.setdefault('train', False)
+    variables = model.init(rng, x, **kwargs)
+    return {k: v for k, v in variables.items() if k != INTERMEDIATES}
+
+
+def count_params(params: Any) -> int:
+    """Total number of scalars in a pytree of arrays (or of `jax.ShapeDtypeStruct`s)."""
+    return sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(params))

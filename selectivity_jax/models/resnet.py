@@ -1,0 +1,178 @@
+"""ResNet-18/50 for 64x64 Tiny ImageNet (He et al., CVPR 2016), as used by Leavitt & Morcos (ICLR 2021, Sec. 3).
+
+Also holds the residual blocks and the trunk shared with the CIFAR ResNets (`resnet_cifar.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from selectivity_jax.models.common import (
+    ConvBNReLU, Dtype, ModuleDef, ReluPoint, SelectionSpec, SelectivityMixin, batch_norm, conv1x1, conv3x3,
+    global_avg_pool, sow_activation)
+
+Array = jax.Array
+
+
+def zero_pad_shortcut(x: Array, features: int, strides: int) -> Array:
+    """Parameter-free "option A" shortcut (He et al. 2016, Sec. 4.2): subsample spatially, zero-pad channels.
+
+    [B, H, W, C] -> [B, ceil(H/s), ceil(W/s), features].
+    """
+    x = x[:, ::strides, ::strides, :]
+    return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, features - x.shape[-1])))
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 conv-BN layers plus shortcut. [B, H, W, Cin] -> [B, H/s, W/s, features].
+
+    Points: ``relu1`` (after the first conv-BN) and ``out`` (ReLU after the residual sum).
+    ``shortcut``: ``'projection'`` (1x1 conv + BN, "option B") or ``'zero_pad'`` ("option A"); either is only used
+    when the shape changes, identity otherwise.
+    """
+    features: int
+    strides: int = 1
+    shortcut: str = 'projection'
+    dtype: Dtype = jnp.float32
+    sow_points: Sequence[str] = ()
+
+    expansion: ClassVar[int] = 1
+    inner_relus: ClassVar[tuple[str, ...]] = ('relu1',)
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool = False) -> Array:
+        y = conv3x3(self.features, self.strides, dtype=self.dtype, name='conv1')(x)
+        y = nn.relu(batch_norm(train, dtype=self.dtype, name='bn1')(y))
+        sow_activation(self, 'relu1', y, self.sow_points)
+        y = conv3x3(self.features, dtype=self.dtype, name='conv2')(y)
+        y = batch_norm(train, dtype=self.dtype, name='bn2')(y)
+        y = nn.relu(y + _shortcut(self, x, y.shape[-1], train))
+        sow_activation(self, 'out', y, self.sow_points)
+        return y
+
+
+class Bottleneck(nn.Module):
+    """1x1 -> 3x3 (strided) -> 1x1 (x4 channels) conv-BN layers plus shortcut. [B, H, W, Cin] -> [B, H/s, W/s, 4f].
+
+    Points: ``relu1``, ``relu2`` (after the first two conv-BN) and ``out`` (ReLU after the residual sum).
+    """
+    features: int
+    strides: int = 1
+    shortcut: str = 'projection'
+    dtype: Dtype = jnp.float32
+    sow_points: Sequence[str] = ()
+
+    expansion: ClassVar[int] = 4
+    inner_relus: ClassVar[tuple[str, ...]] = ('relu1', 'relu2')
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool = False) -> Array:
+        y = conv1x1(self.features, dtype=self.dtype, name='conv1')(x)
+        y = nn.relu(batch_norm(train, dtype=self.dtype, name='bn1')(y))
+        sow_activation(self, 'relu1', y, self.sow_points)
+        y = conv3x3(self.features, self.strides, dtype=self.dtype, name='conv2')(y)
+        y = nn.relu(batch_norm(train, dtype=self.dtype, name='bn2')(y))
+        sow_activation(self, 'relu2', y, self.sow_points)
+        y = conv1x1(self.features * self.expansion, dtype=self.dtype, name='conv3')(y)
+        y = batch_norm(train, dtype=self.dtype, name='bn3')(y)
+        y = nn.relu(y + _shortcut(self, x, y.shape[-1], train))
+        sow_activation(self, 'out', y, self.sow_points)
+        return y
+
+
+def _shortcut(block: BasicBlock | Bottleneck, x: Array, features: int, train: bool) -> Array:
+    """Identity if the block keeps the shape, else the block's projection / zero-pad shortcut."""
+    if block.strides == 1 and x.shape[-1] == features:
+        return x
+    if block.shortcut == 'zero_pad':
+        return zero_pad_shortcut(x, features, block.strides)
+    if block.shortcut == 'projection':
+        x = conv1x1(features, block.strides, dtype=block.dtype, name='proj_conv')(x)
+        return batch_norm(train, dtype=block.dtype, name='proj_bn')(x)
+    raise ValueError(f"unknown shortcut {block.shortcut!r}; expected 'projection' or 'zero_pad'")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Trunk shared by `ResNet` and `ResNetCifar`.
+# ----------------------------------------------------------------------------------------------------------------------
+
+def block_name(stage: int, block: int) -> str:
+    """Module name of block ``block`` (from 0) of stage ``stage`` (from 1)."""
+    return f'stage{stage}_block{block}'
+
+
+def resnet_relu_points(stage_sizes: Sequence[int], block_cls: ModuleDef) -> list[ReluPoint]:
+    """Stem ReLU, then per block its inner ReLUs and its output (block output; stage output if last in stage)."""
+    points = [ReluPoint('stem/relu')]
+    for s, n_blocks in enumerate(stage_sizes, start=1):
+        for b in range(n_blocks):
+            name = block_name(s, b)
+            points += [ReluPoint(f'{name}/{p}') for p in block_cls.inner_relus]
+            points.append(ReluPoint(f'{name}/out', block_output=True, stage_output=b == n_blocks - 1))
+    return points
+
+
+def resnet_forward(model: Any, x: Array, train: bool, *, stage_sizes: Sequence[int], block_cls: ModuleDef,
+                   width: int, shortcut: str) -> Array:
+    """Stem (3x3 conv-BN-ReLU, stride 1) -> stages (widths ``width * 2**i``, stride 2 from stage 2) -> GAP -> Dense.
+
+    Must be called from ``model``'s compact ``__call__`` (submodules are created in its scope). ``model`` provides
+    ``num_classes``, ``dtype`` and `SelectivityMixin.sow_points_for`. [B, H, W, 3] -> float32 logits [B, classes].
+    """
+    dtype = model.dtype
+    x = jnp.asarray(x, dtype)
+    x = ConvBNReLU(width, dtype=dtype, sow_points=model.sow_points_for('stem'), name='stem')(x, train)
+    for s, n_blocks in enumerate(stage_sizes, start=1):
+        for b in range(n_blocks):
+            name = block_name(s, b)
+            strides = 2 if s > 1 and b == 0 else 1
+            x = block_cls(width * 2 ** (s - 1), strides=strides, shortcut=shortcut, dtype=dtype,
+                          sow_points=model.sow_points_for(name), name=name)(x, train)
+    x = global_avg_pool(x)
+    x = nn.Dense(model.num_classes, dtype=dtype, name='fc')(x)
+    return jnp.asarray(x, jnp.float32)
+
+
+class ResNet(SelectivityMixin, nn.Module):
+    """ResNet for 64x64 inputs (Tiny ImageNet). [B, 64, 64, 3] -> float32 logits [B, num_classes].
+
+    The stem is a 3x3 stride-1 conv (``width`` channels) + BN + ReLU with NO max-pool: the ImageNet 7x7/2 stem plus
+    3x3/2 max-pool would downsample 64 px inputs to 2x2 maps in the last stage. Stages have ``width * (1, 2, 4, 8)``
+    (x ``block_cls.expansion``) channels and strides 1, 2, 2, 2; shape-changing blocks use a projection shortcut
+    (1x1 conv + BN). Points: ``stem/relu``, ``stage{s}_block{b}/relu1`` (``/relu2`` for `Bottleneck`),
+    ``stage{s}_block{b}/out``, s = 1..4.
+    """
+    stage_sizes: Sequence[int] = (2, 2, 2, 2)
+    block_cls: ModuleDef = BasicBlock
+    num_classes: int = 200
+    width: int = 64
+    dtype: Dtype = jnp.float32
+    selectivity_layers: SelectionSpec = 'block_outputs'
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.selectivity_layer_names()  # Validates the selection early.
+
+    @nn.nowrap
+    def relu_points(self) -> list[ReluPoint]:
+        """All candidate post-ReLU points, in forward order."""
+        return resnet_relu_points(self.stage_sizes, self.block_cls)
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool = False) -> Array:
+        return resnet_forward(self, x, train, stage_sizes=self.stage_sizes, block_cls=self.block_cls,
+                              width=self.width, shortcut='projection')
+
+
+def ResNet18(num_classes: int = 200, **kwargs: Any) -> ResNet:
+    """ResNet-18: `BasicBlock` x [2, 2, 2, 2], ~11.3M parameters for 200 classes."""
+    return ResNet(stage_sizes=(2, 2, 2, 2), block_cls=BasicBlock, num_classes=num_classes, **kwargs)
+
+
+def ResNet50(num_classes: int = 200, **kwargs: Any) -> ResNet:
+    """ResNet-50: `Bottleneck` (expansion 4) x [3, 4, 6, 3], ~23.9M parameters for 200 classes."""
+    return ResNet(stage_sizes=(3, 4, 6, 3), block_cls=Bottleneck, num_classes=num_classes, **kwargs)

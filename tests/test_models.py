@@ -1,0 +1,286 @@
+"""Tests of the model zoo: shapes, sown selectivity layers, parameter counts, selection, dtypes."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from selectivity_jax.models import (
+    MODELS, VGG16, ResNet18, ResNet20, ResNet50, ResNetCifar, count_params, get_model, init_variables)
+
+BATCH = 2
+# name -> (input size, num_classes, default number of selectivity layers, number of ReLUs)
+SPECS = {
+    'resnet20': (32, 10, 9, 1 + 2 * 9),
+    'resnet32': (32, 10, 15, 1 + 2 * 15),
+    'resnet56': (32, 10, 27, 1 + 2 * 27),
+    'resnet18': (64, 200, 8, 1 + 2 * 8),
+    'resnet50': (64, 200, 16, 1 + 3 * 16),
+    'vgg16': (32, 10, 13, 14),
+}
+VGG16_WIDTHS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
+VGG16_POOL_AFTER = (2, 4, 7, 10, 13)  # Conv layers (from 1) followed by a 2x2 max-pool.
+
+
+def flatten_intermediates(tree: dict, prefix: str = '') -> dict[str, jax.Array]:
+    """Nested sow dict -> {'a/b': array}, checking that every sow tuple holds exactly one array."""
+    flat = {}
+    for key, value in tree.items():
+        name = f'{prefix}{key}'
+        if isinstance(value, dict):
+            flat.update(flatten_intermediates(value, name + '/'))
+        else:
+            assert isinstance(value, tuple) and len(value) == 1, (name, value)
+            flat[name] = value[0]
+    return flat
+
+
+def make_input(size: int, seed: int = 0) -> jax.Array:
+    return jax.random.normal(jax.random.PRNGKey(seed), (BATCH, size, size, 3), jnp.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def forward(name: str, dtype=jnp.float32, selection='block_outputs'):
+    """(model, variables, logits, new batch_stats, flat intermediates) for one jitted train-mode step."""
+    size, num_classes, _, _ = SPECS[name]
+    model = get_model(name, num_classes=num_classes, dtype=dtype, selectivity_layers=selection)
+    x = make_input(size)
+    variables = jax.jit(lambda x: init_variables(model, jax.random.PRNGKey(0), x))(x)
+    apply = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=['batch_stats', 'intermediates']))
+    logits, state = apply(variables, x)
+    return model, variables, logits, state['batch_stats'], flatten_intermediates(state['intermediates'])
+
+
+def expected_resnet_shape(name: str, layer: str) -> tuple[int, ...]:
+    """Sown shape of a ResNet point: stage s has spatial size/2**(s-1) and width*2**(s-1) (x4 for bottleneck out)."""
+    size = SPECS[name][0]
+    width, expansion = (16, 1) if name in ('resnet20', 'resnet32', 'resnet56') else (64, 4 if name == 'resnet50' else 1)
+    module, point = layer.split('/')
+    if module == 'stem':
+        return (BATCH, size, size, width)
+    stage, block = (int(p) for p in module.removeprefix('stage').split('_block'))
+    # In a bottleneck, relu1 of a strided block is still at the previous resolution (the 3x3 conv strides).
+    downsampled = stage - 1 if not (name == 'resnet50' and point == 'relu1' and block == 0) else max(stage - 2, 0)
+    channels = width * 2 ** (stage - 1) * (expansion if point == 'out' else 1)
+    return (BATCH, size >> downsampled, size >> downsampled, channels)
+
+
+def expected_vgg_shape(layer: str) -> tuple[int, ...]:
+    module, _ = layer.split('/')
+    if module == 'fc1':
+        return (BATCH, 512)
+    i = int(module.removeprefix('conv'))
+    pools = sum(p < i for p in VGG16_POOL_AFTER)
+    return (BATCH, 32 >> pools, 32 >> pools, VGG16_WIDTHS[i - 1])
+
+
+def expected_shape(name: str, layer: str) -> tuple[int, ...]:
+    return expected_vgg_shape(layer) if name == 'vgg16' else expected_resnet_shape(name, layer)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Forward pass and sown activations.
+# ----------------------------------------------------------------------------------------------------------------------
+
+def test_registry():
+    assert set(MODELS) == set(SPECS)
+    with pytest.raises(ValueError, match='resnet20'):
+        get_model('resnet21')
+
+
+@pytest.mark.parametrize('name', list(SPECS))
+def test_forward_and_default_selection(name):
+    _, num_classes, n_layers, n_relus = SPECS[name]
+    model, variables, logits, batch_stats, acts = forward(name)
+    assert logits.shape == (BATCH, num_classes) and logits.dtype == jnp.float32
+    assert np.all(np.isfinite(np.asarray(logits)))
+    assert set(variables) == {'params', 'batch_stats'}
+    # Train mode updates the running statistics.
+    changed = jax.tree_util.tree_map(lambda a, b: bool(jnp.any(a != b)), variables['batch_stats'], batch_stats)
+    assert all(jax.tree_util.tree_leaves(changed))
+
+    names = model.selectivity_layer_names()
+    assert len(names) == n_layers and len(model.all_relu_names()) == n_relus
+    assert list(acts) == names  # Exactly the selected names, in forward order.
+    for layer, act in acts.items():
+        assert act.shape == expected_shape(name, layer), layer
+        assert act.dtype == jnp.float32
+        assert float(jnp.min(act)) >= 0.0  # Post-ReLU.
+
+
+def test_resnet20_sown_shapes():
+    _, _, _, _, acts = forward('resnet20')
+    assert acts['stage1_block2/out'].shape == (BATCH, 32, 32, 16)
+    assert acts['stage2_block0/out'].shape == (BATCH, 16, 16, 32)
+    assert acts['stage3_block2/out'].shape == (BATCH, 8, 8, 64)
+
+
+def test_all_relus_forward_matches_names():
+    model, _, _, _, acts = forward('resnet50', selection='all_relus')
+    assert list(acts) == model.all_relu_names()
+    assert acts['stem/relu'].shape == (BATCH, 64, 64, 64)
+    assert acts['stage2_block0/relu1'].shape == (BATCH, 64, 64, 128)
+    assert acts['stage2_block0/relu2'].shape == (BATCH, 32, 32, 128)
+    assert acts['stage4_block2/out'].shape == (BATCH, 8, 8, 2048)
+    for layer, act in acts.items():
+        assert act.shape == expected_shape('resnet50', layer), layer
+
+
+def test_apply_without_mutable_and_eval_mode():
+    model, variables, _, _, _ = forward('resnet20')
+    x = make_input(32)
+    logits = model.apply(variables, x)
+    assert logits.shape == (BATCH, 10)
+    logits2, state = model.apply(variables, x, mutable=['intermediates'])
+    np.testing.assert_allclose(logits, logits2, rtol=1e-6)
+    assert list(flatten_intermediates(state['intermediates'])) == model.selectivity_layer_names()
+    _, state = model.apply(variables, x, train=True, mutable=['batch_stats'])
+    assert set(state) == {'batch_stats'}
+
+
+def test_init_variables_drops_intermediates():
+    model = ResNet20()
+    full = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False))
+    assert 'intermediates' in full
+    variables = jax.eval_shape(lambda: init_variables(model, jax.random.PRNGKey(0), (1, 32, 32, 3)))
+    assert set(variables) == {'params', 'batch_stats'}
+
+
+def test_bfloat16():
+    model, variables, logits, _, acts = forward('resnet20', dtype=jnp.bfloat16)
+    assert logits.dtype == jnp.float32
+    assert np.all(np.isfinite(np.asarray(logits)))
+    assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(variables['params']))
+    assert len(acts) == 9 and all(a.dtype == jnp.bfloat16 for a in acts.values())
+    vgg = VGG16(dtype=jnp.bfloat16, selectivity_layers='all_relus')
+    _, state = vgg.apply(init_variables(vgg, 0, (BATCH, 32, 32, 3)), make_input(32), mutable=['intermediates'])
+    acts = flatten_intermediates(state['intermediates'])
+    assert list(acts) == vgg.all_relu_names() and all(a.dtype == jnp.bfloat16 for a in acts.values())
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Parameter counts, derived by arithmetic from the architectures (params only: conv/dense kernels, dense biases,
+# BN scale + bias; no conv biases).
+# ----------------------------------------------------------------------------------------------------------------------
+
+def conv_bn(k: int, c_in: int, c_out: int) -> int:
+    return k * k * c_in * c_out + 2 * c_out
+
+
+def resnet_cifar_params(depth: int, num_classes: int, width: int = 16) -> int:
+    n = (depth - 2) // 6
+    total = conv_bn(3, 3, width)
+    c_in = width
+    for s in range(3):
+        c = width * 2 ** s
+        for _ in range(n):
+            total += conv_bn(3, c_in, c) + conv_bn(3, c, c)  # Option A shortcuts have no parameters.
+            c_in = c
+    return total + c_in * num_classes + num_classes
+
+
+def resnet_params(stage_sizes, bottleneck: bool, num_classes: int, width: int = 64) -> int:
+    total = conv_bn(3, 3, width)  # 3x3 stem, no max-pool.
+    c_in = width
+    for s, n in enumerate(stage_sizes):
+        c = width * 2 ** s
+        c_out = 4 * c if bottleneck else c
+        for b in range(n):
+            if bottleneck:
+                total += conv_bn(1, c_in, c) + conv_bn(3, c, c) + conv_bn(1, c, c_out)
+            else:
+                total += conv_bn(3, c_in, c) + conv_bn(3, c, c)
+            if c_in != c_out or (s > 0 and b == 0):
+                total += conv_bn(1, c_in, c_out)  # Projection shortcut.
+            c_in = c_out
+    return total + c_in * num_classes + num_classes
+
+
+def vgg16_params(num_classes: int) -> int:
+    total, c_in = 0, 3
+    for c in VGG16_WIDTHS:
+        total += conv_bn(3, c_in, c)
+        c_in = c
+    return total + (512 * 512 + 512) + (512 * num_classes + num_classes)
+
+
+def measured_params(model, size: int) -> int:
+    variables = jax.eval_shape(lambda: init_variables(model, jax.random.PRNGKey(0), (1, size, size, 3)))
+    return count_params(variables['params'])
+
+
+def test_param_counts():
+    # ResNet20 by hand: stem 3*3*3*16 + 32 = 464; stage 1: 3 * (2 * 9*16*16 + 64) = 14,016;
+    # stage 2: (9*16*32 + 9*32*32 + 128) + 2 * (2 * 9*32*32 + 128) = 13,952 + 37,120 = 51,072;
+    # stage 3: (9*32*64 + 9*64*64 + 256) + 2 * (2 * 9*64*64 + 256) = 55,552 + 147,968 = 203,520;
+    # fc 64*10 + 10 = 650. Total 269,722 (the often-quoted 272,474 uses option-B projection shortcuts).
+    assert resnet_cifar_params(20, 10) == 269_722
+    n20 = measured_params(ResNet20(), 32)
+    assert n20 == 269_722 and abs(n20 - 270_000) / 270_000 < 0.01
+    assert measured_params(get_model('resnet32'), 32) == resnet_cifar_params(32, 10) == 464_154
+    assert measured_params(get_model('resnet56'), 32) == resnet_cifar_params(56, 10) == 853_018
+    # torchvision ResNet-18 / -50 (11,689,512 / 25,557,032) minus the 1000 -> 200 class head and 7x7 -> 3x3 stem.
+    assert measured_params(ResNet18(), 64) == resnet_params((2, 2, 2, 2), False, 200) == 11_271_432
+    assert measured_params(ResNet50(), 64) == resnet_params((3, 4, 6, 3), True, 200) == 23_910_152
+    assert measured_params(VGG16(), 32) == vgg16_params(10) == 14_986_698
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Selection.
+# ----------------------------------------------------------------------------------------------------------------------
+
+def test_selection_presets_resnet_cifar():
+    model = ResNet20(selectivity_layers='all_relus')  # Unbound: pure Python.
+    expected = ['stem/relu'] + [f'stage{s}_block{b}/{p}' for s in (1, 2, 3) for b in range(3) for p in ('relu1', 'out')]
+    assert model.selectivity_layer_names() == expected == model.all_relu_names()
+    assert ResNet20().selectivity_layer_names() == [n for n in expected if n.endswith('/out')]
+    assert ResNet20(selectivity_layers='stage_outputs').selectivity_layer_names() == [
+        'stage1_block2/out', 'stage2_block2/out', 'stage3_block2/out']
+    assert ResNet50(selectivity_layers='stage_outputs').selectivity_layer_names() == [
+        'stage1_block2/out', 'stage2_block3/out', 'stage3_block5/out', 'stage4_block2/out']
+    assert ResNet50().all_relu_names()[:4] == [
+        'stem/relu', 'stage1_block0/relu1', 'stage1_block0/relu2', 'stage1_block0/out']
+
+
+def test_selection_presets_vgg():
+    convs = [f'conv{i}/relu' for i in range(1, 14)]
+    assert VGG16().selectivity_layer_names() == convs
+    assert VGG16(selectivity_layers='all_relus').selectivity_layer_names() == convs + ['fc1/relu']
+    assert VGG16(selectivity_layers='stage_outputs').selectivity_layer_names() == [
+        f'conv{i}/relu' for i in VGG16_POOL_AFTER]
+
+
+def test_explicit_selection_sows_only_selected_in_forward_order():
+    chosen = ['stage3_block1/out', 'stem/relu', 'stage2_block0/relu1']
+    model = ResNetCifar(depth=20, selectivity_layers=chosen)
+    names = ['stem/relu', 'stage2_block0/relu1', 'stage3_block1/out']
+    assert model.selectivity_layer_names() == names
+    variables = init_variables(model, 0, (BATCH, 32, 32, 3))
+    _, state = model.apply(variables, make_input(32), mutable=['intermediates'])
+    acts = flatten_intermediates(state['intermediates'])
+    assert list(acts) == names
+    assert acts['stage2_block0/relu1'].shape == (BATCH, 16, 16, 32)
+    # An empty selection sows nothing.
+    _, state = ResNet20(selectivity_layers=()).apply(variables, make_input(32), mutable=['intermediates'])
+    assert not flatten_intermediates(state.get('intermediates', {}))
+
+
+@pytest.mark.parametrize('selection', ['block_output', 'all', ['stem/relu', 'stage4_block0/out'], ['conv1/relu'], 3])
+def test_bad_selection_raises(selection):
+    with pytest.raises(ValueError, match='selectivity'):
+        ResNet20(selectivity_layers=selection).selectivity_layer_names()
+
+
+def test_bad_selection_vgg_lists_valid_names():
+    with pytest.raises(ValueError, match='fc1/relu'):
+        VGG16(selectivity_layers=['conv14/relu'])
+
+
+@pytest.mark.parametrize('depth', [21, 18, 2])
+def test_bad_depth_raises(depth):
+    with pytest.raises(ValueError, match='depth'):
+        ResNetCifar(depth=depth)
