@@ -44,15 +44,39 @@ def make_input(size: int, seed: int = 0) -> jax.Array:
 
 
 @functools.lru_cache(maxsize=None)
-def forward(name: str, dtype=jnp.float32, selection='block_outputs'):
-    """(model, variables, logits, new batch_stats, flat intermediates) for one jitted train-mode step."""
+def forward(name: str, dtype=jnp.float32):
+    """(model, variables, logits, new batch_stats, flat intermediates) of init + one train-mode step, in one jit.
+
+    The intermediates are flattened inside the trace: a dict returned from `jax.jit` comes back with sorted keys,
+    so the forward order of the sown names can only be observed in the traced (or un-jitted) function.
+    """
     size, num_classes, _, _ = SPECS[name]
-    model = get_model(name, num_classes=num_classes, dtype=dtype, selectivity_layers=selection)
-    x = make_input(size)
-    variables = jax.jit(lambda x: init_variables(model, jax.random.PRNGKey(0), x))(x)
-    apply = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=['batch_stats', 'intermediates']))
-    logits, state = apply(variables, x)
-    return model, variables, logits, state['batch_stats'], flatten_intermediates(state['intermediates'])
+    model = get_model(name, num_classes=num_classes, dtype=dtype)
+    sown_names = []
+
+    def init_and_step(x):
+        variables = init_variables(model, jax.random.PRNGKey(0), x)
+        logits, state = model.apply(variables, x, train=True, mutable=['batch_stats', 'intermediates'])
+        acts = flatten_intermediates(state['intermediates'])
+        sown_names[:] = list(acts)
+        return variables, logits, state['batch_stats'], list(acts.values())
+
+    variables, logits, batch_stats, acts = jax.jit(init_and_step)(make_input(size))
+    return model, variables, logits, batch_stats, dict(zip(sown_names, acts))
+
+
+def sown_shapes(model, variables, input_shape):
+    """Abstract (logits, {name: ShapeDtypeStruct}) of an eval-mode apply, names in the order sown (see `forward`)."""
+    sown_names = []
+
+    def apply(v):
+        logits, state = model.apply(v, jnp.zeros(input_shape), mutable=['intermediates'])
+        acts = flatten_intermediates(state['intermediates'])
+        sown_names[:] = list(acts)
+        return logits, list(acts.values())
+
+    logits, acts = jax.eval_shape(apply, variables)
+    return logits, dict(zip(sown_names, acts))
 
 
 def expected_resnet_shape(name: str, layer: str) -> tuple[int, ...]:
@@ -119,15 +143,27 @@ def test_resnet20_sown_shapes():
     assert acts['stage3_block2/out'].shape == (BATCH, 8, 8, 64)
 
 
-def test_all_relus_forward_matches_names():
-    model, _, _, _, acts = forward('resnet50', selection='all_relus')
-    assert list(acts) == model.all_relu_names()
-    assert acts['stem/relu'].shape == (BATCH, 64, 64, 64)
-    assert acts['stage2_block0/relu1'].shape == (BATCH, 64, 64, 128)
-    assert acts['stage2_block0/relu2'].shape == (BATCH, 32, 32, 128)
-    assert acts['stage4_block2/out'].shape == (BATCH, 8, 8, 2048)
+def test_all_relus_sown():
+    _, variables, _, _, _ = forward('resnet20')
+    model = ResNet20(selectivity_layers='all_relus')
+    _, state = model.apply(variables, make_input(32), mutable=['intermediates'])
+    acts = flatten_intermediates(state['intermediates'])
+    assert list(acts) == model.all_relu_names() == model.selectivity_layer_names()
+    assert acts['stem/relu'].shape == (BATCH, 32, 32, 16)
+    assert acts['stage2_block0/relu1'].shape == (BATCH, 16, 16, 32)
     for layer, act in acts.items():
-        assert act.shape == expected_shape('resnet50', layer), layer
+        assert act.shape == expected_shape('resnet20', layer), layer
+    # Bottleneck shapes (relu1 of a strided block is before the strided 3x3 conv), from shapes only.
+    model = ResNet50(selectivity_layers='all_relus')
+    variables = jax.eval_shape(lambda: init_variables(model, 0, (BATCH, 64, 64, 3)))
+    _, acts = sown_shapes(model, variables, (BATCH, 64, 64, 3))
+    shapes = {k: v.shape for k, v in acts.items()}
+    assert list(shapes) == model.all_relu_names()
+    assert shapes['stage2_block0/relu1'] == (BATCH, 64, 64, 128)
+    assert shapes['stage2_block0/relu2'] == (BATCH, 32, 32, 128)
+    assert shapes['stage4_block2/out'] == (BATCH, 8, 8, 2048)
+    for layer, shape in shapes.items():
+        assert shape == expected_shape('resnet50', layer), layer
 
 
 def test_apply_without_mutable_and_eval_mode():
@@ -144,10 +180,12 @@ def test_apply_without_mutable_and_eval_mode():
 
 def test_init_variables_drops_intermediates():
     model = ResNet20()
-    full = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False))
+    shape = (1, 32, 32, 3)
+    full = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(shape), train=False, mutable=True))
     assert 'intermediates' in full
-    variables = jax.eval_shape(lambda: init_variables(model, jax.random.PRNGKey(0), (1, 32, 32, 3)))
-    assert set(variables) == {'params', 'batch_stats'}
+    for kwargs in ({}, {'mutable': True}):
+        variables = jax.eval_shape(lambda: init_variables(model, jax.random.PRNGKey(0), shape, **kwargs))
+        assert set(variables) == {'params', 'batch_stats'}
 
 
 def test_bfloat16():
@@ -156,9 +194,12 @@ def test_bfloat16():
     assert np.all(np.isfinite(np.asarray(logits)))
     assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(variables['params']))
     assert len(acts) == 9 and all(a.dtype == jnp.bfloat16 for a in acts.values())
+    # VGG (incl. the dense fc1/relu point), from shapes and dtypes only.
     vgg = VGG16(dtype=jnp.bfloat16, selectivity_layers='all_relus')
-    _, state = vgg.apply(init_variables(vgg, 0, (BATCH, 32, 32, 3)), make_input(32), mutable=['intermediates'])
-    acts = flatten_intermediates(state['intermediates'])
+    variables = jax.eval_shape(lambda: init_variables(vgg, 0, (BATCH, 32, 32, 3)))
+    assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(variables['params']))
+    logits, acts = sown_shapes(vgg, variables, (BATCH, 32, 32, 3))
+    assert logits.dtype == jnp.float32
     assert list(acts) == vgg.all_relu_names() and all(a.dtype == jnp.bfloat16 for a in acts.values())
 
 
@@ -259,7 +300,7 @@ def test_explicit_selection_sows_only_selected_in_forward_order():
     model = ResNetCifar(depth=20, selectivity_layers=chosen)
     names = ['stem/relu', 'stage2_block0/relu1', 'stage3_block1/out']
     assert model.selectivity_layer_names() == names
-    variables = init_variables(model, 0, (BATCH, 32, 32, 3))
+    variables = forward('resnet20')[1]  # Same architecture: the selection does not change the variables.
     _, state = model.apply(variables, make_input(32), mutable=['intermediates'])
     acts = flatten_intermediates(state['intermediates'])
     assert list(acts) == names

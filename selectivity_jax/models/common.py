@@ -17,13 +17,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from selectivity_jax.capture import INTERMEDIATES, strip_intermediates
+
 Array = jax.Array
 Dtype = Any
 ModuleDef = Any
 SelectionSpec = str | Sequence[str]
 
 SELECTION_PRESETS = ('block_outputs', 'all_relus', 'stage_outputs')
-INTERMEDIATES = 'intermediates'
 
 # He et al. (2015) initialization, as in the original ResNet / VGG-BN recipes.
 conv_kernel_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
@@ -184,7 +185,7 @@ def init_variables(model: nn.Module, rng: jax.Array | int, input_shape_or_array:
         x = input_shape_or_array
     kwargs.setdefault('train', False)
     variables = model.init(rng, x, **kwargs)
-    return {k: v for k, v in variables.items() if k != INTERMEDIATES}
+    return strip_intermediates(variables)
 
 
 def count_params(params: Any) -> int:

@@ -1,4 +1,4 @@
-"""VGG-16 with BatchNorm for CIFAR-10 (Simonyan & Zisserman, ICLR 2015), as used by Leavitt & Morcos (ICLR 2021, Sec. 3)."""
+"""VGG-16 with BatchNorm for CIFAR-10 (Simonyan & Zisserman, ICLR 2015), as in Leavitt & Morcos (ICLR 2021, Sec. 3)."""
 
 from __future__ import annotations
 
