@@ -1,5 +1,144 @@
-"""Data sources, each returning uint8 images [N, H, W, C] and int32 labels [N]."""
+"""Data sources, each returning uint8 images [N, H, W, C] and int32 labels [N], and ``load_splits`` over them.
 
+``load_splits(data_config, seed)`` dispatches on ``data_config.name`` through ``SOURCES``; a new data set (e.g.
+'tiny_imagenet': an image folder with ``val_per_class=50``) is one more entry there. ``selectivity_jax.data.cifar10``
+(which imports TensorFlow Datasets) is only imported when CIFAR-10 is asked for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from selectivity_jax.data.image_folder import load_image_folder, load_image_folder_splits
+from selectivity_jax.data.splits import ArraySplits, Split, cached_arrays, split_train_val, subset
 from selectivity_jax.data.synthetic import synthetic_images
 
-__all__ = ["synthetic_images"]
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainTest:
+    """A data set as published: training and test split (no validation split yet) and the class names."""
+    train: Split
+    test: Split
+    class_names: tuple[str, ...]
+
+
+def _to_cache(data: TrainTest) -> dict[str, np.ndarray]:
+    """TrainTest -> flat dict of arrays for ``cached_arrays``."""
+    return {"train_images": data.train[0], "train_labels": data.train[1], "test_images": data.test[0],
+            "test_labels": data.test[1], "class_names": np.asarray(data.class_names, dtype=str)}
+
+
+def _from_cache(arrays: dict[str, np.ndarray]) -> TrainTest:
+    """Inverse of ``_to_cache``."""
+    return TrainTest((arrays["train_images"], arrays["train_labels"]), (arrays["test_images"], arrays["test_labels"]),
+                     tuple(str(name) for name in arrays["class_names"]))
+
+
+def _cached(config: Any, key: str, build: Callable[[], TrainTest]) -> TrainTest:
+    """``build()``, cached in ``config.cache_dir`` (when set) under ``key``."""
+    return _from_cache(cached_arrays(config.get("cache_dir", None), key, lambda: _to_cache(build())))
+
+
+def tail_per_class(labels: np.ndarray, count: int) -> np.ndarray:
+    """Boolean mask of the last ``count`` examples of every class."""
+    mask = np.zeros(len(labels), bool)
+    for c in np.unique(labels):
+        of_class = np.flatnonzero(labels == c)
+        if len(of_class) <= count:
+            raise ValueError(f"class {c} has {len(of_class)} examples: too few to hold out {count}")
+        mask[of_class[len(of_class) - count:]] = True
+    return mask
+
+
+def _load_synthetic(config: Any) -> TrainTest:
+    """The synthetic data set; the last ``test_per_class`` samples of every class are the test split."""
+    num_classes = config.get("num_classes", 10)
+    images, labels = synthetic_images(num_classes, config.get("num_per_class", 100), config.get("image_size", 32),
+                                      seed=config.get("synthetic_seed", 0))
+    is_test = tail_per_class(labels, config.get("test_per_class", 20))
+    return TrainTest((images[~is_test], labels[~is_test]), (images[is_test], labels[is_test]),
+                     tuple(f"class_{c}" for c in range(num_classes)))
+
+
+def _load_cifar10(config: Any) -> TrainTest:
+    """CIFAR-10 through TFDS (TF-free), cached as arrays."""
+    def build() -> TrainTest:
+        from selectivity_jax.data.cifar10 import load_cifar10  # imports TFDS: only when needed
+        data = load_cifar10(config.get("data_dir", None))
+        return TrainTest(data["train"], data["test"], tuple(data["class_names"]))
+    return _cached(config, "cifar10", build)
+
+
+def _folder_cache_key(root: str, image_size: int | None) -> str:
+    """Cache key naming an image folder and changing with its path, size, modification time and image_size."""
+    stat = os.stat(root)
+    identity = f"{os.path.abspath(root)}|{stat.st_size}|{stat.st_mtime_ns}|{image_size}"
+    name = os.path.basename(os.path.normpath(root)).split(".")[0] or "root"
+    return f"image_folder_{name}_{hashlib.sha1(identity.encode()).hexdigest()[:12]}"
+
+
+def _load_image_folder(config: Any) -> TrainTest:
+    """An image folder (directory or tar archive) with train/ and test/ splits, cached as arrays."""
+    root, image_size = config.get("root", None), config.get("image_size", None)
+    if not root:
+        raise ValueError("data.root must name the image folder (directory or .tar/.tar.gz archive)")
+
+    def build() -> TrainTest:
+        read = load_image_folder_splits(root, ("train", "test"), image_size=image_size)
+        train_images, train_labels, train_classes = read["train"]
+        test_images, test_labels, test_classes = read["test"]
+        if test_classes != train_classes:
+            raise ValueError(f"{root}: test classes {test_classes} differ from train classes {train_classes}")
+        return TrainTest((train_images, train_labels), (test_images, test_labels), train_classes)
+    return _cached(config, _folder_cache_key(root, image_size), build)
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """How to load one data set, and its validation protocol when the config sets none."""
+    load: Callable[[Any], TrainTest]
+    num_val: int = 0
+    val_per_class: int = 0
+
+
+# Data sets by config name. Tiny ImageNet will be: Source(<its loader>, val_per_class=50).
+SOURCES: dict[str, Source] = {
+    "synthetic": Source(_load_synthetic),
+    "cifar10": Source(_load_cifar10, num_val=5000),
+    "image_folder": Source(_load_image_folder),
+}
+
+
+def _validation_sizes(config: Any, source: Source) -> tuple[int, int]:
+    """(num_val, val_per_class): from the config when it sets either, else the source's protocol."""
+    num_val, val_per_class = config.get("num_val", None), config.get("val_per_class", None)
+    if num_val is None and val_per_class is None:
+        return source.num_val, source.val_per_class
+    return num_val or 0, val_per_class or 0
+
+
+def load_splits(data_config: Any, seed: int) -> ArraySplits:
+    """Loads the data set named ``data_config.name`` as train / val / test arrays; ``seed`` picks the validation
+    split (drawn from the training split) and the optional ``train_subset`` / ``test_subset`` (0 = all)."""
+    name = data_config.get("name", None)
+    if name not in SOURCES:
+        raise ValueError(f"unknown data set {name!r}; known: {sorted(SOURCES)}")
+    source = SOURCES[name]
+    data = source.load(data_config)
+    num_val, val_per_class = _validation_sizes(data_config, source)
+    train, val = split_train_val(*data.train, num_val=num_val, val_per_class=val_per_class, seed=seed)
+    train = subset(*train, data_config.get("train_subset", 0), seed)
+    test = subset(*data.test, data_config.get("test_subset", 0), seed)
+    return ArraySplits(train=train, val=val, test=test, num_classes=len(data.class_names),
+                       class_names=data.class_names)
+
+
+__all__ = ["ArraySplits", "SOURCES", "Source", "TrainTest", "cached_arrays", "load_image_folder",
+           "load_image_folder_splits", "load_splits", "split_train_val", "subset", "synthetic_images",
+           "tail_per_class"]

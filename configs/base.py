@@ -1,0 +1,68 @@
+"""Shared defaults of every training config; each field's meaning and default is explained once, here.
+
+Model-and-data files (cifar10_resnet20.py, ...) start from `get_config()` and override what differs. Values from
+Leavitt & Morcos (ICLR 2021) are marked [paper]; the others are the project's choice, marked [ours], or a cited
+recipe the paper follows without restating it.
+"""
+
+import ml_collections
+
+# [ours] The symmetric alpha grid (the paper's exact grid is not published in a readable form).
+CIFAR10_ALPHAS = (-100.0, -30.0, -10.0, -5.0, -2.0, -1.0, -0.5, -0.2, -0.1, 0.0,
+                  0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 100.0)
+TINY_IMAGENET_ALPHAS = (-5.0, -2.0, -1.0, -0.5, -0.2, -0.1, 0.0, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0                  # Initialization, data order, augmentation and the train/val split.
+    config.alpha = 0.0               # Loss = CE - alpha * network selectivity; < 0 lowers selectivity [paper].
+    config.alpha_warmup_epochs = 0.0  # Linear ramp of alpha from 0 over this many epochs (0: none) [ours].
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "resnet20"   # A name of selectivity_jax.models.MODELS.
+    # Which post-ReLU layers the selectivity term and the reports use: 'block_outputs' (every residual block's
+    # output; every conv ReLU for VGG) [paper], 'all_relus', 'stage_outputs', or a list of layer names.
+    config.model.selectivity_layers = "block_outputs"
+
+    config.data = ml_collections.ConfigDict()
+    config.data.name = "cifar10"     # synthetic | cifar10 | image_folder (selectivity_jax.data.load_splits).
+    config.data.data_dir = None      # TFDS data directory (None: TFDS's default, ~/tensorflow_datasets).
+    config.data.root = None          # image_folder: a directory or .tar(.gz) with <split>/<class>/*.jpg|png.
+    config.data.cache_dir = None     # Where decoded uint8 arrays are cached (None: no cache).
+    config.data.num_val = 5000       # Validation examples drawn from train per seed (CIFAR10: 45k/5k) [paper].
+    config.data.val_per_class = 0    # Alternatively, validation examples per class (Tiny ImageNet: 50) [paper].
+    config.data.train_subset = 0     # Use only this many training examples (0: all); for quick runs.
+    config.data.test_subset = 0      # Likewise for the test split.
+    config.data.mean = None          # Per-channel normalization in [0, 1] units (None: computed from train).
+    config.data.std = None
+
+    config.augment = ml_collections.ConfigDict()
+    config.augment.crop_padding = 4  # Random crop from a zero-padded image (He et al. 2016); 0: no crop.
+    config.augment.flip = True       # Random horizontal flips.
+
+    # Optimization: SGD with momentum, L2 weight decay on kernels only, piecewise-constant learning rate.
+    config.batch_size = 128          # Global batch, split over all devices.
+    config.learning_rate = 0.1       # At lr_base_batch_size; scaled linearly with batch_size.
+    config.lr_base_batch_size = 128
+    config.lr_decay_at = (0.5, 0.75)  # Fractions of training at which the learning rate is multiplied ...
+    config.lr_decay_factor = 0.1      # ... by this.
+    config.lr_warmup_epochs = 0.0    # Linear learning-rate warm-up (0: none).
+    config.momentum = 0.9
+    config.nesterov = False
+    config.weight_decay = 1e-4       # Not applied to BatchNorm parameters or biases.
+    config.num_train_steps = 0       # Training length in steps; 0: use num_epochs.
+    config.num_epochs = 1.0
+    config.compute_dtype = "float32"  # 'bfloat16': bf16 activations, float32 params and selectivity math.
+
+    config.eval_every_epochs = 1     # Validation cadence.
+    config.eval_batch_size = 500     # Any size: padding rows are masked out.
+    config.checkpoint_every_epochs = 1
+    config.max_checkpoints_to_keep = 2
+    config.num_devices = 0           # Devices of the data mesh (0: all).
+    config.distributed = False       # Call jax.distributed.initialize() (multi-host TPU pods, GPU clusters).
+
+    config.sweep = ml_collections.ConfigDict()
+    config.sweep.alphas = CIFAR10_ALPHAS
+    config.sweep.seeds = (0, 1, 2, 3, 4)
+    return config

@@ -1,0 +1,35 @@
+"""Train one model at one alpha: python -m experiments.train --config configs/quickstart.py --workdir DIR
+
+Any config field can be overridden, e.g. ``--config.alpha=-1.0 --config.seed=3``. Running the same command on
+the same DIR resumes; ``--overwrite`` starts afresh. See selectivity_jax/train/loop.py for what DIR receives.
+"""
+
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from selectivity_jax.train.loop import Preempted, train_and_evaluate
+
+config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).", lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
+flags.DEFINE_bool("overwrite", False, "Delete the work directory first instead of resuming.")
+flags.mark_flags_as_required(["config", "workdir"])
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+        train_and_evaluate(FLAGS.config, FLAGS.workdir, overwrite=FLAGS.overwrite)
+    except Preempted as stop:
+        print(str(stop), file=sys.stderr)
+        sys.exit(143)
+    except ValueError as error:  # bad input: one clear line, no traceback
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,147 @@
+"""Image-folder data sets: ``<root>/<split>/<class>/<image>``, as a directory or inside a tar archive.
+
+Classes are the sorted class directory names of a split (labels 0..C-1), files are sorted by name within a class,
+images are decoded to RGB with Pillow. A ``.tar`` / ``.tar.gz`` / ``.tgz`` archive with the same layout (optionally
+under one top-level folder) is read in a single streaming pass, without extracting it to disk.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+from PIL import Image
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+_PIL_FORMATS = ("JPEG", "PNG")  # only these decoders are tried: saves Pillow's format probing
+FolderSplit = tuple[np.ndarray, np.ndarray, tuple[str, ...]]  # (uint8 images, int32 labels, class names)
+
+
+def is_image_file(name: str) -> bool:
+    """Whether a file name is an image this module reads (by extension; hidden files excluded)."""
+    base = os.path.basename(name)
+    return not base.startswith(".") and base.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def decode_image(data: bytes, name: str, image_size: int | None = None) -> np.ndarray:
+    """Decodes image bytes to uint8 RGB [H, W, 3]; resized (bilinear) to image_size x image_size if it differs."""
+    try:
+        image = Image.open(io.BytesIO(data), formats=_PIL_FORMATS)
+        image = image.convert("RGB") if image.mode != "RGB" else image
+        image.load()
+    except OSError as error:
+        raise ValueError(f"cannot decode image {name}: {error}") from error
+    if image_size is not None and image.size != (image_size, image_size):
+        image = image.resize((image_size, image_size), Image.BILINEAR)
+    return np.asarray(image, np.uint8)
+
+
+def _directory_entries(root: str, splits: Sequence[str]) -> Iterator[tuple[str, str, str | None, str]]:
+    """Yields (split, class, file name or None for a class directory, path) for the wanted splits of a directory."""
+    for split in splits:
+        split_dir = os.path.join(root, split)
+        if not os.path.isdir(split_dir):
+            found = sorted(e.name for e in os.scandir(root) if e.is_dir())
+            raise FileNotFoundError(f"split {split!r} not found in {root} (splits there: {found})")
+        for class_entry in os.scandir(split_dir):
+            if class_entry.is_dir() and not class_entry.name.startswith("."):
+                yield split, class_entry.name, None, class_entry.path
+                for file_entry in os.scandir(class_entry.path):
+                    if file_entry.is_file() and is_image_file(file_entry.name):
+                        yield split, class_entry.name, file_entry.name, file_entry.path
+
+
+def _archive_location(name: str, splits: Sequence[str]) -> tuple[str, str, str | None] | None:
+    """(split, class, file or None) for an archive member path ``[top/]split/class[/file]``, else None."""
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    for depth in (0, 1):  # no top-level folder, or one
+        rest = parts[depth:]
+        if len(rest) == 2 and rest[0] in splits and not rest[1].startswith("."):
+            return rest[0], rest[1], None
+        if len(rest) == 3 and rest[0] in splits and not rest[1].startswith(".") and is_image_file(rest[2]):
+            return rest[0], rest[1], rest[2]
+    return None
+
+
+def _archive_entries(root: str, splits: Sequence[str]) -> Iterator[tuple[str, str, str | None, bytes | None]]:
+    """Yields (split, class, file or None, bytes or None) for the wanted splits of a tar archive, in one pass."""
+    with tarfile.open(root, "r|*") as archive:
+        for member in archive:
+            location = _archive_location(member.name, splits)
+            if location is None:
+                continue
+            split, class_name, file_name = location
+            if member.isdir() and file_name is None:
+                yield split, class_name, None, None
+            elif member.isfile() and file_name is not None:
+                yield split, class_name, file_name, archive.extractfile(member).read()
+
+
+def is_archive(root: str | os.PathLike) -> bool:
+    """Whether ``root`` names a tar archive (by suffix) rather than a directory."""
+    return os.fspath(root).lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def _collect(entries: Iterable[tuple[str, str, str | None, bytes | str | None]], splits: Sequence[str],
+             image_size: int | None, source: str) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """Decodes entries into {split: {class: {file name: image}}}, checking that all images share one shape."""
+    images: dict[str, dict[str, dict[str, np.ndarray]]] = {split: {} for split in splits}
+    first: tuple[str, tuple[int, ...]] | None = None
+    for split, class_name, file_name, content in entries:
+        of_class = images[split].setdefault(class_name, {})
+        if file_name is None:
+            continue
+        name = f"{source}:{split}/{class_name}/{file_name}"
+        if isinstance(content, str):
+            with open(content, "rb") as file:
+                content = file.read()
+        image = decode_image(content, name, image_size)
+        if first is None:
+            first = (name, image.shape)
+        elif image.shape != first[1]:
+            raise ValueError(f"image {name} is {image.shape}, but {first[0]} is {first[1]}: pass image_size to "
+                             "resize them all")
+        of_class[file_name] = image
+    return images
+
+
+def _to_arrays(by_class: dict[str, dict[str, np.ndarray]], split: str, source: str) -> FolderSplit:
+    """Stacks {class: {file: image}} into (images, labels, class names): sorted classes, sorted files."""
+    class_names = tuple(sorted(by_class))
+    if not class_names:
+        raise FileNotFoundError(f"split {split!r} not found in {source} (no {split}/<class>/ directories)")
+    empty = [name for name in class_names if not by_class[name]]
+    if empty:
+        raise ValueError(f"class directories {empty} of split {split!r} in {source} hold no images")
+    images = [by_class[name][file] for name in class_names for file in sorted(by_class[name])]
+    labels = np.repeat(np.arange(len(class_names), dtype=np.int32), [len(by_class[name]) for name in class_names])
+    return np.stack(images), labels, class_names
+
+
+def load_image_folder_splits(root: str | os.PathLike, splits: Sequence[str] = ("train", "test"), *,
+                             image_size: int | None = None) -> dict[str, FolderSplit]:
+    """Reads several splits of an image folder (directory or tar archive, one pass over it).
+
+    Returns {split: (uint8 images [N, H, W, 3], int32 labels [N], class names)}; each split has its own class
+    names (the caller checks that they agree).
+    """
+    root, splits = os.fspath(root), tuple(splits)
+    if not os.path.exists(root):
+        raise FileNotFoundError(f"image folder {root} does not exist")
+    if is_archive(root):
+        entries = _archive_entries(root, splits)
+    elif os.path.isdir(root):
+        entries = _directory_entries(root, splits)
+    else:
+        raise ValueError(f"{root} is neither a directory nor a {'/'.join(ARCHIVE_SUFFIXES)} archive")
+    images = _collect(entries, splits, image_size, os.path.basename(root))
+    return {split: _to_arrays(images[split], split, root) for split in splits}
+
+
+def load_image_folder(root: str | os.PathLike, split: str, *, image_size: int | None = None) -> FolderSplit:
+    """Reads one split of an image folder as (uint8 images [N, H, W, 3], int32 labels [N], class names)."""
+    return load_image_folder_splits(root, (split,), image_size=image_size)[split]

@@ -1,0 +1,128 @@
+"""The pure training and evaluation steps (Leavitt & Morcos, ICLR 2021, Sec. 2.3: loss = CE - alpha * SI).
+
+Both are plain functions of (state, device arrays); `make_train_step` / `make_evaluate` close over the static
+recipe (batch size, augmentation, normalization, schedules) and return jitted functions. Under a data mesh the
+batch is sharded, so cross-entropy, the selectivity term and BatchNorm statistics are global-batch quantities.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from selectivity_jax.capture import apply_with_activations
+from selectivity_jax.data.on_device import (EvalArrays, TrainArrays, epoch_permutation, gather_batch, normalize,
+                                            random_crop_flip)
+from selectivity_jax.selectivity import SelectivityStats, selectivity_fn
+from selectivity_jax.train.state import TrainState
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSpec:
+    """Static facts a step needs (hashable; none of them changes between steps)."""
+    num_classes: int
+    batch_size: int
+    steps_per_epoch: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    crop_padding: int = 4
+    flip: bool = True
+    alpha_warmup_steps: int = 0
+    compute_dtype: Any = jnp.float32
+    selectivity_term: bool = True  # False: plain cross-entropy step (the benchmark's baseline); no SI computed
+
+
+def alpha_in_force(alpha: Array, step: Array, warmup_steps: int) -> Array:
+    """alpha, ramped linearly from 0 over the first ``warmup_steps`` steps (no ramp when 0)."""
+    if warmup_steps <= 0:
+        return alpha
+    return alpha * jnp.minimum(1.0, (step + 1) / warmup_steps)
+
+
+def data_key(state: TrainState) -> Array:
+    return jax.random.wrap_key_data(state.rng)
+
+
+def make_train_step(spec: StepSpec, schedule: optax.Schedule) -> Callable[[TrainState, TrainArrays, Array],
+                                                                           tuple[TrainState, dict[str, Array]]]:
+    """``train_step(state, data, permutation) -> (state, metrics)``; the batch is number
+    ``state.step % steps_per_epoch`` of the epoch order ``permutation`` (see `epoch_permutation`)."""
+
+    def train_step(state: TrainState, data: TrainArrays, permutation: Array) -> tuple[TrainState, dict[str, Array]]:
+        images, labels = gather_batch(data, permutation, state.step % spec.steps_per_epoch, spec.batch_size)
+        augment_key = jax.random.fold_in(jax.random.fold_in(data_key(state), 1), state.step)
+        images = random_crop_flip(augment_key, images, spec.crop_padding, spec.flip)
+        x = normalize(images, spec.mean, spec.std, spec.compute_dtype)
+        alpha = alpha_in_force(state.alpha, state.step, spec.alpha_warmup_steps)
+
+        def loss_fn(params):
+            variables = {"params": params, "batch_stats": state.batch_stats}
+            if spec.selectivity_term:
+                logits, acts, new_state = apply_with_activations(
+                    state.apply_fn, variables, x, train=True, filter=None, mutable=["batch_stats"])
+                selectivity = selectivity_fn(acts, labels, spec.num_classes)
+            else:
+                logits, new_state = state.apply_fn(variables, x, train=True, mutable=["batch_stats"])
+                selectivity = jnp.full((), jnp.nan)
+            ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels).mean()
+            loss = ce - alpha * selectivity if spec.selectivity_term else ce
+            accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+            return loss, (new_state["batch_stats"], ce, selectivity, accuracy)
+
+        (loss, (batch_stats, ce, selectivity, accuracy)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params)
+        new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+        metrics = {"loss": loss, "cross_entropy": ce, "selectivity": selectivity, "accuracy": accuracy,
+                   "alpha": alpha, "learning_rate": jnp.asarray(schedule(state.step), jnp.float32)}
+        return new_state, metrics
+
+    return jax.jit(train_step, donate_argnums=0)
+
+
+def make_permutation_fn(num_examples: int) -> Callable[[TrainState, Array], Array]:
+    """``permutation(state, epoch)`` -> int32 [N], the example order of ``epoch`` for this run (jitted)."""
+    return jax.jit(lambda state, epoch: epoch_permutation(jax.random.fold_in(data_key(state), 0), epoch,
+                                                          num_examples))
+
+
+def make_evaluate(spec: StepSpec) -> Callable[[TrainState, EvalArrays], tuple[dict, Any]]:
+    """``evaluate(state, split) -> (totals, SelectivityStats)`` over a whole split in one jitted scan.
+
+    The statistics cover the layers the model sows (its ``selectivity_layer_names()``).
+
+    totals: ``correct`` and ``cross_entropy`` sums and ``count`` over the real (unmasked) examples; padding rows
+    are masked out, so nothing depends on the evaluation batch size.
+    """
+
+    def evaluate(state: TrainState, split: EvalArrays) -> tuple[dict[str, Array], SelectivityStats]:
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+
+        def body(carry, batch):
+            totals, stats = carry
+            images, labels, mask = batch
+            x = normalize(images, spec.mean, spec.std, spec.compute_dtype)
+            logits, acts, _ = apply_with_activations(state.apply_fn, variables, x, train=False, filter=None)
+            logits = logits.astype(jnp.float32)
+            ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+            totals = {"correct": totals["correct"] + jnp.sum((jnp.argmax(logits, -1) == labels) * mask),
+                      "cross_entropy": totals["cross_entropy"] + jnp.sum(ce * mask),
+                      "count": totals["count"] + jnp.sum(mask)}
+            return (totals, stats.update(acts, labels, mask)), None
+
+        shapes = jax.eval_shape(lambda: apply_with_activations(
+            state.apply_fn, variables, normalize(split.images[0], spec.mean, spec.std, spec.compute_dtype),
+            train=False, filter=None)[1])
+        empty_stats = SelectivityStats.create(shapes, spec.num_classes)
+        zeros = {"correct": jnp.zeros(()), "cross_entropy": jnp.zeros(()), "count": jnp.zeros(())}
+        (totals, stats), _ = jax.lax.scan(
+            body, (zeros, empty_stats),
+            (split.images, split.labels, split.mask))
+        return totals, stats
+
+    return jax.jit(evaluate)

@@ -1,0 +1,168 @@
+"""The training loop end to end on tiny synthetic runs: outputs, resume, data parallelism, alpha's effect, errors."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import quickstart
+from selectivity_jax.data.on_device import put_train_arrays
+from selectivity_jax.parallel import make_data_mesh
+from selectivity_jax.train.checkpoint import checkpoint_manager, restore_latest
+from selectivity_jax.train.loop import Preempted, prepare_workdir, setup_run, train_and_evaluate
+
+RESULT_KEYS_THAT_VARY = {"wall_time_seconds_this_call"}
+
+
+def tiny_config(**overrides):
+    """Quickstart shrunk to seconds: 240 train / 40 val / 80 test images, ResNet20 at width 4, 12 steps."""
+    config = quickstart.get_config()
+    config.model.width = 4
+    config.data.num_per_class = 36
+    config.data.test_per_class = 8
+    config.data.num_val = 40
+    config.batch_size = 40
+    config.lr_base_batch_size = 40
+    config.eval_batch_size = 40
+    config.num_epochs = 2.0
+    config.eval_every_epochs = 1
+    config.num_devices = 1
+    for key, value in overrides.items():
+        node = config
+        *path, leaf = key.split(".")
+        for part in path:
+            node = node[part]
+        node[leaf] = value
+    return config
+
+
+def _quiet(_):
+    pass
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("run"))
+    return workdir, train_and_evaluate(tiny_config(), workdir, log=_quiet)
+
+
+def test_run_writes_everything(finished_run):
+    workdir, results = finished_run
+    assert sorted(os.listdir(workdir)) == ["checkpoints", "config.json", "metrics.jsonl", "results.json",
+                                           "selectivity.npz"]
+    with open(os.path.join(workdir, "results.json")) as f:
+        stored = json.load(f)
+    for key in ("test_accuracy", "test_selectivity", "test_cross_entropy", "test_dead_unit_fraction",
+                "wall_time_seconds_this_call"):
+        assert np.isfinite(stored[key]), key
+    assert 0.0 <= stored["test_accuracy"] <= 1.0 and 0.0 < stored["test_selectivity"] < 1.0
+    assert list(stored["per_layer_selectivity"]) == sorted(stored["layer_names"])
+    assert len(stored["layer_names"]) == 9 and stored["test_examples"] == 80
+    assert stored["split_sizes"] == {"train": 240, "val": 40, "test": 80}
+    assert stored["versions"]["jax"] == jax.__version__ and stored["device_count"] == 1
+    rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    assert [r["epoch"] for r in rows] == [1, 2] and [r["step"] for r in rows] == [6, 12]
+    for key in ("train_loss", "train_cross_entropy", "train_selectivity", "alpha", "learning_rate",
+                "val_accuracy", "val_selectivity", "images_per_second"):
+        assert all(np.isfinite(r[key]) for r in rows), key
+    per_unit = np.load(os.path.join(workdir, "selectivity.npz"))
+    assert sorted(per_unit.files) == sorted(stored["layer_names"])
+    assert per_unit["stage3_block2/out"].shape == (16,)  # width 4 x 4 channels in stage 3
+    np.testing.assert_allclose(np.mean([per_unit[k].mean() for k in per_unit.files]), stored["test_selectivity"],
+                               atol=1e-6)
+    assert json.load(open(os.path.join(workdir, "config.json")))["alpha"] == 0.0
+
+
+def test_finished_run_is_not_trained_again(finished_run):
+    workdir, results = finished_run
+    again = train_and_evaluate(tiny_config(), workdir, log=_quiet)
+    assert again["test_accuracy"] == results["test_accuracy"]
+
+
+def test_resume_after_interruption_gives_identical_results(finished_run, tmp_path):
+    workdir, uninterrupted = finished_run
+    resumed_dir = str(tmp_path / "resumed")
+    with pytest.raises(Preempted):
+        train_and_evaluate(tiny_config(), resumed_dir, stop_after_steps=4, log=_quiet)  # mid-epoch 1
+    with pytest.raises(Preempted):
+        train_and_evaluate(tiny_config(), resumed_dir, stop_after_steps=5, log=_quiet)  # mid-epoch 2
+    resumed = train_and_evaluate(tiny_config(), resumed_dir, log=_quiet)
+    for key in set(uninterrupted) - RESULT_KEYS_THAT_VARY:
+        assert resumed[key] == uninterrupted[key], key
+    # bitwise identical parameters
+    template = setup_run(tiny_config(), num_classes=10, image_shape=(32, 32, 3), num_train=240,
+                         mean=(0.5,) * 3, std=(0.25,) * 3, mesh=make_data_mesh(1)).initial_state
+    a = restore_latest(checkpoint_manager(os.path.join(workdir, "checkpoints")), template)
+    b = restore_latest(checkpoint_manager(os.path.join(resumed_dir, "checkpoints")), template)
+    assert int(a.step) == int(b.step) == 12
+    for x, y in zip(jax.tree.leaves((a.params, a.batch_stats, a.opt_state)),
+                    jax.tree.leaves((b.params, b.batch_stats, b.opt_state))):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    rows = [json.loads(line) for line in open(os.path.join(resumed_dir, "metrics.jsonl"))]
+    assert [r["epoch"] for r in rows] == [1, 2]
+
+
+def test_different_config_refused_and_overwrite(finished_run, tmp_path):
+    workdir, _ = finished_run
+    with pytest.raises(ValueError, match=r"different config \(fields \['alpha'\]"):
+        prepare_workdir(workdir, tiny_config(alpha=1.0))
+    fresh = str(tmp_path / "fresh")
+    prepare_workdir(fresh, tiny_config())
+    open(os.path.join(fresh, "stale.txt"), "w").close()
+    prepare_workdir(fresh, tiny_config(alpha=1.0), overwrite=True)
+    assert os.listdir(fresh) == ["config.json"]
+
+
+def _three_steps(num_devices):
+    config = tiny_config(num_devices=num_devices, batch_size=40)
+    mesh = make_data_mesh(num_devices)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (240, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, 240).astype(np.int32)
+    run = setup_run(config, num_classes=10, image_shape=(32, 32, 3), num_train=240, mean=(0.5,) * 3,
+                    std=(0.25,) * 3, mesh=mesh)
+    data = put_train_arrays(images, labels, mesh)
+    state = run.initial_state
+    order = run.permutation(state, 0)
+    losses = []
+    for _ in range(3):
+        state, metrics = run.train_step(state, data, order)
+        losses.append(float(metrics["loss"]))
+    assert run.train_step._cache_size() == 1  # no recompilation between steps
+    return losses, state
+
+
+def test_eight_devices_equal_one_device():
+    assert jax.device_count() == 8
+    losses_1, state_1 = _three_steps(1)
+    losses_8, state_8 = _three_steps(8)
+    assert len(state_8.params["stem"]["conv"]["kernel"].sharding.device_set) == 8
+    np.testing.assert_allclose(losses_8, losses_1, atol=1e-5, rtol=0)
+    for x, y in zip(jax.tree.leaves((state_1.params, state_1.batch_stats)),
+                    jax.tree.leaves((state_8.params, state_8.batch_stats))):
+        np.testing.assert_allclose(np.asarray(y), np.asarray(x), atol=1e-5, rtol=0)
+
+
+def test_alpha_moves_test_selectivity(tmp_path):
+    """Done-when of the training issue, on a short run: alpha < 0 lowers selectivity, alpha > 0 raises it."""
+    selectivity = {}
+    for alpha in (-5.0, 0.0, 5.0):
+        results = train_and_evaluate(tiny_config(alpha=alpha, num_epochs=3.0), str(tmp_path / f"a{alpha}"),
+                                     log=_quiet)
+        selectivity[alpha] = results["test_selectivity"]
+    assert selectivity[-5.0] < 0.5 * selectivity[0.0] < selectivity[0.0] < selectivity[5.0], selectivity
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"batch_size": 36, "num_devices": 8}, "not divisible by the 8 devices"),
+    ({"batch_size": 400}, "larger than the 240 training examples"),
+    ({"eval_batch_size": 44, "num_devices": 8}, "eval_batch_size=44 is not divisible"),
+    ({"num_devices": 9}, "num_devices=9"),
+    ({"model.name": "resnet21"}, "unknown model"),
+])
+def test_bad_inputs_give_clear_errors(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        train_and_evaluate(tiny_config(**overrides), str(tmp_path / "bad"), log=_quiet)
