@@ -8,6 +8,7 @@ batch is sharded, so cross-entropy, the selectivity term and BatchNorm statistic
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import jax
@@ -49,40 +50,52 @@ def data_key(state: TrainState) -> Array:
     return jax.random.wrap_key_data(state.rng)
 
 
+def _train_on_batch(spec: StepSpec, schedule: optax.Schedule, state: TrainState, images: Array,
+                    labels: Array) -> tuple[TrainState, dict[str, Array]]:
+    """One SGD step on a uint8 batch [B, H, W, C]: augment, normalize, loss = CE - alpha * SI, update."""
+    augment_key = jax.random.fold_in(jax.random.fold_in(data_key(state), 1), state.step)
+    images = random_crop_flip(augment_key, images, spec.crop_padding, spec.flip)
+    x = normalize(images, spec.mean, spec.std, spec.compute_dtype)
+    alpha = alpha_in_force(state.alpha, state.step, spec.alpha_warmup_steps)
+
+    def loss_fn(params):
+        variables = {"params": params, "batch_stats": state.batch_stats}
+        if spec.selectivity_term:
+            logits, acts, new_state = apply_with_activations(
+                state.apply_fn, variables, x, train=True, filter=None, mutable=["batch_stats"])
+            selectivity = selectivity_fn(acts, labels, spec.num_classes)
+        else:
+            logits, new_state = state.apply_fn(variables, x, train=True, mutable=["batch_stats"])
+            selectivity = jnp.full((), jnp.nan)
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels).mean()
+        loss = ce - alpha * selectivity if spec.selectivity_term else ce
+        accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+        return loss, (new_state["batch_stats"], ce, selectivity, accuracy)
+
+    (loss, (batch_stats, ce, selectivity, accuracy)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    metrics = {"loss": loss, "cross_entropy": ce, "selectivity": selectivity, "accuracy": accuracy,
+               "alpha": alpha, "learning_rate": jnp.asarray(schedule(state.step), jnp.float32)}
+    return new_state, metrics
+
+
 def make_train_step(spec: StepSpec, schedule: optax.Schedule) -> Callable[[TrainState, TrainArrays, Array],
                                                                            tuple[TrainState, dict[str, Array]]]:
-    """``train_step(state, data, permutation) -> (state, metrics)``; the batch is number
+    """``train_step(state, data, permutation) -> (state, metrics)`` for data held on device: the batch is number
     ``state.step % steps_per_epoch`` of the epoch order ``permutation`` (see `epoch_permutation`)."""
 
     def train_step(state: TrainState, data: TrainArrays, permutation: Array) -> tuple[TrainState, dict[str, Array]]:
         images, labels = gather_batch(data, permutation, state.step % spec.steps_per_epoch, spec.batch_size)
-        augment_key = jax.random.fold_in(jax.random.fold_in(data_key(state), 1), state.step)
-        images = random_crop_flip(augment_key, images, spec.crop_padding, spec.flip)
-        x = normalize(images, spec.mean, spec.std, spec.compute_dtype)
-        alpha = alpha_in_force(state.alpha, state.step, spec.alpha_warmup_steps)
-
-        def loss_fn(params):
-            variables = {"params": params, "batch_stats": state.batch_stats}
-            if spec.selectivity_term:
-                logits, acts, new_state = apply_with_activations(
-                    state.apply_fn, variables, x, train=True, filter=None, mutable=["batch_stats"])
-                selectivity = selectivity_fn(acts, labels, spec.num_classes)
-            else:
-                logits, new_state = state.apply_fn(variables, x, train=True, mutable=["batch_stats"])
-                selectivity = jnp.full((), jnp.nan)
-            ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels).mean()
-            loss = ce - alpha * selectivity if spec.selectivity_term else ce
-            accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
-            return loss, (new_state["batch_stats"], ce, selectivity, accuracy)
-
-        (loss, (batch_stats, ce, selectivity, accuracy)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params)
-        new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-        metrics = {"loss": loss, "cross_entropy": ce, "selectivity": selectivity, "accuracy": accuracy,
-                   "alpha": alpha, "learning_rate": jnp.asarray(schedule(state.step), jnp.float32)}
-        return new_state, metrics
+        return _train_on_batch(spec, schedule, state, images, labels)
 
     return jax.jit(train_step, donate_argnums=0)
+
+
+def make_batch_train_step(spec: StepSpec, schedule: optax.Schedule) -> Callable[[TrainState, Array, Array],
+                                                                                 tuple[TrainState, dict[str, Array]]]:
+    """``train_step(state, images, labels) -> (state, metrics)`` for batches fed by a host pipeline (data sets
+    larger than device memory); images uint8 [B, H, W, C], batch-sharded."""
+    return jax.jit(functools.partial(_train_on_batch, spec, schedule), donate_argnums=0)
 
 
 def make_permutation_fn(num_examples: int) -> Callable[[TrainState, Array], Array]:

@@ -1,0 +1,81 @@
+"""The command-line entry points, run as a user runs them (subprocesses from the repository root)."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY = ["--config.model.width=4", "--config.data.num_per_class=36", "--config.data.test_per_class=8",
+        "--config.data.num_val=40", "--config.batch_size=40", "--config.lr_base_batch_size=40",
+        "--config.eval_batch_size=40", "--config.num_devices=1"]
+
+
+def run(module, *args, **kwargs):
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, **kwargs)
+
+
+def test_train_cli_quickstart(tmp_path):
+    workdir = tmp_path / "run"
+    result = run("experiments.train", "--config", "configs/quickstart.py", "--workdir", str(workdir),
+                 "--config.num_epochs=1", "--config.alpha=-1.0", *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "epoch 1/1" in result.stdout and "test accuracy" in result.stdout
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["alpha"] == -1.0 and np.isfinite(results["test_selectivity"])
+    assert json.loads((workdir / "config.json").read_text())["model"]["width"] == 4
+    # the same command again: nothing to train, same results
+    again = run("experiments.train", "--config", "configs/quickstart.py", "--workdir", str(workdir),
+                "--config.num_epochs=1", "--config.alpha=-1.0", *TINY)
+    assert again.returncode == 0 and "is finished" in again.stdout
+    # another config on the same directory: refused in one line, nothing overwritten
+    refused = run("experiments.train", "--config", "configs/quickstart.py", "--workdir", str(workdir),
+                  "--config.num_epochs=1", "--config.alpha=2.0", *TINY)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines()[-1].startswith("error: ") and "--overwrite" in refused.stderr
+    assert json.loads((workdir / "results.json").read_text()) == results
+
+
+def test_train_cli_bad_batch_size_is_one_line(tmp_path):
+    result = run("experiments.train", "--config", "configs/quickstart.py", "--workdir", str(tmp_path / "x"),
+                 *TINY, "--config.num_devices=8", "--config.batch_size=36",
+                 env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: batch_size=36 is not divisible by the 8 devices of the mesh; use a multiple of 8")
+
+
+def test_sigterm_saves_a_checkpoint(tmp_path):
+    workdir = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "experiments.train", "--config", "configs/quickstart.py", "--workdir", str(workdir),
+         "--config.num_epochs=500", "--config.checkpoint_every_epochs=1000", *TINY],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = workdir / "metrics.jsonl"
+    deadline = time.time() + 240
+    while not (metrics.exists() and metrics.read_text().strip()) and time.time() < deadline:
+        assert process.poll() is None, process.stderr.read()[-3000:]
+        time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr[-3000:]
+    assert "checkpoint saved" in stderr
+    steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps and steps[-1] >= 6  # saved at the step it reached (checkpoint_every_epochs would never save)
+
+
+def test_benchmark_cli(tmp_path):
+    output = tmp_path / "bench.json"
+    result = run("experiments.benchmark", "--config", "configs/quickstart.py", "--steps", "2",
+                 "--output", str(output), *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "selectivity term overhead" in result.stdout
+    figures = json.loads(output.read_text())
+    assert figures["train_step_compiles/alpha_1"] == 1
+    assert all(figures[f"train_images_per_second/{k}"] > 0 for k in ("no_selectivity_term", "alpha_0", "alpha_1"))
