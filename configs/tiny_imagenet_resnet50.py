@@ -5,20 +5,11 @@ as test. [ours] 3 seeds, 90 epochs, lr 0.1 at batch 256, / 10 at epochs 30 and 6
 (4 px padding at 64 px) + flip; an alpha grid that stops at +-5.
 """
 
-from configs import base
+from configs import tiny_imagenet_resnet18
 
 
 def get_config():
-    config = base.get_config()
+    config = tiny_imagenet_resnet18.get_config()
     config.model.name = "resnet50"
-    config.data.name = "tiny_imagenet"
-    config.data.num_val = 0
-    config.data.val_per_class = 50
-    config.batch_size = 256
-    config.learning_rate = 0.1
-    config.lr_base_batch_size = 256
-    config.num_epochs = 90.0
-    config.lr_decay_at = (30 / 90, 60 / 90)
-    config.sweep.alphas = base.TINY_IMAGENET_ALPHAS
     config.sweep.seeds = (0, 1, 2)
     return config
