@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from configs import quickstart
+from selectivity_jax.data import synthetic_images
 from selectivity_jax.data.on_device import put_train_arrays
 from selectivity_jax.parallel import make_data_mesh
 from selectivity_jax.train.checkpoint import checkpoint_manager, restore_latest
@@ -116,15 +117,28 @@ def test_different_config_refused_and_overwrite(finished_run, tmp_path):
     assert os.listdir(fresh) == ["config.json"]
 
 
-def _three_steps(num_devices):
-    config = tiny_config(num_devices=num_devices, batch_size=40)
+def _setup_random(num_devices):
+    # alpha != 0 so the selectivity term's gradient is part of the comparison. A small learning rate: 1 and 8
+    # devices sum in different orders, and float32 gradient noise (~1e-4 absolute for conv kernels, sums over
+    # 40 x 32 x 32 positions) times a large learning rate would swamp the 1e-5 comparison after three steps.
+    config = tiny_config(num_devices=num_devices, batch_size=40, alpha=-1.0, learning_rate=0.002)
     mesh = make_data_mesh(num_devices)
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (240, 32, 32, 3), dtype=np.uint8)
-    labels = rng.integers(0, 10, 240).astype(np.int32)
+    images, labels = synthetic_images(10, 24, seed=0)
     run = setup_run(config, num_classes=10, image_shape=(32, 32, 3), num_train=240, mean=(0.5,) * 3,
                     std=(0.25,) * 3, mesh=mesh)
-    data = put_train_arrays(images, labels, mesh)
+    return run, put_train_arrays(images, labels, mesh)
+
+
+def test_each_device_computes_its_slice_of_the_batch():
+    """Data parallelism for real: the compiled step convolves 40 / 8 = 5 images per device and all-reduces."""
+    run, data = _setup_random(8)
+    hlo = run.train_step.lower(run.initial_state, data, run.permutation(run.initial_state, 0)).compile().as_text()
+    assert "f32[5,32,32," in hlo and "f32[40,32,32," not in hlo
+    assert "all-reduce" in hlo
+
+
+def _three_steps(num_devices):
+    run, data = _setup_random(num_devices)
     state = run.initial_state
     order = run.permutation(state, 0)
     losses = []

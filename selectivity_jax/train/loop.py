@@ -28,7 +28,8 @@ import numpy as np
 from selectivity_jax.data import load_splits
 from selectivity_jax.data.on_device import channel_stats, put_eval_arrays, put_train_arrays
 from selectivity_jax.models import get_model
-from selectivity_jax.parallel import check_batch_size, make_data_mesh, maybe_initialize_distributed, replicated
+from selectivity_jax.parallel import (batch_sharded, check_batch_size, make_data_mesh, maybe_initialize_distributed,
+                                      replicated)
 from selectivity_jax.train.checkpoint import checkpoint_manager, restore_latest, save_state
 from selectivity_jax.train.metrics import MetricsWriter, Progress, write_json
 from selectivity_jax.train.state import TrainState, create_train_state, learning_rate_schedule, make_optimizer
@@ -159,7 +160,8 @@ def setup_run(config: ml_collections.ConfigDict, *, num_classes: int, image_shap
                     mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std),
                     crop_padding=config.augment.crop_padding, flip=config.augment.flip,
                     alpha_warmup_steps=int(config.alpha_warmup_epochs * steps_per_epoch),
-                    compute_dtype=jnp.dtype(config.compute_dtype), selectivity_term=selectivity_term)
+                    compute_dtype=jnp.dtype(config.compute_dtype), selectivity_term=selectivity_term,
+                    batch_sharding=batch_sharded(mesh))
     input_shape = (1,) + tuple(image_shape)
     state = jax.jit(lambda: create_train_state(model, tx, seed=config.seed, alpha=config.alpha,
                                                input_shape=input_shape), out_shardings=replicated(mesh))()

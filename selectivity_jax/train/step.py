@@ -37,6 +37,7 @@ class StepSpec:
     alpha_warmup_steps: int = 0
     compute_dtype: Any = jnp.float32
     selectivity_term: bool = True  # False: plain cross-entropy step (the benchmark's baseline); no SI computed
+    batch_sharding: Any = None     # NamedSharding that splits a batch over the 'data' mesh axis (None: no mesh)
 
 
 def alpha_in_force(alpha: Array, step: Array, warmup_steps: int) -> Array:
@@ -53,6 +54,8 @@ def data_key(state: TrainState) -> Array:
 def _train_on_batch(spec: StepSpec, schedule: optax.Schedule, state: TrainState, images: Array,
                     labels: Array) -> tuple[TrainState, dict[str, Array]]:
     """One SGD step on a uint8 batch [B, H, W, C]: augment, normalize, loss = CE - alpha * SI, update."""
+    if spec.batch_sharding is not None:  # data parallelism: each device works on its slice of the batch
+        images, labels = jax.lax.with_sharding_constraint((images, labels), spec.batch_sharding)
     augment_key = jax.random.fold_in(jax.random.fold_in(data_key(state), 1), state.step)
     images = random_crop_flip(augment_key, images, spec.crop_padding, spec.flip)
     x = normalize(images, spec.mean, spec.std, spec.compute_dtype)

@@ -1,0 +1,245 @@
+"""The sweep figures of Leavitt & Morcos (ICLR 2021), drawn with matplotlib's Agg canvas.
+
+Each figure function takes a `Sweep` and returns a `matplotlib.figure.Figure` without touching pyplot's global
+state (nothing to close; no display needed). `save_figure` writes one as PNG and SVG. Alpha is drawn on a symlog
+axis, and coloured with a diverging colormap centred at alpha = 0 (blue: selectivity discouraged, red: encouraged).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Sequence
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Colormap, SymLogNorm
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, NullFormatter
+
+from selectivity_jax.report.runs import Run, Sweep
+from selectivity_jax.report.tables import mean_std, summarize
+
+ALPHA_CMAP = "coolwarm"
+ALPHA_LABEL = "α  (loss = CE − α · selectivity)"
+SELECTIVITY_LABEL = "network class selectivity (test)"
+ACCURACY_LABEL = "test accuracy"
+
+# File name -> caption of every figure `make_figures` draws, in report order.
+FIGURE_CAPTIONS = {
+    "accuracy_vs_alpha": "Test accuracy vs α",
+    "selectivity_vs_alpha": "Network selectivity vs α",
+    "accuracy_vs_selectivity": "Test accuracy vs network selectivity",
+    "layer_selectivity": "Selectivity by layer",
+    "unit_selectivity_distribution": "Distribution of unit selectivity by layer",
+}
+
+
+def new_figure(width: float = 6.4, height: float = 4.4) -> Figure:
+    """A figure on its own Agg canvas (pyplot is not used)."""
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def linthresh(alphas: Sequence[float]) -> float:
+    """The symlog linear threshold: the smallest non-zero |alpha|, or 1."""
+    nonzero = [abs(a) for a in alphas if a != 0]
+    return min(nonzero) if nonzero else 1.0
+
+
+def alpha_norm(alphas: Sequence[float]) -> SymLogNorm:
+    """A symmetric-log colour normalisation of alpha centred at 0 (0 maps to the colormap's middle)."""
+    threshold = linthresh(alphas)
+    largest = max([abs(a) for a in alphas] + [threshold])
+    return SymLogNorm(linthresh=threshold, linscale=1.0, vmin=-largest, vmax=largest, base=10)
+
+
+def alpha_ticks(alphas: Sequence[float]) -> list[float]:
+    """0 and the signed powers of ten from the symlog threshold up to the largest |alpha|."""
+    threshold = linthresh(alphas)
+    largest = max([abs(a) for a in alphas] + [threshold])
+    decades = 10.0 ** np.arange(np.floor(np.log10(threshold)), np.floor(np.log10(largest)) + 1)
+    return sorted([0.0] + [float(sign * d) for d in decades for sign in (-1, 1)])
+
+
+def _alpha_label(value: float, _position=None) -> str:
+    return f"{value:g}"
+
+
+def alpha_colors(alphas: Sequence[float], cmap: str = ALPHA_CMAP) -> tuple[SymLogNorm, Colormap]:
+    """The (norm, colormap) pair that colours alphas."""
+    return alpha_norm(alphas), colormaps[cmap]
+
+
+def _alpha_axis(ax, alphas: Sequence[float]) -> None:
+    ax.set_xscale("symlog", linthresh=linthresh(alphas), linscale=1.0)
+    ax.set_xticks([t for t in alpha_ticks(alphas) if min(alphas) <= t <= max(alphas)])  # not widening the axis
+    ax.xaxis.set_major_formatter(FuncFormatter(_alpha_label))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.axvline(0.0, color="0.75", linewidth=0.8, linestyle=":", zorder=0)
+    ax.set_xlabel(ALPHA_LABEL)
+    ax.grid(alpha=0.3)
+
+
+def _alpha_colorbar(fig: Figure, ax, alphas: Sequence[float]) -> None:
+    norm, cmap = alpha_colors(alphas)
+    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, pad=0.02)
+    bar.set_ticks(alpha_ticks(alphas))
+    bar.ax.yaxis.set_major_formatter(FuncFormatter(_alpha_label))
+    bar.ax.yaxis.set_minor_formatter(NullFormatter())
+    bar.set_label("α")
+
+
+def _runs_label(sweep: Sweep) -> str:
+    seeds = sorted({run.seed for run in sweep.runs})
+    return f"{len(sweep.runs)} runs, {len(sweep.alphas)} alphas, seeds {', '.join(map(str, seeds))}"
+
+
+def metric_vs_alpha(sweep: Sweep, value: Callable[[Run], float], ylabel: str, title: str) -> Figure:
+    """Mean ± sample std over seeds of ``value(run)`` against alpha (symlog), each seed a faint point."""
+    fig = new_figure()
+    ax = fig.add_subplot()
+    alphas = sweep.alphas
+    ax.scatter([run.alpha for run in sweep.runs], [value(run) for run in sweep.runs], s=22, color="0.3",
+               alpha=0.45, linewidths=0, label="one seed", zorder=4)
+    stats = np.array([mean_std([value(run) for run in sweep.runs_at(alpha)]) for alpha in alphas])
+    ax.errorbar(alphas, stats[:, 0], yerr=stats[:, 1], fmt="-o", color="C0", markersize=4, capsize=3,
+                linewidth=1.5, label="mean ± std over seeds", zorder=3)
+    _alpha_axis(ax, alphas)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{sweep.model}: {title}\n{_runs_label(sweep)}", fontsize=10)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def accuracy_vs_alpha(sweep: Sweep) -> Figure:
+    """Test accuracy against alpha: mean ± std over seeds, seeds as faint points."""
+    return metric_vs_alpha(sweep, lambda run: run.test_accuracy, ACCURACY_LABEL, "test accuracy vs α")
+
+
+def selectivity_vs_alpha(sweep: Sweep) -> Figure:
+    """Network selectivity (mean over layers) against alpha, same style as `accuracy_vs_alpha`."""
+    return metric_vs_alpha(sweep, lambda run: run.test_selectivity, SELECTIVITY_LABEL, "network selectivity vs α")
+
+
+def accuracy_vs_selectivity(sweep: Sweep) -> Figure:
+    """One point per run, test accuracy against network selectivity, coloured by alpha."""
+    fig = new_figure()
+    ax = fig.add_subplot()
+    norm, cmap = alpha_colors(sweep.alphas)
+    ax.scatter([run.test_selectivity for run in sweep.runs], [run.test_accuracy for run in sweep.runs],
+               c=[run.alpha for run in sweep.runs], cmap=cmap, norm=norm, s=40, edgecolors="0.2", linewidths=0.5,
+               zorder=2)
+    _alpha_colorbar(fig, ax, sweep.alphas)
+    ax.set_xlabel(SELECTIVITY_LABEL)
+    ax.set_ylabel(ACCURACY_LABEL)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"{sweep.model}: test accuracy vs selectivity, one point per run\n{_runs_label(sweep)}",
+                 fontsize=10)
+    return fig
+
+
+def _layer_axis(ax, layer_names: Sequence[str]) -> None:
+    ax.set_xticks(range(len(layer_names)), layer_names, rotation=45, ha="right", rotation_mode="anchor",
+                  fontsize=8)
+    ax.set_xlim(-0.6, len(layer_names) - 0.4)
+    ax.set_xlabel("layer (forward order)")
+    ax.grid(alpha=0.3)
+
+
+def _layers_width(layer_names: Sequence[str]) -> float:
+    return max(6.4, 0.42 * len(layer_names) + 2.5)
+
+
+def layer_selectivity(sweep: Sweep, max_legend: int = 7) -> Figure:
+    """Mean selectivity over seeds per layer against depth, one line per alpha coloured by alpha."""
+    layers = sweep.layer_names
+    fig = new_figure(_layers_width(layers), 4.6)
+    ax = fig.add_subplot()
+    norm, cmap = alpha_colors(sweep.alphas)
+    for summary in summarize(sweep):
+        values = [summary.layer_selectivity.get(name, np.nan) for name in layers]
+        ax.plot(range(len(layers)), values, "-o", markersize=3, linewidth=1.3, color=cmap(norm(summary.alpha)),
+                label=f"α = {summary.alpha:g} (n={summary.n})")
+    _alpha_colorbar(fig, ax, sweep.alphas)
+    _layer_axis(ax, layers)
+    ax.set_ylabel("layer selectivity (mean over units, seeds)")
+    ax.set_title(f"{sweep.model}: selectivity by layer, one line per α\n{_runs_label(sweep)}", fontsize=10)
+    if len(sweep.alphas) <= max_legend:
+        ax.legend(fontsize=7)
+    return fig
+
+
+def distribution_alphas(sweep: Sweep) -> list[float]:
+    """The smallest alpha, the one closest to 0 and the largest, among runs with per-unit arrays."""
+    alphas = sorted({run.alpha for run in sweep.runs if run.unit_selectivity})
+    if not alphas:
+        return []
+    return sorted({alphas[0], min(alphas, key=abs), alphas[-1]})
+
+
+def pooled_units(sweep: Sweep, alpha: float, layer: str) -> np.ndarray:
+    """The finite per-unit selectivities of ``layer`` over every seed at ``alpha``."""
+    arrays = [np.ravel(run.unit_selectivity[layer]) for run in sweep.runs_at(alpha) if layer in run.unit_selectivity]
+    pooled = np.concatenate(arrays) if arrays else np.zeros(0)
+    return pooled[np.isfinite(pooled)]
+
+
+def unit_selectivity_distribution(sweep: Sweep, alphas: Sequence[float] | None = None) -> Figure:
+    """Per-layer box plots of the per-unit selectivity pooled over seeds, a box per chosen alpha side by side.
+
+    Boxes span the quartiles with the median marked; whiskers reach the 5th and 95th percentiles. ``alphas``
+    defaults to `distribution_alphas` (min, closest to 0, max). Raises ValueError when no run has per-unit arrays.
+    """
+    alphas = list(alphas) if alphas is not None else distribution_alphas(sweep)
+    if not alphas:
+        raise ValueError("no finished run has per-unit selectivity (selectivity.npz)")
+    layers = sweep.layer_names
+    fig = new_figure(_layers_width(layers), 4.6)
+    ax = fig.add_subplot()
+    norm, cmap = alpha_colors(sweep.alphas)
+    width = 0.8 / len(alphas)
+    handles = []
+    for j, alpha in enumerate(alphas):
+        color = cmap(norm(alpha))
+        data = [(i, pooled_units(sweep, alpha, name)) for i, name in enumerate(layers)]
+        data = [(i, units) for i, units in data if units.size]
+        if data:
+            offset = (j - (len(alphas) - 1) / 2) * width
+            ax.boxplot([units for _, units in data], positions=[i + offset for i, _ in data],
+                       widths=0.9 * width, whis=(5, 95), showfliers=False, patch_artist=True,
+                       boxprops={"facecolor": color, "edgecolor": "0.2", "linewidth": 0.7},
+                       medianprops={"color": "black", "linewidth": 1.0},
+                       whiskerprops={"color": "0.3", "linewidth": 0.7}, capprops={"color": "0.3", "linewidth": 0.7})
+        seeds = len(sweep.runs_at(alpha))
+        label = f"α = {alpha:g} ({seeds} seed{'s' if seeds != 1 else ''} pooled)"
+        handles.append(Patch(facecolor=color, edgecolor="0.2", label=label))
+    _layer_axis(ax, layers)
+    ax.set_ylabel("unit class selectivity index (test)")
+    ax.legend(handles=handles, fontsize=7)
+    ax.set_title(f"{sweep.model}: per-unit selectivity by layer, seeds pooled\n"
+                 "box: quartiles and median; whiskers: 5th-95th percentile", fontsize=10)
+    return fig
+
+
+def make_figures(sweep: Sweep) -> dict[str, Figure]:
+    """Every figure of `FIGURE_CAPTIONS` by file name; the distribution only when per-unit arrays exist."""
+    figures = {"accuracy_vs_alpha": accuracy_vs_alpha(sweep), "selectivity_vs_alpha": selectivity_vs_alpha(sweep),
+               "accuracy_vs_selectivity": accuracy_vs_selectivity(sweep), "layer_selectivity": layer_selectivity(sweep)}
+    if distribution_alphas(sweep):
+        figures["unit_selectivity_distribution"] = unit_selectivity_distribution(sweep)
+    return figures
+
+
+def save_figure(fig: Figure, path_without_ext: str, dpi: int = 150) -> list[str]:
+    """Writes ``path_without_ext``.png and .svg (creating the directory) and returns both paths."""
+    directory = os.path.dirname(path_without_ext)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    paths = [f"{path_without_ext}.png", f"{path_without_ext}.svg"]
+    for path in paths:
+        fig.savefig(path, dpi=dpi)
+    return paths

@@ -1,0 +1,191 @@
+"""Discover and load the runs of a sweep directory.
+
+A sweep directory holds one sub-directory per (alpha, seed), named by `run_dirname`, each written by
+`selectivity_jax.train.loop.train_and_evaluate`: ``config.json`` always, and once the run finished ``results.json``
+and ``selectivity.npz`` (plus ``metrics.jsonl`` along the way). An optional ``sweep.json`` with
+``{"alphas": [...], "seeds": [...], "config": {...}}`` names the planned grid; without it the planned grid is every
+combination of the alphas and seeds found in the run directories.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+from typing import Any, Iterable, NamedTuple
+
+import numpy as np
+
+from selectivity_jax.train.metrics import read_jsonl
+
+# The file names of a run directory (as in selectivity_jax/train/loop.py, which is not imported: it pulls in JAX
+# training code a report does not need).
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+RESULTS_FILE = "results.json"
+SELECTIVITY_FILE = "selectivity.npz"
+SWEEP_FILE = "sweep.json"
+
+
+def run_dirname(alpha: float, seed: int) -> str:
+    """The directory name of one run, e.g. ``alpha_-1_seed_0`` or ``alpha_0.5_seed_3``."""
+    return f"alpha_{alpha:g}_seed_{seed}"
+
+
+def grid_key(alpha: float, seed: int) -> tuple[float, int]:
+    """(alpha, seed) with canonical types, so 1, 1.0 and np.float32(1) name the same run."""
+    return float(alpha), int(seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One finished run: its results, per-unit test selectivity per layer, config and metric lines."""
+    alpha: float
+    seed: int
+    path: str
+    results: dict[str, Any]
+    unit_selectivity: dict[str, np.ndarray]
+    config: dict[str, Any]
+    metrics: list[dict[str, Any]]
+
+    @property
+    def test_accuracy(self) -> float:
+        return float(self.results["test_accuracy"])
+
+    @property
+    def test_selectivity(self) -> float:
+        return float(self.results["test_selectivity"])
+
+    @property
+    def per_layer_selectivity(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.results.get("per_layer_selectivity", {}).items()}
+
+    @property
+    def layer_names(self) -> list[str]:
+        return list(self.results.get("layer_names") or self.results.get("per_layer_selectivity", {}))
+
+    @property
+    def model(self) -> str:
+        return str(self.results.get("model") or self.config.get("model", {}).get("name", "?"))
+
+
+class MissingRun(NamedTuple):
+    """A planned or started run without results: ``status`` is 'unfinished' (a directory) or 'absent' (none)."""
+    alpha: float
+    seed: int
+    status: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    """The finished runs of a sweep (sorted by alpha, then seed), its planned grid and what is missing."""
+    path: str
+    runs: tuple[Run, ...]
+    planned_alphas: tuple[float, ...]
+    planned_seeds: tuple[int, ...]
+    missing: tuple[MissingRun, ...]
+    config: dict[str, Any]
+
+    @property
+    def alphas(self) -> list[float]:
+        """The alphas with at least one finished run, ascending."""
+        return sorted({run.alpha for run in self.runs})
+
+    @property
+    def layer_names(self) -> list[str]:
+        """Layer names in forward order (of the first finished run that lists them)."""
+        return next((run.layer_names for run in self.runs if run.layer_names), [])
+
+    @property
+    def model(self) -> str:
+        """The model name, or the names joined by ', ' if the runs differ."""
+        return ", ".join(sorted({run.model for run in self.runs}))
+
+    @property
+    def num_planned(self) -> int:
+        return len(self.planned_alphas) * len(self.planned_seeds)
+
+    def runs_at(self, alpha: float) -> list[Run]:
+        """The finished runs at ``alpha``, by seed."""
+        return [run for run in self.runs if run.alpha == float(alpha)]
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    with open(path) as f:
+        return json.load(f)
+
+
+def load_unit_selectivity(path: str) -> dict[str, np.ndarray]:
+    """Per-unit selectivity arrays by layer name from a ``selectivity.npz`` ({} if the file is absent)."""
+    if not os.path.exists(path):
+        return {}
+    with np.load(path) as npz:
+        return {name: np.asarray(npz[name], dtype=np.float64) for name in npz.files}
+
+
+def load_run(run_dir: str) -> Run | None:
+    """The finished run in ``run_dir``, or None when it has no ``results.json`` yet."""
+    results_path = os.path.join(run_dir, RESULTS_FILE)
+    if not os.path.exists(results_path):
+        return None
+    results = _read_json(results_path)
+    config_path = os.path.join(run_dir, CONFIG_FILE)
+    config = _read_json(config_path) if os.path.exists(config_path) else {}
+    alpha, seed = grid_key(results.get("alpha", config.get("alpha")), results.get("seed", config.get("seed")))
+    return Run(alpha=alpha, seed=seed, path=run_dir, results=results,
+               unit_selectivity=load_unit_selectivity(os.path.join(run_dir, SELECTIVITY_FILE)),
+               config=config, metrics=read_jsonl(os.path.join(run_dir, METRICS_FILE)))
+
+
+def find_run_dirs(sweep_dir: str) -> dict[tuple[float, int], str]:
+    """(alpha, seed) -> run directory, for every sub-directory holding a ``config.json``."""
+    found: dict[tuple[float, int], str] = {}
+    for name in sorted(os.listdir(sweep_dir)):
+        config_path = os.path.join(sweep_dir, name, CONFIG_FILE)
+        if not os.path.isfile(config_path):
+            continue
+        config = _read_json(config_path)
+        key = grid_key(config["alpha"], config["seed"])
+        if key in found:
+            raise ValueError(f"two run directories hold alpha {key[0]:g}, seed {key[1]}: "
+                             f"{found[key]} and {os.path.join(sweep_dir, name)}")
+        found[key] = os.path.join(sweep_dir, name)
+    return found
+
+
+def planned_grid(sweep_file: dict[str, Any] | None,
+                 found: Iterable[tuple[float, int]]) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    """Sorted planned alphas and seeds: those of ``sweep.json``, else those of the runs found."""
+    if sweep_file is not None:
+        alphas, seeds = sweep_file["alphas"], sweep_file["seeds"]
+    else:
+        found = list(found)
+        alphas, seeds = [a for a, _ in found], [s for _, s in found]
+    return tuple(sorted({float(a) for a in alphas})), tuple(sorted({int(s) for s in seeds}))
+
+
+def missing_runs(planned: Iterable[tuple[float, int]], started: Iterable[tuple[float, int]],
+                 finished: Iterable[tuple[float, int]]) -> tuple[MissingRun, ...]:
+    """Planned or started runs without results, sorted: 'unfinished' if started, else 'absent'."""
+    started, finished = set(started), set(finished)
+    return tuple(MissingRun(alpha, seed, "unfinished" if (alpha, seed) in started else "absent")
+                 for alpha, seed in sorted((set(planned) | started) - finished))
+
+
+def load_sweep(sweep_dir: str) -> Sweep:
+    """Loads every run of ``sweep_dir``; raises ValueError when not one run has finished."""
+    if not os.path.isdir(sweep_dir):
+        raise FileNotFoundError(f"{sweep_dir} is not a directory")
+    sweep_path = os.path.join(sweep_dir, SWEEP_FILE)
+    sweep_file = _read_json(sweep_path) if os.path.exists(sweep_path) else None
+    found = find_run_dirs(sweep_dir)
+    runs = [run for run in (load_run(path) for path in found.values()) if run is not None]
+    if not runs:
+        raise ValueError(f"no finished run in {sweep_dir}: {len(found)} run directories, none with "
+                         f"{RESULTS_FILE} (runs write it when training and the test evaluation are done)")
+    runs.sort(key=lambda run: (run.alpha, run.seed))
+    alphas, seeds = planned_grid(sweep_file, found)
+    return Sweep(path=sweep_dir, runs=tuple(runs), planned_alphas=alphas, planned_seeds=seeds,
+                 missing=missing_runs(itertools.product(alphas, seeds), found, [(r.alpha, r.seed) for r in runs]),
+                 config=dict((sweep_file or {}).get("config") or runs[0].config))
