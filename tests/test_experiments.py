@@ -33,7 +33,7 @@ def test_train_cli_quickstart(tmp_path):
     # the same command again: nothing to train, same results
     again = run("experiments.train", "--config", "configs/quickstart.py", "--workdir", str(workdir),
                 "--config.num_epochs=1", "--config.alpha=-1.0", *TINY)
-    assert again.returncode == 0 and "is finished" in again.stdout
+    assert again.returncode == 0 and "already finished" in again.stdout
     # another config on the same directory: refused in one line, nothing overwritten
     refused = run("experiments.train", "--config", "configs/quickstart.py", "--workdir", str(workdir),
                   "--config.num_epochs=1", "--config.alpha=2.0", *TINY)

@@ -14,8 +14,6 @@ from selectivity_jax.data.host_pipeline import (ArraySource, _from_process_local
 from selectivity_jax.data.on_device import put_train_arrays
 from selectivity_jax.parallel import batch_sharded, make_data_mesh
 from selectivity_jax.train.loop import setup_run
-from selectivity_jax.train.state import learning_rate_schedule
-from selectivity_jax.train.step import make_batch_train_step
 from test_train import tiny_config
 
 NUM = 50
@@ -162,10 +160,7 @@ def test_host_batches_train_like_the_on_device_path():
     mesh = make_data_mesh(1)
     run = setup_run(config, num_classes=10, image_shape=shape, num_train=num, mean=(0.5,) * 3, std=(0.25,) * 3,
                     mesh=mesh)
-    schedule = learning_rate_schedule(config.learning_rate * config.batch_size / config.lr_base_batch_size,
-                                      run.total_steps, tuple(config.lr_decay_at), config.lr_decay_factor,
-                                      int(config.lr_warmup_epochs * run.steps_per_epoch))
-    batch_step = make_batch_train_step(run.spec, schedule)
+    batch_step = run.batch_train_step
     data = put_train_arrays(images, labels, mesh)
     order = jnp.asarray(epoch_order(num, seed, epoch=0), jnp.int32)
     host_state = jax.tree.map(jnp.copy, run.initial_state)  # both steps donate their state
@@ -176,7 +171,8 @@ def test_host_batches_train_like_the_on_device_path():
         host_state, host_metrics = batch_step(host_state, *to_global_batch(*batch, mesh))
         device_state, device_metrics = run.train_step(device_state, data, order)
         for key in ("loss", "cross_entropy", "selectivity", "accuracy", "learning_rate"):
-            np.testing.assert_allclose(float(host_metrics[key]), float(device_metrics[key]), rtol=1e-6, err_msg=key)
+            np.testing.assert_allclose(np.asarray(host_metrics[key]), np.asarray(device_metrics[key]), rtol=1e-6,
+                                       err_msg=key)
     for x, y in zip(jax.tree.leaves((host_state.params, host_state.batch_stats)),
                     jax.tree.leaves((device_state.params, device_state.batch_stats))):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)

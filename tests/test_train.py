@@ -14,6 +14,7 @@ from selectivity_jax.data.on_device import put_train_arrays
 from selectivity_jax.parallel import make_data_mesh
 from selectivity_jax.train.checkpoint import checkpoint_manager, restore_latest
 from selectivity_jax.train.loop import Preempted, prepare_workdir, setup_run, train_and_evaluate
+from selectivity_jax.train.state import unstack_state
 
 RESULT_KEYS_THAT_VARY = {"wall_time_seconds_this_call"}
 
@@ -96,6 +97,7 @@ def test_resume_after_interruption_gives_identical_results(finished_run, tmp_pat
     # bitwise identical parameters
     template = setup_run(tiny_config(), num_classes=10, image_shape=(32, 32, 3), num_train=240,
                          mean=(0.5,) * 3, std=(0.25,) * 3, mesh=make_data_mesh(1)).initial_state
+    template = unstack_state(template, 0)
     a = restore_latest(checkpoint_manager(os.path.join(workdir, "checkpoints")), template)
     b = restore_latest(checkpoint_manager(os.path.join(resumed_dir, "checkpoints")), template)
     assert int(a.step) == int(b.step) == 12
@@ -144,7 +146,7 @@ def _three_steps(num_devices):
     losses = []
     for _ in range(3):
         state, metrics = run.train_step(state, data, order)
-        losses.append(float(metrics["loss"]))
+        losses.append(float(metrics["loss"][0]))  # one model: the leading model axis has size 1
     assert run.train_step._cache_size() == 1  # no recompilation between steps
     return losses, state
 

@@ -17,20 +17,8 @@ from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 
-from selectivity_jax.train.metrics import read_jsonl
-
-# The file names of a run directory (as in selectivity_jax/train/loop.py, which is not imported: it pulls in JAX
-# training code a report does not need).
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
-RESULTS_FILE = "results.json"
-SELECTIVITY_FILE = "selectivity.npz"
-SWEEP_FILE = "sweep.json"
-
-
-def run_dirname(alpha: float, seed: int) -> str:
-    """The directory name of one run, e.g. ``alpha_-1_seed_0`` or ``alpha_0.5_seed_3``."""
-    return f"alpha_{alpha:g}_seed_{seed}"
+from selectivity_jax.train.metrics import (CONFIG_FILE, METRICS_FILE, RESULTS_FILE, SELECTIVITY_FILE, SWEEP_FILE,
+                                           read_jsonl, run_dirname)
 
 
 def grid_key(alpha: float, seed: int) -> tuple[float, int]:

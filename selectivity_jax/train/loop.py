@@ -1,10 +1,13 @@
-"""The one training loop: a config and a work directory in, everything a researcher needs out.
+"""The one training loop: a config and work directories in, everything a researcher needs out.
 
-``train_and_evaluate(config, workdir)`` trains one model at one alpha (Leavitt & Morcos, ICLR 2021, Sec. 2.3) and
-writes into ``workdir``: ``config.json``, ``metrics.jsonl`` (one line per epoch), ``results.json`` (final test
-figures), ``selectivity.npz`` (per-unit test selectivity per layer) and orbax checkpoints under ``checkpoints/``.
-Running it again on the same directory resumes from the newest checkpoint and ends with the same results as an
-uninterrupted run; SIGTERM saves a checkpoint before the process exits.
+``train_group(config, alphas, workdirs)`` trains K models that share the config and seed and differ in alpha
+(Leavitt & Morcos, ICLR 2021, Sec. 2.3: loss = CE - alpha * network selectivity) inside one jitted, vmapped step;
+``train_and_evaluate(config, workdir)`` is a group of one, and a sweep (selectivity_jax/sweep.py) is a sequence of
+groups. Each run's directory receives ``config.json``, ``metrics.jsonl`` (one line per epoch), ``results.json``
+(final test figures), ``selectivity.npz`` (per-unit test selectivity per layer) and orbax checkpoints under
+``checkpoints/``, the same whether it trained alone or in a group. Running again on the same directories resumes
+from the newest checkpoints and ends with the same results as an uninterrupted run; SIGTERM saves checkpoints
+before the process exits.
 """
 
 from __future__ import annotations
@@ -31,15 +34,13 @@ from selectivity_jax.models import get_model
 from selectivity_jax.parallel import (batch_sharded, check_batch_size, make_data_mesh, maybe_initialize_distributed,
                                       replicated)
 from selectivity_jax.train.checkpoint import checkpoint_manager, restore_latest, save_state
-from selectivity_jax.train.metrics import MetricsWriter, Progress, write_json
-from selectivity_jax.train.state import TrainState, create_train_state, learning_rate_schedule, make_optimizer
-from selectivity_jax.train.step import StepSpec, make_evaluate, make_permutation_fn, make_train_step
+from selectivity_jax.train.metrics import (CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, RESULTS_FILE, SELECTIVITY_FILE,
+                                           MetricsWriter, Progress, write_json)
+from selectivity_jax.train.state import (TrainState, create_group_state, learning_rate_schedule, make_optimizer,
+                                         stack_states, unstack_state)
+from selectivity_jax.train.step import (StepSpec, make_batch_train_step, make_evaluate, make_permutation_fn,
+                                        make_train_step)
 
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
-RESULTS_FILE = "results.json"
-SELECTIVITY_FILE = "selectivity.npz"
-CHECKPOINT_DIR = "checkpoints"
 # Config fields that do not change what a run computes, so a resumed run may differ in them.
 NON_RESULT_FIELDS = ("sweep", "checkpoint_every_epochs", "max_checkpoints_to_keep", "distributed")
 
@@ -82,16 +83,22 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int):
     return get_model(config.model.name, num_classes=num_classes, dtype=jnp.dtype(config.compute_dtype), **kwargs)
 
 
-def summarize_eval(totals: dict, stats) -> dict[str, Any]:
-    """Host-side figures of one `make_evaluate` pass."""
+def summarize_evals(totals: dict, stats) -> list[dict[str, Any]]:
+    """Host-side figures of one `make_evaluate` pass, one dict per model of the group."""
     totals = jax.device_get(totals)
-    count = float(totals["count"])
-    per_layer = {k: float(v) for k, v in jax.device_get(stats.per_layer()).items()}
-    dead = {k: float(v) for k, v in jax.device_get(stats.dead_fraction()).items()}
-    return {"accuracy": float(totals["correct"]) / count, "cross_entropy": float(totals["cross_entropy"]) / count,
-            "selectivity": float(np.mean(list(per_layer.values()))), "per_layer_selectivity": per_layer,
-            "dead_unit_fraction": float(np.mean(list(dead.values()))), "per_layer_dead_fraction": dead,
-            "count": int(count)}
+    per_layer = jax.device_get(jax.vmap(lambda model_stats: model_stats.per_layer())(stats))
+    dead = jax.device_get(jax.vmap(lambda model_stats: model_stats.dead_fraction())(stats))
+    summaries = []
+    for k in range(len(totals["count"])):
+        count = float(totals["count"][k])
+        layers = {name: float(value[k]) for name, value in per_layer.items()}
+        dead_k = {name: float(value[k]) for name, value in dead.items()}
+        summaries.append({"accuracy": float(totals["correct"][k]) / count,
+                          "cross_entropy": float(totals["cross_entropy"][k]) / count,
+                          "selectivity": float(np.mean(list(layers.values()))), "per_layer_selectivity": layers,
+                          "dead_unit_fraction": float(np.mean(list(dead_k.values()))),
+                          "per_layer_dead_fraction": dead_k, "count": int(count)})
+    return summaries
 
 
 def _library_versions() -> dict[str, str]:
@@ -129,28 +136,33 @@ class _SigtermFlag:
 
 @dataclasses.dataclass(frozen=True)
 class RunSetup:
-    """Everything a run derives from its config: model, schedule, jitted steps and the initial state."""
+    """Everything a group of runs derives from its config: model, schedule, jitted steps and initial states."""
     model: Any
     layer_names: list[str]
     spec: StepSpec
+    schedule: Callable
     steps_per_epoch: int
     total_steps: int
     num_epochs: int
-    initial_state: TrainState
+    initial_state: TrainState  # [K, ...]: one model per alpha
     train_step: Callable
+    batch_train_step: Callable
     permutation: Callable
     evaluate: Callable
 
 
 def setup_run(config: ml_collections.ConfigDict, *, num_classes: int, image_shape: tuple[int, ...], num_train: int,
-              mean: Any, std: Any, mesh: jax.sharding.Mesh, selectivity_term: bool = True) -> RunSetup:
-    """Builds the model, learning-rate schedule, optimizer, jitted steps and replicated initial state of a run."""
+              mean: Any, std: Any, mesh: jax.sharding.Mesh, alphas: tuple[float, ...] | None = None,
+              selectivity_term: bool = True) -> RunSetup:
+    """Builds the model, learning-rate schedule, optimizer, jitted steps and the replicated initial states of a
+    group of runs at ``alphas`` (default: ``(config.alpha,)``, a single run)."""
     check_batch_size(config.batch_size, mesh, num_train)
     check_batch_size(config.eval_batch_size, mesh, what="eval_batch_size")
     steps_per_epoch = num_train // config.batch_size
     total_steps = config.num_train_steps or int(round(config.num_epochs * steps_per_epoch))
     if total_steps <= 0:
         raise ValueError("the run has no training steps: set num_train_steps or num_epochs > 0")
+    alphas = tuple(float(a) for a in (alphas if alphas is not None else (config.alpha,)))
     model = build_model(config, num_classes)
     learning_rate = config.learning_rate * config.batch_size / config.lr_base_batch_size
     schedule = learning_rate_schedule(learning_rate, total_steps, tuple(config.lr_decay_at), config.lr_decay_factor,
@@ -163,60 +175,102 @@ def setup_run(config: ml_collections.ConfigDict, *, num_classes: int, image_shap
                     compute_dtype=jnp.dtype(config.compute_dtype), selectivity_term=selectivity_term,
                     batch_sharding=batch_sharded(mesh))
     input_shape = (1,) + tuple(image_shape)
-    state = jax.jit(lambda: create_train_state(model, tx, seed=config.seed, alpha=config.alpha,
-                                               input_shape=input_shape), out_shardings=replicated(mesh))()
-    return RunSetup(model=model, layer_names=model.selectivity_layer_names(), spec=spec,
+    states = jax.jit(lambda: create_group_state(model, tx, seed=config.seed, alphas=alphas, input_shape=input_shape),
+                     out_shardings=replicated(mesh))()
+    return RunSetup(model=model, layer_names=model.selectivity_layer_names(), spec=spec, schedule=schedule,
                     steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-                    num_epochs=math.ceil(total_steps / steps_per_epoch), initial_state=state,
-                    train_step=make_train_step(spec, schedule), permutation=make_permutation_fn(num_train),
-                    evaluate=make_evaluate(spec))
+                    num_epochs=math.ceil(total_steps / steps_per_epoch), initial_state=states,
+                    train_step=make_train_step(spec, schedule), batch_train_step=make_batch_train_step(spec, schedule),
+                    permutation=make_permutation_fn(num_train), evaluate=make_evaluate(spec))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = False,
-                       stop_after_steps: int | None = None,
-                       log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Trains one run and returns its results (the content of ``results.json``).
+def run_config(config: ml_collections.ConfigDict, alpha: float) -> ml_collections.ConfigDict:
+    """``config`` with ``alpha`` set: what one run of a group stores as its config.json."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.alpha = float(alpha)
+    return config
+
+
+def _read_json(path: str) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+class _Run:
+    """One run's files: work directory, checkpoint manager and metrics writer."""
+
+    def __init__(self, workdir: str, max_to_keep: int):
+        self.workdir = workdir
+        self.manager = checkpoint_manager(os.path.join(workdir, CHECKPOINT_DIR), max_to_keep)
+        self.writer = MetricsWriter(os.path.join(workdir, METRICS_FILE))
+        self.results_path = os.path.join(workdir, RESULTS_FILE)
+
+
+def _restore_group(runs: list[_Run], states: TrainState, log: Callable[[str], None]) -> TrainState:
+    """Newest checkpoints of a group's runs, stacked; all runs must stand at the same step (or none saved)."""
+    restored = [restore_latest(run.manager, unstack_state(states, k)) for k, run in enumerate(runs)]
+    steps = {None if state is None else int(state.step) for state in restored}
+    if steps == {None}:
+        for run in runs:
+            if os.path.exists(run.writer.path):
+                os.remove(run.writer.path)
+        return states
+    if len(steps) > 1:
+        raise ValueError(f"runs {[run.workdir for run in runs]} stand at different steps {sorted(map(str, steps))}; "
+                         f"train them in separate groups")
+    step = steps.pop()
+    for run in runs:
+        run.writer.truncate_after(step)
+    log(f"resuming {len(runs)} run(s) from step {step}")
+    return jax.device_put(stack_states(restored), jax.tree.map(lambda leaf: leaf.sharding, states))
+
+
+def _save_group(runs: list[_Run], states: TrainState, wait: bool = False) -> None:
+    for k, run in enumerate(runs):
+        save_state(run.manager, unstack_state(states, k))
+    if wait:
+        for run in runs:
+            run.manager.wait_until_finished()
+
+
+def train_group(config: ml_collections.ConfigDict, alphas: list[float], workdirs: list[str], *,
+                overwrite: bool = False, stop_after_steps: int | None = None,
+                log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Trains K runs (one per alpha, all with ``config``'s other fields) together and returns their results.
 
     Args:
-      config: see configs/base.py.
-      workdir: output directory; an existing one with the same config is resumed.
-      overwrite: delete ``workdir`` first.
+      config: see configs/base.py; ``config.alpha`` is replaced by each run's alpha.
+      alphas, workdirs: one per run; an existing directory with the same config is resumed.
+      overwrite: delete the directories first.
       stop_after_steps: simulate a preemption after this many steps in this call (tests): save and raise
         `Preempted`, as a SIGTERM does.
     """
+    if len(alphas) != len(workdirs) or not alphas:
+        raise ValueError(f"need one work directory per alpha; got {len(alphas)} alphas, {len(workdirs)} directories")
     maybe_initialize_distributed(config.get("distributed", False))
-    prepare_workdir(workdir, config, overwrite)
-    results_path = os.path.join(workdir, RESULTS_FILE)
+    for alpha, workdir in zip(alphas, workdirs):
+        prepare_workdir(workdir, run_config(config, alpha), overwrite)
+    runs = [_Run(workdir, config.max_checkpoints_to_keep) for workdir in workdirs]
+    if all(os.path.exists(run.results_path) for run in runs):
+        log(f"already finished: {', '.join(workdirs)}")
+        return [_read_json(run.results_path) for run in runs]
 
     mesh = make_data_mesh(config.get("num_devices", 0))
     splits = load_splits(config.data, seed=config.seed)
     train_images, train_labels = splits.train
     mean, std = (config.data.mean, config.data.std) if config.data.get("mean") else channel_stats(train_images)
-    run = setup_run(config, num_classes=splits.num_classes, image_shape=splits.image_shape,
-                    num_train=len(train_labels), mean=mean, std=std, mesh=mesh)
-    state, total_steps, steps_per_epoch = run.initial_state, run.total_steps, run.steps_per_epoch
-    manager = checkpoint_manager(os.path.join(workdir, CHECKPOINT_DIR), config.max_checkpoints_to_keep)
-    writer = MetricsWriter(os.path.join(workdir, METRICS_FILE))
-    restored = restore_latest(manager, state)
-    if restored is not None:
-        state = restored
-        writer.truncate_after(int(state.step))
-        log(f"resuming {workdir} from step {int(state.step)}")
-    elif os.path.exists(writer.path):
-        os.remove(writer.path)
-    step = int(state.step)
-    if step >= total_steps and os.path.exists(results_path):
-        log(f"{workdir} is finished; results in {results_path}")
-        with open(results_path) as f:
-            return json.load(f)
+    setup = setup_run(config, num_classes=splits.num_classes, image_shape=splits.image_shape,
+                      num_train=len(train_labels), mean=mean, std=std, mesh=mesh, alphas=tuple(alphas))
+    total_steps, steps_per_epoch, num_epochs = setup.total_steps, setup.steps_per_epoch, setup.num_epochs
+    states = _restore_group(runs, setup.initial_state, log)
+    step = int(states.step[0])
 
     train_data = put_train_arrays(train_images, train_labels, mesh)
     val_data = put_eval_arrays(*splits.val, config.eval_batch_size, mesh) if len(splits.val[1]) else None
-    train_step, permutation, evaluate = run.train_step, run.permutation, run.evaluate
-    num_epochs, layer_names = run.num_epochs, run.layer_names
-    log(f"{config.model.name}, alpha {config.alpha}, seed {config.seed}: {splits.sizes()} examples, "
-        f"{total_steps} steps ({num_epochs} epochs of {steps_per_epoch}), batch {config.batch_size} on "
-        f"{mesh.devices.size} {jax.devices()[0].device_kind} device(s); selectivity layers {layer_names}")
+    log(f"{config.model.name}, alpha {', '.join(f'{a:g}' for a in alphas)}, seed "
+        f"{config.seed}: {splits.sizes()} examples, {total_steps} steps ({num_epochs} epochs of {steps_per_epoch}), "
+        f"batch {config.batch_size} on {mesh.devices.size} {jax.devices()[0].device_kind} device(s); "
+        f"selectivity layers {setup.layer_names}")
 
     progress = Progress(num_epochs)
     start_time = time.time()
@@ -224,58 +278,79 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, overw
     with _SigtermFlag() as sigterm:
         while step < total_steps:
             epoch = step // steps_per_epoch
-            order = permutation(state, epoch)
+            order = setup.permutation(states, epoch)
             epoch_end = min((epoch + 1) * steps_per_epoch, total_steps)
             epoch_start_step, epoch_start_time = step, time.time()
             step_metrics = []
             while step < epoch_end:
-                state, metrics = train_step(state, train_data, order)
+                states, metrics = setup.train_step(states, train_data, order)
                 step_metrics.append(metrics)
                 step += 1
                 steps_this_call += 1
                 if sigterm.raised or (stop_after_steps is not None and steps_this_call >= stop_after_steps):
-                    save_state(manager, state, wait=True)
+                    _save_group(runs, states, wait=True)
                     raise Preempted(step)
-            train = jax.device_get(jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs)), *step_metrics))
+            train = jax.device_get(jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs), axis=0), *step_metrics))
+            learning_rate = float(jax.device_get(step_metrics[-1]["learning_rate"])[0])
             seconds = time.time() - epoch_start_time
-            row = {"epoch": epoch + 1, "step": step, "train_loss": train["loss"],
-                   "train_cross_entropy": train["cross_entropy"], "train_selectivity": train["selectivity"],
-                   "train_accuracy": train["accuracy"], "alpha": train["alpha"],
-                   "learning_rate": float(jax.device_get(step_metrics[-1]["learning_rate"])),
-                   "images_per_second": (step - epoch_start_step) * config.batch_size / seconds,
-                   "epoch_seconds": seconds}
+            images_per_second = (step - epoch_start_step) * config.batch_size / seconds
             last = step >= total_steps
+            val = None
             if val_data is not None and ((epoch + 1) % config.eval_every_epochs == 0 or last):
-                val = summarize_eval(*evaluate(state, val_data))
-                row.update({"val_accuracy": val["accuracy"], "val_cross_entropy": val["cross_entropy"],
-                            "val_selectivity": val["selectivity"], "val_dead_unit_fraction": val["dead_unit_fraction"]})
-            writer.write(row)
-            progress.epoch(epoch + 1, row)
+                val = summarize_evals(*setup.evaluate(states, val_data))
+            rows = []
+            for k, run in enumerate(runs):
+                row = {"epoch": epoch + 1, "step": step, "train_loss": train["loss"][k],
+                       "train_cross_entropy": train["cross_entropy"][k], "train_selectivity": train["selectivity"][k],
+                       "train_accuracy": train["accuracy"][k], "alpha": train["alpha"][k],
+                       "learning_rate": learning_rate, "images_per_second": images_per_second,
+                       "models_in_group": len(runs), "epoch_seconds": seconds}
+                if val is not None:
+                    row.update({"val_accuracy": val[k]["accuracy"], "val_cross_entropy": val[k]["cross_entropy"],
+                                "val_selectivity": val[k]["selectivity"],
+                                "val_dead_unit_fraction": val[k]["dead_unit_fraction"]})
+                run.writer.write(row)
+                rows.append(row)
+            progress.epoch(epoch + 1, rows)
             if (epoch + 1) % config.checkpoint_every_epochs == 0 or last:
-                save_state(manager, state)
-    manager.wait_until_finished()
+                _save_group(runs, states)
+    for run in runs:
+        run.manager.wait_until_finished()
 
     test_data = put_eval_arrays(*splits.test, config.eval_batch_size, mesh)
-    test_totals, test_stats = evaluate(state, test_data)
-    test = summarize_eval(test_totals, test_stats)
-    results = {
-        "test_accuracy": test["accuracy"], "test_cross_entropy": test["cross_entropy"],
-        "test_selectivity": test["selectivity"], "per_layer_selectivity": test["per_layer_selectivity"],
-        "test_dead_unit_fraction": test["dead_unit_fraction"],
-        "per_layer_dead_fraction": test["per_layer_dead_fraction"], "test_examples": test["count"],
-        "layer_names": layer_names, "alpha": config.alpha, "seed": config.seed, "model": config.model.name,
-        "steps": total_steps, "epochs": num_epochs, "split_sizes": splits.sizes(),
-        "wall_time_seconds_this_call": time.time() - start_time,
-        "device_kind": jax.devices()[0].device_kind, "device_count": mesh.devices.size,
-        "process_count": jax.process_count(), "versions": _library_versions(),
-    }
-    if val_data is not None:
-        val = summarize_eval(*evaluate(state, val_data))
-        results.update({"val_accuracy": val["accuracy"], "val_selectivity": val["selectivity"]})
-    per_unit = jax.device_get(test_stats.per_unit())
-    if jax.process_index() == 0:
-        np.savez(os.path.join(workdir, SELECTIVITY_FILE), **{k: np.asarray(per_unit[k]) for k in layer_names})
-        write_json(results_path, results)
-    log(f"test accuracy {results['test_accuracy']:.4f}, test selectivity {results['test_selectivity']:.4f}; "
-        f"results in {results_path}")
-    return results
+    test_totals, test_stats = setup.evaluate(states, test_data)
+    tests = summarize_evals(test_totals, test_stats)
+    vals = summarize_evals(*setup.evaluate(states, val_data)) if val_data is not None else None
+    per_unit = jax.device_get(jax.vmap(lambda model_stats: model_stats.per_unit())(test_stats))
+    all_results = []
+    for k, (alpha, run) in enumerate(zip(alphas, runs)):
+        test = tests[k]
+        results = {
+            "test_accuracy": test["accuracy"], "test_cross_entropy": test["cross_entropy"],
+            "test_selectivity": test["selectivity"], "per_layer_selectivity": test["per_layer_selectivity"],
+            "test_dead_unit_fraction": test["dead_unit_fraction"],
+            "per_layer_dead_fraction": test["per_layer_dead_fraction"], "test_examples": test["count"],
+            "layer_names": setup.layer_names, "alpha": float(alpha), "seed": config.seed,
+            "model": config.model.name, "steps": total_steps, "epochs": num_epochs, "split_sizes": splits.sizes(),
+            "models_in_group": len(runs), "wall_time_seconds_this_call": time.time() - start_time,
+            "device_kind": jax.devices()[0].device_kind, "device_count": mesh.devices.size,
+            "process_count": jax.process_count(), "versions": _library_versions(),
+        }
+        if vals is not None:
+            results.update({"val_accuracy": vals[k]["accuracy"], "val_selectivity": vals[k]["selectivity"]})
+        if jax.process_index() == 0:
+            np.savez(os.path.join(run.workdir, SELECTIVITY_FILE),
+                     **{name: np.asarray(per_unit[name][k]) for name in setup.layer_names})
+            write_json(run.results_path, results)
+        log(f"alpha {alpha:g}: test accuracy {results['test_accuracy']:.4f}, test selectivity "
+            f"{results['test_selectivity']:.4f}; results in {run.results_path}")
+        all_results.append(results)
+    return all_results
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = False,
+                       stop_after_steps: int | None = None,
+                       log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Trains one run at ``config.alpha`` into ``workdir`` (a group of one) and returns its results."""
+    return train_group(config, [config.alpha], [workdir], overwrite=overwrite, stop_after_steps=stop_after_steps,
+                       log=log)[0]

@@ -7,9 +7,22 @@ import math
 import os
 import sys
 import time
-from typing import Any, Mapping, TextIO
+from typing import Any, Mapping, Sequence, TextIO
 
 import numpy as np
+
+# The files of a run directory (written by selectivity_jax/train/loop.py) and of a sweep directory.
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+RESULTS_FILE = "results.json"
+SELECTIVITY_FILE = "selectivity.npz"
+CHECKPOINT_DIR = "checkpoints"
+SWEEP_FILE = "sweep.json"
+
+
+def run_dirname(alpha: float, seed: int) -> str:
+    """The directory of one run inside a sweep directory, e.g. ``alpha_-1_seed_0`` or ``alpha_0.5_seed_3``."""
+    return f"alpha_{alpha:g}_seed_{seed}"
 
 
 def to_jsonable(value: Any) -> Any:
@@ -68,7 +81,8 @@ def format_duration(seconds: float) -> str:
 
 
 class Progress:
-    """Prints one line per epoch: epoch, loss, accuracy, selectivity, images/s and the time left."""
+    """Prints one line per epoch: epoch, loss, accuracy, selectivity, images/s and the time left (for a group of
+    runs, the range over its models)."""
 
     def __init__(self, total_epochs: int, stream: TextIO = sys.stdout):
         self.total_epochs = total_epochs
@@ -76,13 +90,23 @@ class Progress:
         self.start = time.time()
         self.epochs_done = 0
 
-    def epoch(self, epoch: int, row: Mapping[str, Any]) -> None:
+    def epoch(self, epoch: int, rows: Sequence[Mapping[str, Any]]) -> None:
         self.epochs_done += 1
         per_epoch = (time.time() - self.start) / self.epochs_done
         eta = per_epoch * (self.total_epochs - epoch)
-        parts = [f"epoch {epoch}/{self.total_epochs}", f"loss {row['train_loss']:.4f}",
-                 f"train acc {row['train_accuracy']:.3f}", f"sel {row['train_selectivity']:.3f}"]
-        if "val_accuracy" in row:
-            parts += [f"val acc {row['val_accuracy']:.3f}", f"val sel {row['val_selectivity']:.3f}"]
-        parts += [f"{row['images_per_second']:.0f} img/s", f"ETA {format_duration(eta)}"]
+
+        def field(key: str, spec: str) -> str:
+            values = [row[key] for row in rows]
+            low, high = min(values), max(values)
+            return format(low, spec) if low == high else f"{format(low, spec)}..{format(high, spec)}"
+
+        parts = [f"epoch {epoch}/{self.total_epochs}"]
+        if len(rows) > 1:
+            parts.append(f"{len(rows)} models")
+        parts += [f"loss {field('train_loss', '.4f')}", f"train acc {field('train_accuracy', '.3f')}",
+                  f"sel {field('train_selectivity', '.3f')}"]
+        if "val_accuracy" in rows[0]:
+            parts += [f"val acc {field('val_accuracy', '.3f')}", f"val sel {field('val_selectivity', '.3f')}"]
+        images_per_second = rows[0]["images_per_second"] * len(rows)
+        parts += [f"{images_per_second:.0f} img/s", f"ETA {format_duration(eta)}"]
         print(" | ".join(parts), file=self.stream, flush=True)

@@ -61,3 +61,21 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, *, se
                              batch_stats=variables.get("batch_stats", {}), tx=tx,
                              alpha=jnp.asarray(alpha, jnp.float32), rng=jax.random.key_data(data_key))
 
+
+
+def stack_states(states: list[TrainState]) -> TrainState:
+    """Single-model states -> one state with a leading model axis (a group; see train/step.py)."""
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+
+
+def unstack_state(states: TrainState, index: int) -> TrainState:
+    """Model ``index`` of a group, as a single-model state (what a run's checkpoint holds)."""
+    return jax.tree.map(lambda leaf: leaf[index], states)
+
+
+def create_group_state(model: nn.Module, tx: optax.GradientTransformation, *, seed: int, alphas: tuple[float, ...],
+                       input_shape: tuple[int, ...]) -> TrainState:
+    """The initial state of K models that share ``seed`` (hence initialization) and differ in alpha: [K, ...]."""
+    state = create_train_state(model, tx, seed=seed, alpha=0.0, input_shape=input_shape)
+    states = jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (len(alphas),) + jnp.shape(leaf)), state)
+    return states.replace(alpha=jnp.asarray(alphas, jnp.float32))

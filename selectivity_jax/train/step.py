@@ -51,14 +51,18 @@ def data_key(state: TrainState) -> Array:
     return jax.random.wrap_key_data(state.rng)
 
 
-def _train_on_batch(spec: StepSpec, schedule: optax.Schedule, state: TrainState, images: Array,
-                    labels: Array) -> tuple[TrainState, dict[str, Array]]:
-    """One SGD step on a uint8 batch [B, H, W, C]: augment, normalize, loss = CE - alpha * SI, update."""
+def prepare_batch(spec: StepSpec, state: TrainState, images: Array, labels: Array) -> tuple[Array, Array]:
+    """uint8 batch [B, H, W, C] -> augmented, normalized inputs of step ``state.step`` (batch-sharded)."""
     if spec.batch_sharding is not None:  # data parallelism: each device works on its slice of the batch
         images, labels = jax.lax.with_sharding_constraint((images, labels), spec.batch_sharding)
     augment_key = jax.random.fold_in(jax.random.fold_in(data_key(state), 1), state.step)
     images = random_crop_flip(augment_key, images, spec.crop_padding, spec.flip)
-    x = normalize(images, spec.mean, spec.std, spec.compute_dtype)
+    return normalize(images, spec.mean, spec.std, spec.compute_dtype), labels
+
+
+def sgd_update(spec: StepSpec, schedule: optax.Schedule, state: TrainState, x: Array,
+               labels: Array) -> tuple[TrainState, dict[str, Array]]:
+    """One step of one model on prepared inputs: loss = CE - alpha * network selectivity, gradient, update."""
     alpha = alpha_in_force(state.alpha, state.step, spec.alpha_warmup_steps)
 
     def loss_fn(params):
@@ -82,33 +86,53 @@ def _train_on_batch(spec: StepSpec, schedule: optax.Schedule, state: TrainState,
     return new_state, metrics
 
 
+def first_model(states: TrainState) -> TrainState:
+    """Model 0 of a group (states with a leading model axis)."""
+    return jax.tree.map(lambda leaf: leaf[0], states)
+
+
+def _group_update(spec: StepSpec, schedule: optax.Schedule, states: TrainState, images: Array,
+                  labels: Array) -> tuple[TrainState, dict[str, Array]]:
+    """A step of every model of a group on one uint8 batch.
+
+    A group's models share their seed (so their data order and augmentation, which depend on seed and step only)
+    and differ in alpha: the batch is prepared once, and ``jax.vmap`` runs the update of each model. A group of
+    one is a single run.
+    """
+    x, labels = prepare_batch(spec, first_model(states), images, labels)
+    return jax.vmap(functools.partial(sgd_update, spec, schedule), in_axes=(0, None, None))(states, x, labels)
+
+
 def make_train_step(spec: StepSpec, schedule: optax.Schedule) -> Callable[[TrainState, TrainArrays, Array],
                                                                            tuple[TrainState, dict[str, Array]]]:
-    """``train_step(state, data, permutation) -> (state, metrics)`` for data held on device: the batch is number
-    ``state.step % steps_per_epoch`` of the epoch order ``permutation`` (see `epoch_permutation`)."""
+    """``train_step(states, data, permutation) -> (states, metrics)`` for data held on device; states and metrics
+    have a leading model axis. The batch is number ``step % steps_per_epoch`` of the epoch order ``permutation``
+    (see `make_permutation_fn`)."""
 
-    def train_step(state: TrainState, data: TrainArrays, permutation: Array) -> tuple[TrainState, dict[str, Array]]:
-        images, labels = gather_batch(data, permutation, state.step % spec.steps_per_epoch, spec.batch_size)
-        return _train_on_batch(spec, schedule, state, images, labels)
+    def train_step(states: TrainState, data: TrainArrays, permutation: Array) -> tuple[TrainState, dict[str, Array]]:
+        step_in_epoch = states.step[0] % spec.steps_per_epoch
+        images, labels = gather_batch(data, permutation, step_in_epoch, spec.batch_size)
+        return _group_update(spec, schedule, states, images, labels)
 
     return jax.jit(train_step, donate_argnums=0)
 
 
 def make_batch_train_step(spec: StepSpec, schedule: optax.Schedule) -> Callable[[TrainState, Array, Array],
                                                                                  tuple[TrainState, dict[str, Array]]]:
-    """``train_step(state, images, labels) -> (state, metrics)`` for batches fed by a host pipeline (data sets
+    """``train_step(states, images, labels) -> (states, metrics)`` for batches fed by a host pipeline (data sets
     larger than device memory); images uint8 [B, H, W, C], batch-sharded."""
-    return jax.jit(functools.partial(_train_on_batch, spec, schedule), donate_argnums=0)
+    return jax.jit(functools.partial(_group_update, spec, schedule), donate_argnums=0)
 
 
 def make_permutation_fn(num_examples: int) -> Callable[[TrainState, Array], Array]:
-    """``permutation(state, epoch)`` -> int32 [N], the example order of ``epoch`` for this run (jitted)."""
-    return jax.jit(lambda state, epoch: epoch_permutation(jax.random.fold_in(data_key(state), 0), epoch,
-                                                          num_examples))
+    """``permutation(states, epoch)`` -> int32 [N], the example order of ``epoch`` for a group (jitted)."""
+    return jax.jit(lambda states, epoch: epoch_permutation(
+        jax.random.fold_in(data_key(first_model(states)), 0), epoch, num_examples))
 
 
 def make_evaluate(spec: StepSpec) -> Callable[[TrainState, EvalArrays], tuple[dict, Any]]:
-    """``evaluate(state, split) -> (totals, SelectivityStats)`` over a whole split in one jitted scan.
+    """``evaluate(states, split) -> (totals, SelectivityStats)`` over a whole split in one jitted scan, for every
+    model of a group (results have a leading model axis).
 
     The statistics cover the layers the model sows (its ``selectivity_layer_names()``).
 
@@ -141,4 +165,4 @@ def make_evaluate(spec: StepSpec) -> Callable[[TrainState, EvalArrays], tuple[di
             (split.images, split.labels, split.mask))
         return totals, stats
 
-    return jax.jit(evaluate)
+    return jax.jit(jax.vmap(evaluate, in_axes=(0, None)))

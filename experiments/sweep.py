@@ -1,0 +1,41 @@
+"""Train a config's whole alpha x seed grid:
+
+    python -m experiments.sweep --config configs/quickstart.py --workdir runs/quickstart_sweep [--mode=serial]
+
+Re-running the same command skips finished runs and resumes unfinished ones. Then:
+`python -m experiments.report --sweep runs/quickstart_sweep`.
+"""
+
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from selectivity_jax.sweep import MODES, run_sweep
+from selectivity_jax.train.loop import Preempted
+
+config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py) with config.sweep.",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Sweep directory: one sub-directory per (alpha, seed).")
+flags.DEFINE_enum("mode", "vmap", MODES, "vmap: K models of one seed per jitted step; serial: one after another.")
+flags.DEFINE_integer("group_size", 0, "Models per vmapped group (0: all alphas of a seed, at most 16).")
+flags.mark_flags_as_required(["config", "workdir"])
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+        run_sweep(FLAGS.config, FLAGS.workdir, mode=FLAGS.mode, group_size=FLAGS.group_size)
+    except Preempted as stop:
+        print(str(stop), file=sys.stderr)
+        sys.exit(143)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    print(f"done; report with: python -m experiments.report --sweep {FLAGS.workdir}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,104 @@
+"""Sweeps: vmapped groups equal separate runs, finished runs are skipped, groups are planned per seed and step."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from selectivity_jax.report import load_sweep
+from selectivity_jax.sweep import plan_groups, run_sweep
+from selectivity_jax.train.checkpoint import checkpoint_manager, restore_latest
+from selectivity_jax.train.metrics import run_dirname
+from test_train import tiny_config
+
+ALPHAS = (-2.0, 0.0, 2.0)
+
+
+def sweep_config(**overrides):
+    config = tiny_config(num_epochs=1.0, learning_rate=0.002, **overrides)
+    config.sweep.alphas = ALPHAS
+    config.sweep.seeds = (0,)
+    return config
+
+
+def _quiet(_):
+    pass
+
+
+def _final_state(run_dir):
+    from selectivity_jax.train.state import unstack_state
+    from selectivity_jax.parallel import make_data_mesh
+    from selectivity_jax.train.loop import setup_run
+    template = unstack_state(setup_run(sweep_config(), num_classes=10, image_shape=(32, 32, 3), num_train=240,
+                                       mean=(0.5,) * 3, std=(0.25,) * 3, mesh=make_data_mesh(1)).initial_state, 0)
+    return restore_latest(checkpoint_manager(os.path.join(run_dir, "checkpoints")), template)
+
+
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweeps")
+    vmap = run_sweep(sweep_config(), str(root / "vmap"), mode="vmap", log=_quiet)
+    serial = run_sweep(sweep_config(), str(root / "serial"), mode="serial", log=_quiet)
+    return root, vmap, serial
+
+
+def test_vmap_equals_serial(sweeps):
+    root, vmap, serial = sweeps
+    assert [r["alpha"] for r in vmap] == list(ALPHAS) == [r["alpha"] for r in serial]
+    assert [r["models_in_group"] for r in vmap] == [3, 3, 3] and [r["models_in_group"] for r in serial] == [1, 1, 1]
+    # vmapped convolutions sum in another order than single ones: float32 noise (parameters within 1e-4 after 6
+    # steps), which evaluation with barely-warmed BatchNorm running statistics amplifies a little
+    for a, b in zip(vmap, serial):
+        for key in ("test_accuracy", "val_accuracy"):
+            assert a[key] == pytest.approx(b[key], abs=1e-4), key
+        assert a["test_cross_entropy"] == pytest.approx(b["test_cross_entropy"], rel=1e-3)
+        for key in ("test_selectivity", "val_selectivity"):
+            assert a[key] == pytest.approx(b[key], abs=1e-3), key
+        for layer in a["per_layer_selectivity"]:
+            assert a["per_layer_selectivity"][layer] == pytest.approx(b["per_layer_selectivity"][layer], abs=1e-3)
+    for alpha in ALPHAS:
+        v = _final_state(str(root / "vmap" / run_dirname(alpha, 0)))
+        s = _final_state(str(root / "serial" / run_dirname(alpha, 0)))
+        assert float(v.alpha) == alpha and int(v.step) == int(s.step) == 6
+        worst = max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+                    for x, y in zip(jax.tree.leaves((v.params, v.batch_stats)),
+                                    jax.tree.leaves((s.params, s.batch_stats))))
+        assert worst < 1e-4, (alpha, worst)
+        vrows = [json.loads(l) for l in open(root / "vmap" / run_dirname(alpha, 0) / "metrics.jsonl")]
+        srows = [json.loads(l) for l in open(root / "serial" / run_dirname(alpha, 0) / "metrics.jsonl")]
+        for key in ("train_loss", "train_selectivity", "val_accuracy"):
+            assert vrows[0][key] == pytest.approx(srows[0][key], abs=1e-4), key
+    # alpha acts per model inside the group: the runs differ from each other
+    assert len({round(r["test_selectivity"], 6) for r in vmap}) == 3
+
+
+def test_finished_sweep_is_skipped_and_reported(sweeps):
+    root, vmap, _ = sweeps
+    lines = []
+    again = run_sweep(sweep_config(), str(root / "vmap"), mode="vmap", log=lines.append)
+    assert "3 finished, 0 group(s)" in lines[0]
+    assert [r["test_accuracy"] for r in again] == [r["test_accuracy"] for r in vmap]
+    sweep = load_sweep(str(root / "vmap"))
+    assert len(sweep.runs) == 3 and not sweep.missing
+
+
+def test_plan_groups(tmp_path):
+    config = sweep_config()
+    config.sweep.alphas = (-1.0, 0.0, 1.0, 2.0, 3.0)
+    config.sweep.seeds = (0, 1)
+    groups = plan_groups(config, str(tmp_path), 2)
+    assert groups == [(0, [-1.0, 0.0]), (0, [1.0, 2.0]), (0, [3.0]), (1, [-1.0, 0.0]), (1, [1.0, 2.0]), (1, [3.0])]
+    finished = tmp_path / run_dirname(0.0, 0)
+    finished.mkdir()
+    (finished / "results.json").write_text("{}")
+    resumed = tmp_path / run_dirname(2.0, 0) / "checkpoints" / "12"
+    resumed.mkdir(parents=True)
+    groups = plan_groups(config, str(tmp_path), 4)
+    assert groups[:2] == [(0, [-1.0, 1.0, 3.0]), (0, [2.0])]  # the run at step 12 is grouped apart
+
+
+def test_bad_mode(tmp_path):
+    with pytest.raises(ValueError, match="mode"):
+        run_sweep(sweep_config(), str(tmp_path), mode="parallel")
