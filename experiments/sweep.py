@@ -8,6 +8,7 @@ Re-running the same command skips finished runs and resumes unfinished ones. The
 
 import sys
 
+import jax
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -17,7 +18,8 @@ from selectivity_jax.train.loop import Preempted
 config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py) with config.sweep.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Sweep directory: one sub-directory per (alpha, seed).")
-flags.DEFINE_enum("mode", "vmap", MODES, "vmap: K models of one seed per jitted step; serial: one after another.")
+flags.DEFINE_enum("mode", None, MODES, "vmap: K models of one seed per jitted step; serial: one after another. "
+                  "Default: vmap on an accelerator, serial on CPU (XLA:CPU runs vmapped convolutions slowly).")
 flags.DEFINE_integer("group_size", 0, "Models per vmapped group (0: all alphas of a seed, at most 16).")
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
@@ -27,7 +29,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
-        run_sweep(FLAGS.config, FLAGS.workdir, mode=FLAGS.mode, group_size=FLAGS.group_size)
+        mode = FLAGS.mode or ("serial" if jax.default_backend() == "cpu" else "vmap")
+        run_sweep(FLAGS.config, FLAGS.workdir, mode=mode, group_size=FLAGS.group_size)
     except Preempted as stop:
         print(str(stop), file=sys.stderr)
         sys.exit(143)

@@ -32,16 +32,43 @@ def _time_steps(train_step, state, data, order, steps: int) -> tuple[Any, float]
     return state, time.perf_counter() - start
 
 
+def _random_train_arrays(config: ml_collections.ConfigDict, mesh, num_train: int):
+    image_shape, num_classes = DATA_SHAPES[config.data.name]
+    num_classes = config.data.get("num_classes", num_classes) or num_classes
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (num_train,) + image_shape, dtype=np.uint8)
+    labels = rng.integers(0, num_classes, num_train).astype(np.int32)
+    return images, labels, image_shape, num_classes
+
+
+def benchmark_groups(config: ml_collections.ConfigDict, group_sizes: tuple[int, ...] = (1, 2, 4, 8, 16), *,
+                     warmup_steps: int = 3, timed_steps: int = 20) -> dict[int, dict[str, float]]:
+    """Images/s per model and in total when K models (different alphas) train in one vmapped step."""
+    mesh = make_data_mesh(config.get("num_devices", 0))
+    num_train = config.batch_size * (warmup_steps + timed_steps)
+    images, labels, image_shape, num_classes = _random_train_arrays(config, mesh, num_train)
+    data = put_train_arrays(images, labels, mesh)
+    mean, std = (0.5,) * image_shape[-1], (0.25,) * image_shape[-1]
+    results = {}
+    for size in group_sizes:
+        alphas = tuple(np.linspace(-1.0, 1.0, size)) if size > 1 else (0.0,)
+        run = setup_run(config, num_classes=num_classes, image_shape=image_shape, num_train=num_train, mean=mean,
+                        std=std, mesh=mesh, alphas=alphas)
+        order = run.permutation(run.initial_state, 0)
+        state, _ = _time_steps(run.train_step, run.initial_state, data, order, warmup_steps)
+        _, seconds = _time_steps(run.train_step, state, data, order, timed_steps)
+        per_model = timed_steps * config.batch_size / seconds
+        results[size] = {"images_per_second_per_model": per_model, "images_per_second_total": per_model * size,
+                         "step_ms": 1000 * seconds / timed_steps, "compilations": run.train_step._cache_size()}
+    return results
+
+
 def benchmark(config: ml_collections.ConfigDict, *, alpha: float = 1.0, warmup_steps: int = 3,
               timed_steps: int = 20, eval_examples: int = 2000) -> dict[str, Any]:
     """Images/s of the train step without the selectivity term, at alpha = 0 and at ``alpha``, and of evaluation."""
-    image_shape, num_classes = DATA_SHAPES[config.data.name]
-    num_classes = config.data.get("num_classes", num_classes) or num_classes
     mesh = make_data_mesh(config.get("num_devices", 0))
-    rng = np.random.default_rng(0)
     num_train = config.batch_size * (warmup_steps + timed_steps)
-    images = rng.integers(0, 256, (num_train,) + image_shape, dtype=np.uint8)
-    labels = rng.integers(0, num_classes, num_train).astype(np.int32)
+    images, labels, image_shape, num_classes = _random_train_arrays(config, mesh, num_train)
     data = put_train_arrays(images, labels, mesh)
     mean, std = (0.5,) * image_shape[-1], (0.25,) * image_shape[-1]
     results: dict[str, Any] = {"model": config.model.name, "batch_size": config.batch_size,
