@@ -13,6 +13,7 @@ before the process exits.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -21,7 +22,7 @@ import shutil
 import signal
 import time
 from importlib import metadata
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -73,14 +74,6 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, overwrite: 
                              f"use another --workdir, or --overwrite to start it afresh")
     os.makedirs(workdir, exist_ok=True)
     write_json(path, config_json)
-
-
-def build_model(config: ml_collections.ConfigDict, num_classes: int):
-    """The registered model named by ``config.model.name`` with the config's other model fields as arguments."""
-    kwargs = {k: v for k, v in config.model.to_dict().items() if k != "name" and v is not None}
-    if "selectivity_layers" in kwargs and isinstance(kwargs["selectivity_layers"], list):
-        kwargs["selectivity_layers"] = tuple(kwargs["selectivity_layers"])
-    return get_model(config.model.name, num_classes=num_classes, dtype=jnp.dtype(config.compute_dtype), **kwargs)
 
 
 def summarize_evals(totals: dict, stats) -> list[dict[str, Any]]:
@@ -163,25 +156,53 @@ def setup_run(config: ml_collections.ConfigDict, *, num_classes: int, image_shap
     if total_steps <= 0:
         raise ValueError("the run has no training steps: set num_train_steps or num_epochs > 0")
     alphas = tuple(float(a) for a in (alphas if alphas is not None else (config.alpha,)))
-    model = build_model(config, num_classes)
+    model_kwargs = {k: tuple(v) if isinstance(v, list) else v
+                    for k, v in config.model.to_dict().items() if k != "name" and v is not None}
     learning_rate = config.learning_rate * config.batch_size / config.lr_base_batch_size
-    schedule = learning_rate_schedule(learning_rate, total_steps, tuple(config.lr_decay_at), config.lr_decay_factor,
-                                      int(config.lr_warmup_epochs * steps_per_epoch))
-    tx = make_optimizer(schedule, config.momentum, config.weight_decay, config.get("nesterov", False))
+    schedule_args = (learning_rate, total_steps, tuple(config.lr_decay_at), config.lr_decay_factor,
+                     int(config.lr_warmup_epochs * steps_per_epoch))
+    optimizer_args = (config.momentum, config.weight_decay, config.get("nesterov", False))
     spec = StepSpec(num_classes=num_classes, batch_size=config.batch_size, steps_per_epoch=steps_per_epoch,
                     mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std),
                     crop_padding=config.augment.crop_padding, flip=config.augment.flip,
                     alpha_warmup_steps=int(config.alpha_warmup_epochs * steps_per_epoch),
                     compute_dtype=jnp.dtype(config.compute_dtype), selectivity_term=selectivity_term,
                     batch_sharding=batch_sharded(mesh))
-    input_shape = (1,) + tuple(image_shape)
-    states = jax.jit(lambda: create_group_state(model, tx, seed=config.seed, alphas=alphas, input_shape=input_shape),
-                     out_shardings=replicated(mesh))()
-    return RunSetup(model=model, layer_names=model.selectivity_layer_names(), spec=spec, schedule=schedule,
-                    steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+    parts = _compiled_parts(config.model.name, tuple(sorted(model_kwargs.items())), spec, schedule_args,
+                            optimizer_args, (1,) + tuple(image_shape), replicated(mesh), num_train)
+    states = parts.init(jnp.asarray(config.seed, jnp.uint32), jnp.asarray(alphas, jnp.float32))
+    return RunSetup(model=parts.model, layer_names=parts.model.selectivity_layer_names(), spec=spec,
+                    schedule=parts.schedule, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                     num_epochs=math.ceil(total_steps / steps_per_epoch), initial_state=states,
-                    train_step=make_train_step(spec, schedule), batch_train_step=make_batch_train_step(spec, schedule),
-                    permutation=make_permutation_fn(num_train), evaluate=make_evaluate(spec))
+                    train_step=parts.train_step, batch_train_step=parts.batch_train_step,
+                    permutation=parts.permutation, evaluate=parts.evaluate)
+
+
+class _Parts(NamedTuple):
+    model: Any
+    schedule: Callable
+    init: Callable
+    train_step: Callable
+    batch_train_step: Callable
+    permutation: Callable
+    evaluate: Callable
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_parts(model_name: str, model_kwargs: tuple, spec: StepSpec, schedule_args: tuple,
+                    optimizer_args: tuple, input_shape: tuple[int, ...], state_sharding: Any,
+                    num_train: int) -> _Parts:
+    """Model, optimizer and jitted functions for one recipe, built once: the runs of a serial sweep (or a resumed
+    run) that differ only in alpha and seed reuse the compiled steps instead of compiling them again."""
+    model = get_model(model_name, num_classes=spec.num_classes, dtype=spec.compute_dtype, **dict(model_kwargs))
+    schedule = learning_rate_schedule(*schedule_args)
+    tx = make_optimizer(schedule, *optimizer_args)
+    init = jax.jit(lambda seed, alphas: create_group_state(model, tx, seed=seed, alphas=alphas,
+                                                           input_shape=input_shape),
+                   out_shardings=state_sharding)
+    return _Parts(model=model, schedule=schedule, init=init, train_step=make_train_step(spec, schedule),
+                  batch_train_step=make_batch_train_step(spec, schedule),
+                  permutation=make_permutation_fn(num_train), evaluate=make_evaluate(spec))
 
 
 def run_config(config: ml_collections.ConfigDict, alpha: float) -> ml_collections.ConfigDict:

@@ -52,7 +52,7 @@ def make_optimizer(schedule: optax.Schedule, momentum: float, weight_decay: floa
     )
 
 
-def create_train_state(model: nn.Module, tx: optax.GradientTransformation, *, seed: int, alpha: float,
+def create_train_state(model: nn.Module, tx: optax.GradientTransformation, *, seed: int | jax.Array, alpha: float,
                        input_shape: tuple[int, ...]) -> TrainState:
     """Initializes parameters, batch statistics and optimizer state for ``seed`` (pure; jit-able)."""
     init_key, data_key = jax.random.split(jax.random.key(seed))
@@ -73,9 +73,10 @@ def unstack_state(states: TrainState, index: int) -> TrainState:
     return jax.tree.map(lambda leaf: leaf[index], states)
 
 
-def create_group_state(model: nn.Module, tx: optax.GradientTransformation, *, seed: int, alphas: tuple[float, ...],
-                       input_shape: tuple[int, ...]) -> TrainState:
-    """The initial state of K models that share ``seed`` (hence initialization) and differ in alpha: [K, ...]."""
+def create_group_state(model: nn.Module, tx: optax.GradientTransformation, *, seed: int | jax.Array,
+                       alphas: Any, input_shape: tuple[int, ...]) -> TrainState:
+    """The initial state of K models that share ``seed`` (hence initialization) and differ in alpha [K]: [K, ...]."""
+    alphas = jnp.asarray(alphas, jnp.float32)
     state = create_train_state(model, tx, seed=seed, alpha=0.0, input_shape=input_shape)
-    states = jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (len(alphas),) + jnp.shape(leaf)), state)
-    return states.replace(alpha=jnp.asarray(alphas, jnp.float32))
+    states = jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, alphas.shape + jnp.shape(leaf)), state)
+    return states.replace(alpha=alphas)
