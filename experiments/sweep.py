@@ -6,14 +6,12 @@ Re-running the same command skips finished runs and resumes unfinished ones. The
 `python -m experiments.report --sweep runs/quickstart_sweep`.
 """
 
-import sys
-
 import jax
 from absl import app, flags
 from ml_collections import config_flags
 
+from experiments.cli import run_reporting_errors
 from selectivity_jax.sweep import MODES, run_sweep
-from selectivity_jax.train.loop import Preempted
 
 config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py) with config.sweep.",
                                 lock_config=True)
@@ -28,15 +26,8 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    try:
-        mode = FLAGS.mode or ("serial" if jax.default_backend() == "cpu" else "vmap")
-        run_sweep(FLAGS.config, FLAGS.workdir, mode=mode, group_size=FLAGS.group_size)
-    except Preempted as stop:
-        print(str(stop), file=sys.stderr)
-        sys.exit(143)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    mode = FLAGS.mode or ("serial" if jax.default_backend() == "cpu" else "vmap")
+    run_reporting_errors(lambda: run_sweep(FLAGS.config, FLAGS.workdir, mode=mode, group_size=FLAGS.group_size))
     print(f"done; report with: python -m experiments.report --sweep {FLAGS.workdir}")
 
 

@@ -4,12 +4,11 @@ Any config field can be overridden, e.g. ``--config.alpha=-1.0 --config.seed=3``
 the same DIR resumes; ``--overwrite`` starts afresh. See selectivity_jax/train/loop.py for what DIR receives.
 """
 
-import sys
-
 from absl import app, flags
 from ml_collections import config_flags
 
-from selectivity_jax.train.loop import Preempted, train_and_evaluate
+from experiments.cli import run_reporting_errors
+from selectivity_jax.train.loop import train_and_evaluate
 
 config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
@@ -21,14 +20,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    try:
-        train_and_evaluate(FLAGS.config, FLAGS.workdir, overwrite=FLAGS.overwrite)
-    except Preempted as stop:
-        print(str(stop), file=sys.stderr)
-        sys.exit(143)
-    except ValueError as error:  # bad input: one clear line, no traceback
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    run_reporting_errors(lambda: train_and_evaluate(FLAGS.config, FLAGS.workdir, overwrite=FLAGS.overwrite))
 
 
 if __name__ == "__main__":

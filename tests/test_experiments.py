@@ -79,3 +79,18 @@ def test_benchmark_cli(tmp_path):
     figures = json.loads(output.read_text())
     assert figures["train_step_compiles/alpha_1"] == 1
     assert all(figures[f"train_images_per_second/{k}"] > 0 for k in ("no_selectivity_term", "alpha_0", "alpha_1"))
+
+
+def test_sweep_then_report_cli(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    grid = ["--config.sweep.alphas=(-2.0, 2.0)", "--config.sweep.seeds=(0,)", "--config.num_epochs=1"]
+    result = run("experiments.sweep", "--config", "configs/quickstart.py", "--workdir", str(sweep_dir),
+                 "--mode=vmap", *TINY, *grid)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "1 group(s) of at most 2" in result.stdout
+    for name in ("alpha_-2_seed_0", "alpha_2_seed_0"):
+        assert json.loads((sweep_dir / name / "results.json").read_text())["models_in_group"] == 2
+    report = run("experiments.report", "--sweep", str(sweep_dir))
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert (sweep_dir / "report.md").exists() and (sweep_dir / "report.csv").exists()
+    assert (sweep_dir / "figures" / "accuracy_vs_selectivity.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,19 @@
+"""What every training entry point does with its outcome: exit 143 after a preemption, one line for bad input."""
+
+import sys
+from typing import Callable
+
+from selectivity_jax.train.loop import Preempted
+
+
+def run_reporting_errors(fn: Callable[[], object]) -> None:
+    """Calls ``fn``; a SIGTERM-saved stop exits with status 143, a ValueError (bad config or input) prints one
+    ``error:`` line and exits with status 2."""
+    try:
+        fn()
+    except Preempted as stop:
+        print(str(stop), file=sys.stderr)
+        sys.exit(143)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
