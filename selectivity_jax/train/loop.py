@@ -330,9 +330,11 @@ def train_group(config: ml_collections.ConfigDict, alphas: list[float], workdirs
                     row.update({"val_accuracy": val[k]["accuracy"], "val_cross_entropy": val[k]["cross_entropy"],
                                 "val_selectivity": val[k]["selectivity"],
                                 "val_dead_unit_fraction": val[k]["dead_unit_fraction"]})
-                run.writer.write(row)
+                if jax.process_index() == 0:  # one writer on shared storage
+                    run.writer.write(row)
                 rows.append(row)
-            progress.epoch(epoch + 1, rows)
+            if jax.process_index() == 0:
+                progress.epoch(epoch + 1, rows)
             if (epoch + 1) % config.checkpoint_every_epochs == 0 or last:
                 _save_group(runs, states)
     for run in runs:
