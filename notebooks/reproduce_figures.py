@@ -1,0 +1,182 @@
+# ---
+# jupyter:
+#   accelerator: TPU
+#   colab:
+#     gpuType: V5E1
+#     provenance: []
+#   jupytext:
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: accelerator,colab
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # selectivity_jax: the figures of a class-selectivity sweep
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/<org>/selectivity_jax/blob/main/notebooks/reproduce_figures.ipynb)
+# (the badge link names the repository as `<org>/selectivity_jax`: put the project's GitHub path there)
+#
+# Leavitt & Morcos (ICLR 2021) train many models per alpha, with the loss
+# `cross_entropy - alpha * network_class_selectivity`, and compare test accuracy and class selectivity across
+# alpha. This notebook trains such a sweep on the quickstart configuration (a ResNet20 narrowed to width 8, on a
+# synthetic class-structured image set: no download; alphas -5, -1, 0, 1, 5 x seeds 0, 1 = 10 runs), or loads a
+# sweep you already ran, and draws every figure of the project's report:
+#
+# - test accuracy vs alpha, and network selectivity vs alpha (mean ± std over seeds),
+# - test accuracy vs network selectivity, one point per run coloured by alpha (the paper's scatter),
+# - selectivity by layer, one line per alpha,
+# - the distribution of unit selectivity per layer at the smallest, central and largest alpha,
+#
+# then the summary and per-layer tables. The 10 runs take about 4 minutes on 2 CPU cores and much less on a Colab
+# TPU or GPU runtime. `SELECTIVITY_JAX_SHORT=1` trains a much smaller sweep instead (the project's tests run the
+# notebook this way).
+
+# %% [markdown]
+# ## Install
+#
+# In Colab this cell clones the repository named by `REPO_URL` into `/content/selectivity_jax` and pip-installs
+# it, then installs the jax wheel that matches the accelerator (`jax[tpu]` or `jax[cuda12]`). Set `REPO_URL`
+# first. If pip reports that it upgraded packages the runtime had already imported, restart the session
+# (Runtime > Restart session) and continue with the next cell. Outside Colab nothing is installed: the project is
+# assumed to be installed already. Either way the repository root goes on `sys.path` for `configs/`.
+
+# %%
+REPO_URL = "https://github.com/<org>/selectivity_jax"  # set this to the project's git repository
+
+import glob
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+
+IN_COLAB = "google.colab" in sys.modules
+
+
+def find_repo_root(start):
+    """The nearest directory at or above ``start`` that holds configs/quickstart.py (the repository root)."""
+    path = os.path.abspath(start)
+    while True:
+        if os.path.isfile(os.path.join(path, "configs", "quickstart.py")):
+            return path
+        parent = os.path.dirname(path)
+        if parent == path:
+            raise FileNotFoundError(f"no selectivity_jax repository (configs/quickstart.py) at or above {start}; "
+                                    "start the notebook from inside the repository")
+        path = parent
+
+
+if IN_COLAB:
+    if "<org>" in REPO_URL:
+        raise ValueError("set REPO_URL at the top of this cell to the git repository of selectivity_jax")
+    REPO_DIR = "/content/selectivity_jax"
+    if not os.path.isdir(REPO_DIR):
+        subprocess.run(["git", "clone", "--depth", "1", REPO_URL, REPO_DIR], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", REPO_DIR], check=True)
+    if importlib.util.find_spec("libtpu") or glob.glob("/dev/accel*"):
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-U", "jax[tpu]"], check=True)
+    elif shutil.which("nvidia-smi"):
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-U", "jax[cuda12]"], check=True)
+else:
+    REPO_DIR = find_repo_root(os.getcwd())
+if REPO_DIR not in sys.path:
+    sys.path.insert(0, REPO_DIR)
+print("repository:", REPO_DIR)
+
+# %% [markdown]
+# ## The sweep
+#
+# Set `SWEEP_DIR` (here, or as an environment variable) to a sweep directory that already holds runs, e.g. one
+# written by `python -m experiments.sweep --config configs/quickstart.py --workdir runs/qs_sweep`, to draw its
+# figures without training; any config's sweep works. Otherwise the quickstart sweep is trained into `SWEEP_DIR`
+# (a new temporary directory when unset). Finished runs are skipped and unfinished ones resume, so an
+# interrupted sweep continues where it stopped when you run the cell again.
+#
+# On an accelerator the runs of one seed train together as one vmapped group (one jitted step for all alphas);
+# on CPU, where XLA runs vmapped convolutions slowly, one after another. On Colab TPU runtimes JAX sees the TPU
+# cores directly (no setup call, no TensorFlow).
+
+# %%
+import tempfile
+
+import jax
+
+from configs import quickstart
+from selectivity_jax.sweep import run_sweep
+
+SHORT = os.environ.get("SELECTIVITY_JAX_SHORT") == "1"
+SWEEP_DIR = os.environ.get("SWEEP_DIR", "")  # a sweep directory to draw instead of training one
+TRAIN = not (SWEEP_DIR and os.path.isdir(SWEEP_DIR) and os.listdir(SWEEP_DIR))
+print("backend:", jax.default_backend(), "devices:", jax.devices())
+
+if TRAIN:
+    config = quickstart.get_config()  # alphas -5, -1, 0, 1, 5 x seeds 0, 1
+    if SHORT:
+        config.model.width = 4
+        config.data.num_per_class = 36
+        config.data.test_per_class = 8
+        config.data.num_val = 40
+        config.batch_size = 40
+        config.lr_base_batch_size = 40
+        config.eval_batch_size = 40
+        config.num_epochs = 1.0
+        config.num_devices = 1
+        config.sweep.alphas = (-5.0, 0.0, 5.0)
+        config.sweep.seeds = (0,)
+    if config.num_devices == 0:
+        # Use as many devices as divide the batch sizes (e.g. 5 of a v2-8's 8 cores for batch 100).
+        config.num_devices = max(d for d in range(1, jax.device_count() + 1)
+                                 if config.batch_size % d == 0 and config.eval_batch_size % d == 0)
+    MODE = "serial" if jax.default_backend() == "cpu" else "vmap"
+    SWEEP_DIR = SWEEP_DIR or tempfile.mkdtemp(prefix="selectivity_jax_sweep_")
+    print(f"short mode: {SHORT}; {config.num_devices} device(s); mode {MODE}; sweep in {SWEEP_DIR}")
+    run_sweep(config, SWEEP_DIR, mode=MODE)
+else:
+    print(f"drawing the runs already in {SWEEP_DIR}")
+
+# %% [markdown]
+# ## Figures
+#
+# `load_sweep` reads every finished run of the directory (unfinished ones are listed as missing) and
+# `make_figures` draws the report's figures as matplotlib figures (`%matplotlib inline` lets `display` show them).
+
+# %%
+# %matplotlib inline
+from IPython.display import Markdown, display
+
+from selectivity_jax.report import load_sweep, summarize
+from selectivity_jax.report.figures import FIGURE_CAPTIONS, make_figures
+from selectivity_jax.report.tables import grid_section, layer_table, missing_section, summary_table
+
+sweep = load_sweep(SWEEP_DIR)
+figures = make_figures(sweep)
+for name, fig in figures.items():
+    display(Markdown(f"### {FIGURE_CAPTIONS[name]}"))
+    display(fig)
+
+# %% [markdown]
+# ## Tables
+#
+# Per alpha: the number of seeds, and the mean ± sample standard deviation over seeds of test accuracy and test
+# network selectivity; then the mean selectivity of each layer, layers in forward order.
+
+# %%
+summaries = summarize(sweep)
+display(Markdown("\n\n".join([
+    "#### Grid", grid_section(sweep),
+    "#### Summary", summary_table(summaries),
+    "#### Per-layer selectivity", layer_table(summaries, sweep.layer_names),
+    "#### Missing runs", missing_section(sweep),
+])))
+
+# %% [markdown]
+# The same report as files (`report.md`, `report.csv`, `figures/*.png|svg`) comes from
+# `python -m experiments.report --sweep SWEEP_DIR`, run from the repository root.
