@@ -3,12 +3,20 @@
 [ours] A synthetic, class-structured image data set generated in memory (selectivity_jax/data/synthetic.py:
 10 classes, 32x32), a ResNet20 narrowed to 8/16/32 channels, a short schedule. Shows the effect of alpha:
 `--config.alpha=-5` lowers test selectivity, `--config.alpha=5` raises it.
+
+`--config configs/quickstart.py:tiny` (``get_config("tiny")``) shrinks it to seconds on one device (240 train /
+40 validation / 80 test images, width 4, one epoch, alphas -5, 0, 5 with one seed): a smoke test whose numbers mean
+nothing, used by the tests and by the notebooks' short mode.
 """
 
 from configs import base
 
+VARIANTS = (None, "tiny")
 
-def get_config():
+
+def get_config(variant=None):
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown quickstart variant {variant!r}; known: {VARIANTS[1:]}")
     config = base.get_config()
     config.model.name = "resnet20"
     config.model.width = 8           # Narrowed ResNet20 (16 in the paper's model) so 2 CPU cores suffice.
@@ -29,4 +37,17 @@ def get_config():
     config.eval_every_epochs = 2
     config.sweep.alphas = (-5.0, -1.0, 0.0, 1.0, 5.0)
     config.sweep.seeds = (0, 1)
+    if variant == "tiny":
+        config.model.width = 4
+        config.data.num_per_class = 36  # 24 train + 4 validation + 8 test per class.
+        config.data.test_per_class = 8
+        config.data.num_val = 40
+        config.batch_size = 40
+        config.lr_base_batch_size = 40
+        config.eval_batch_size = 40
+        config.num_epochs = 1.0
+        config.eval_every_epochs = 1
+        config.num_devices = 1
+        config.sweep.alphas = (-5.0, 0.0, 5.0)
+        config.sweep.seeds = (0,)
     return config

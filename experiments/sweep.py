@@ -6,7 +6,6 @@ Re-running the same command skips finished runs and resumes unfinished ones. The
 `python -m experiments.report --sweep runs/quickstart_sweep`.
 """
 
-import jax
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -17,8 +16,9 @@ config_flags.DEFINE_config_file("config", None, "Training config file (configs/*
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Sweep directory: one sub-directory per (alpha, seed).")
 flags.DEFINE_enum("mode", None, MODES, "vmap: K models of one seed per jitted step; serial: one after another. "
-                  "Default: vmap on an accelerator, serial on CPU (XLA:CPU runs vmapped convolutions slowly).")
-flags.DEFINE_integer("group_size", 0, "Models per vmapped group (0: all alphas of a seed, at most 16).")
+                  "Default: vmap on an accelerator, serial on CPU (where a group trains no faster).")
+flags.DEFINE_integer("group_size", 0, "Models per vmapped group (0: automatic: all alphas of a seed, at most 16, "
+                     "and as many as the compiled step fits in 80% of one device's memory).")
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
@@ -26,8 +26,8 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    mode = FLAGS.mode or ("serial" if jax.default_backend() == "cpu" else "vmap")
-    run_reporting_errors(lambda: run_sweep(FLAGS.config, FLAGS.workdir, mode=mode, group_size=FLAGS.group_size))
+    run_reporting_errors(lambda: run_sweep(FLAGS.config, FLAGS.workdir, mode=FLAGS.mode,
+                                           group_size=FLAGS.group_size))
     print(f"done; report with: python -m experiments.report --sweep {FLAGS.workdir}")
 
 

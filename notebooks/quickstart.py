@@ -154,7 +154,7 @@ print("gradient norm:", float(optax.global_norm(grads)))
 # `run_sweep` trains every alpha of `config.sweep.alphas` for every seed of `config.sweep.seeds`, one
 # sub-directory per run (`alpha_-5_seed_0/`, ...; each holds `results.json`, `metrics.jsonl`, `selectivity.npz`
 # and checkpoints). On an accelerator the three runs train together as one vmapped group (one jitted step for all
-# three models); on CPU, where XLA runs vmapped convolutions slowly, one after another.
+# three models); on CPU, where a group trains no faster, one after another.
 #
 # Runs go into a new temporary directory unless the environment variable `WORKDIR` names one (an existing sweep
 # directory of the same config resumes and skips finished runs). `SELECTIVITY_JAX_SHORT=1` shrinks the
@@ -164,28 +164,17 @@ print("gradient norm:", float(optax.global_norm(grads)))
 import tempfile
 
 from configs import quickstart
-from selectivity_jax.sweep import run_sweep
+from selectivity_jax.parallel import dividing_device_count
+from selectivity_jax.sweep import default_mode, run_sweep
 
 SHORT = os.environ.get("SELECTIVITY_JAX_SHORT") == "1"
 
-config = quickstart.get_config()
+config = quickstart.get_config("tiny" if SHORT else None)
 config.sweep.alphas = (-5.0, 0.0, 5.0)
 config.sweep.seeds = (0,)
-if SHORT:
-    config.model.width = 4
-    config.data.num_per_class = 36
-    config.data.test_per_class = 8
-    config.data.num_val = 40
-    config.batch_size = 40
-    config.lr_base_batch_size = 40
-    config.eval_batch_size = 40
-    config.num_epochs = 1.0
-    config.num_devices = 1
-if config.num_devices == 0:
-    # Use as many devices as divide the batch sizes (e.g. 5 of a v2-8's 8 cores for batch 100).
-    config.num_devices = max(d for d in range(1, jax.device_count() + 1)
-                             if config.batch_size % d == 0 and config.eval_batch_size % d == 0)
-MODE = "serial" if jax.default_backend() == "cpu" else "vmap"
+if config.num_devices == 0:  # all devices that split the batches evenly (e.g. 5 of a v2-8's 8 cores for batch 100)
+    config.num_devices = dividing_device_count(config.batch_size, config.eval_batch_size)
+MODE = default_mode()
 WORKDIR = os.environ.get("WORKDIR") or tempfile.mkdtemp(prefix="selectivity_jax_quickstart_")
 print(f"short mode: {SHORT}; {config.num_devices} device(s); mode {MODE}; runs in {WORKDIR}")
 

@@ -101,7 +101,7 @@ print("repository:", REPO_DIR)
 # interrupted sweep continues where it stopped when you run the cell again.
 #
 # On an accelerator the runs of one seed train together as one vmapped group (one jitted step for all alphas);
-# on CPU, where XLA runs vmapped convolutions slowly, one after another. On Colab TPU runtimes JAX sees the TPU
+# on CPU, where a group trains no faster, one after another. On Colab TPU runtimes JAX sees the TPU
 # cores directly (no setup call, no TensorFlow).
 
 # %%
@@ -110,7 +110,8 @@ import tempfile
 import jax
 
 from configs import quickstart
-from selectivity_jax.sweep import run_sweep
+from selectivity_jax.parallel import dividing_device_count
+from selectivity_jax.sweep import default_mode, run_sweep
 
 SHORT = os.environ.get("SELECTIVITY_JAX_SHORT") == "1"
 SWEEP_DIR = os.environ.get("SWEEP_DIR", "")  # a sweep directory to draw instead of training one
@@ -118,24 +119,11 @@ TRAIN = not (SWEEP_DIR and os.path.isdir(SWEEP_DIR) and os.listdir(SWEEP_DIR))
 print("backend:", jax.default_backend(), "devices:", jax.devices())
 
 if TRAIN:
-    config = quickstart.get_config()  # alphas -5, -1, 0, 1, 5 x seeds 0, 1
-    if SHORT:
-        config.model.width = 4
-        config.data.num_per_class = 36
-        config.data.test_per_class = 8
-        config.data.num_val = 40
-        config.batch_size = 40
-        config.lr_base_batch_size = 40
-        config.eval_batch_size = 40
-        config.num_epochs = 1.0
-        config.num_devices = 1
-        config.sweep.alphas = (-5.0, 0.0, 5.0)
-        config.sweep.seeds = (0,)
-    if config.num_devices == 0:
-        # Use as many devices as divide the batch sizes (e.g. 5 of a v2-8's 8 cores for batch 100).
-        config.num_devices = max(d for d in range(1, jax.device_count() + 1)
-                                 if config.batch_size % d == 0 and config.eval_batch_size % d == 0)
-    MODE = "serial" if jax.default_backend() == "cpu" else "vmap"
+    # alphas -5, -1, 0, 1, 5 x seeds 0, 1; short mode: the tiny variant, alphas -5, 0, 5 x seed 0
+    config = quickstart.get_config("tiny" if SHORT else None)
+    if config.num_devices == 0:  # all devices that split the batches evenly (e.g. 5 of a v2-8's 8 cores)
+        config.num_devices = dividing_device_count(config.batch_size, config.eval_batch_size)
+    MODE = default_mode()
     SWEEP_DIR = SWEEP_DIR or tempfile.mkdtemp(prefix="selectivity_jax_sweep_")
     print(f"short mode: {SHORT}; {config.num_devices} device(s); mode {MODE}; sweep in {SWEEP_DIR}")
     run_sweep(config, SWEEP_DIR, mode=MODE)

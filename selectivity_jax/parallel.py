@@ -30,6 +30,12 @@ def make_data_mesh(num_devices: int = 0) -> Mesh:
     return jax.make_mesh((len(devices),), (DATA_AXIS,), axis_types=(AxisType.Auto,), devices=devices)
 
 
+def dividing_device_count(*batch_sizes: int) -> int:
+    """The most devices (up to all) that split every one of ``batch_sizes`` evenly, for ``config.num_devices`` on
+    machines whose device count does not divide the batch (e.g. 5 of a TPU v2-8's 8 cores for batch 100)."""
+    return max(d for d in range(1, jax.device_count() + 1) if all(size % d == 0 for size in batch_sizes))
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 

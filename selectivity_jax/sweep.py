@@ -10,6 +10,9 @@ one training loop (selectivity_jax/train/loop.py):
   alone, and differ in alpha; each has its own parameters, optimizer state, batch statistics, selectivity term and
   evaluation.
 - ``'serial'``: one run after another (for a cluster scheduler, or little memory).
+
+The default (`default_mode`) is vmap on accelerators and serial on CPU, where one model already keeps the cores busy
+and a group trains no faster (models/vmap_conv.py keeps it from training slower).
 """
 
 from __future__ import annotations
@@ -18,13 +21,23 @@ import json
 import os
 from typing import Any, Callable
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 
-from selectivity_jax.train.loop import train_group
+from selectivity_jax.data import load_splits
+from selectivity_jax.data.on_device import TrainArrays
+from selectivity_jax.parallel import make_data_mesh
+from selectivity_jax.train.loop import setup_run, train_group
 from selectivity_jax.train.metrics import CHECKPOINT_DIR, RESULTS_FILE, SWEEP_FILE, run_dirname, write_json
 
 MODES = ("vmap", "serial")
 DEFAULT_MAX_GROUP = 16  # the automatic group size's cap
+
+
+def default_mode() -> str:
+    """'vmap' on an accelerator, 'serial' on CPU (the same speed there, with less memory)."""
+    return "serial" if jax.default_backend() == "cpu" else "vmap"
 
 
 def seed_config(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
@@ -44,10 +57,41 @@ def is_finished(run_dir: str) -> bool:
     return os.path.exists(os.path.join(run_dir, RESULTS_FILE))
 
 
-def default_group_size(num_alphas: int) -> int:
-    """How many models to vmap together by default: all alphas of a seed, at most `DEFAULT_MAX_GROUP` (16
-    ResNet20s at batch 128 need a few GiB; pass ``group_size`` for bigger models or smaller devices)."""
-    return max(1, min(num_alphas, DEFAULT_MAX_GROUP))
+def train_step_bytes(config: ml_collections.ConfigDict, num_models: int) -> int:
+    """Device memory (per device) that XLA's memory analysis gives for the compiled train step of a group of
+    ``num_models``: arguments (states and the on-device training set) + outputs - donated + temporaries."""
+    splits = load_splits(config.data, seed=config.seed)
+    num_train = len(splits.train[1])
+    mean, std = (0.5,) * splits.image_shape[-1], (0.25,) * splits.image_shape[-1]  # normalization costs no memory
+    setup = setup_run(config, num_classes=splits.num_classes, image_shape=splits.image_shape, num_train=num_train,
+                      mean=mean, std=std, mesh=make_data_mesh(config.get("num_devices", 0)),
+                      alphas=(0.0,) * num_models)
+    data = TrainArrays(jax.ShapeDtypeStruct((num_train,) + splits.image_shape, jnp.uint8),
+                       jax.ShapeDtypeStruct((num_train,), jnp.int32))
+    order = jax.ShapeDtypeStruct((num_train,), jnp.int32)
+    memory = setup.train_step.lower(setup.initial_state, data, order).compile().memory_analysis()
+    return (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
+            + memory.temp_size_in_bytes)
+
+
+def default_group_size(config: ml_collections.ConfigDict, num_alphas: int, *, bytes_limit: int | None = None,
+                       headroom: float = 0.8) -> int:
+    """How many models to vmap together by default: all alphas of a seed, at most `DEFAULT_MAX_GROUP`, and no more
+    than fit ``headroom`` of one device's memory.
+
+    The fit is measured, not guessed: the compiled train step's memory for groups of 1 and 2 models gives the
+    per-model and the shared bytes (memory grows linearly with the group), against the device's ``bytes_limit``
+    (from ``memory_stats()``; CPU reports none, and then only the cap applies).
+    """
+    largest = max(1, min(num_alphas, DEFAULT_MAX_GROUP))
+    if bytes_limit is None:
+        bytes_limit = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
+    if not bytes_limit or largest == 1:
+        return largest
+    one, two = train_step_bytes(config, 1), train_step_bytes(config, 2)
+    per_model = max(two - one, 1)
+    fitting = int((headroom * bytes_limit - (one - per_model)) // per_model)
+    return max(1, min(largest, fitting))
 
 
 def plan_groups(config: ml_collections.ConfigDict, sweep_dir: str, group_size: int) -> list[tuple[int, list[float]]]:
@@ -65,9 +109,13 @@ def plan_groups(config: ml_collections.ConfigDict, sweep_dir: str, group_size: i
     return groups
 
 
-def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str, *, mode: str = "vmap", group_size: int = 0,
+def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str, *, mode: str | None = None, group_size: int = 0,
               log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Trains the grid ``config.sweep.alphas`` x ``config.sweep.seeds`` and returns every run's results."""
+    """Trains the grid ``config.sweep.alphas`` x ``config.sweep.seeds`` and returns every run's results.
+
+    ``mode``: 'vmap' or 'serial' (None: `default_mode`); ``group_size``: models per vmapped group (0: automatic).
+    """
+    mode = mode or default_mode()
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
     alphas, seeds = list(config.sweep.alphas), list(config.sweep.seeds)
@@ -78,7 +126,9 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str, *, mode: str = 
     os.makedirs(sweep_dir, exist_ok=True)
     write_json(os.path.join(sweep_dir, SWEEP_FILE), {"alphas": alphas, "seeds": seeds, "mode": mode,
                                                      "config": json.loads(config.to_json_best_effort())})
-    size = 1 if mode == "serial" else (group_size or default_group_size(len(alphas)))
+    size = 1 if mode == "serial" else group_size
+    if not size:  # automatic: measured only when something is left to train
+        size = default_group_size(config, len(alphas)) if plan_groups(config, sweep_dir, 1) else len(alphas)
     groups = plan_groups(config, sweep_dir, size)
     finished = len(alphas) * len(seeds) - sum(len(group) for _, group in groups)
     log(f"sweep {sweep_dir}: {len(alphas)} alphas x {len(seeds)} seeds, {finished} finished, "

@@ -11,9 +11,7 @@ import time
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TINY = ["--config.model.width=4", "--config.data.num_per_class=36", "--config.data.test_per_class=8",
-        "--config.data.num_val=40", "--config.batch_size=40", "--config.lr_base_batch_size=40",
-        "--config.eval_batch_size=40", "--config.num_devices=1"]
+TINY = "configs/quickstart.py:tiny"  # seconds-long quickstart on one device
 
 
 def run(module, *args, **kwargs):
@@ -23,28 +21,28 @@ def run(module, *args, **kwargs):
 
 def test_train_cli_quickstart(tmp_path):
     workdir = tmp_path / "run"
-    result = run("experiments.train", "--config", "configs/quickstart.py", "--workdir", str(workdir),
-                 "--config.num_epochs=1", "--config.alpha=-1.0", *TINY)
+    result = run("experiments.train", "--config", TINY, "--workdir", str(workdir),
+                 "--config.alpha=-1.0")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "epoch 1/1" in result.stdout and "test accuracy" in result.stdout
     results = json.loads((workdir / "results.json").read_text())
     assert results["alpha"] == -1.0 and np.isfinite(results["test_selectivity"])
     assert json.loads((workdir / "config.json").read_text())["model"]["width"] == 4
     # the same command again: nothing to train, same results
-    again = run("experiments.train", "--config", "configs/quickstart.py", "--workdir", str(workdir),
-                "--config.num_epochs=1", "--config.alpha=-1.0", *TINY)
+    again = run("experiments.train", "--config", TINY, "--workdir", str(workdir),
+                "--config.alpha=-1.0")
     assert again.returncode == 0 and "already finished" in again.stdout
     # another config on the same directory: refused in one line, nothing overwritten
-    refused = run("experiments.train", "--config", "configs/quickstart.py", "--workdir", str(workdir),
-                  "--config.num_epochs=1", "--config.alpha=2.0", *TINY)
+    refused = run("experiments.train", "--config", TINY, "--workdir", str(workdir),
+                  "--config.alpha=2.0")
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines()[-1].startswith("error: ") and "--overwrite" in refused.stderr
     assert json.loads((workdir / "results.json").read_text()) == results
 
 
 def test_train_cli_bad_batch_size_is_one_line(tmp_path):
-    result = run("experiments.train", "--config", "configs/quickstart.py", "--workdir", str(tmp_path / "x"),
-                 *TINY, "--config.num_devices=8", "--config.batch_size=36",
+    result = run("experiments.train", "--config", TINY, "--workdir", str(tmp_path / "x"),
+                 "--config.num_devices=8", "--config.batch_size=36",
                  env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
@@ -54,8 +52,8 @@ def test_train_cli_bad_batch_size_is_one_line(tmp_path):
 def test_sigterm_saves_a_checkpoint(tmp_path):
     workdir = tmp_path / "run"
     process = subprocess.Popen(
-        [sys.executable, "-m", "experiments.train", "--config", "configs/quickstart.py", "--workdir", str(workdir),
-         "--config.num_epochs=500", "--config.checkpoint_every_epochs=1000", *TINY],
+        [sys.executable, "-m", "experiments.train", "--config", TINY, "--workdir", str(workdir),
+         "--config.num_epochs=500", "--config.checkpoint_every_epochs=1000"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = workdir / "metrics.jsonl"
     deadline = time.time() + 240
@@ -72,8 +70,8 @@ def test_sigterm_saves_a_checkpoint(tmp_path):
 
 def test_benchmark_cli(tmp_path):
     output = tmp_path / "bench.json"
-    result = run("experiments.benchmark", "--config", "configs/quickstart.py", "--steps", "2",
-                 "--output", str(output), *TINY)
+    result = run("experiments.benchmark", "--config", TINY, "--steps", "2",
+                 "--output", str(output))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "selectivity term overhead" in result.stdout
     figures = json.loads(output.read_text())
@@ -83,9 +81,8 @@ def test_benchmark_cli(tmp_path):
 
 def test_sweep_then_report_cli(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    grid = ["--config.sweep.alphas=(-2.0, 2.0)", "--config.sweep.seeds=(0,)", "--config.num_epochs=1"]
-    result = run("experiments.sweep", "--config", "configs/quickstart.py", "--workdir", str(sweep_dir),
-                 "--mode=vmap", *TINY, *grid)
+    result = run("experiments.sweep", "--config", TINY, "--workdir", str(sweep_dir), "--mode=vmap",
+                 "--config.sweep.alphas=(-2.0, 2.0)")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "1 group(s) of at most 2" in result.stdout
     for name in ("alpha_-2_seed_0", "alpha_2_seed_0"):

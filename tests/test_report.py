@@ -208,3 +208,11 @@ def test_cli_without_finished_runs_is_one_error_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: no finished run in ")
     assert not (tmp_path / "report.md").exists()
+
+
+def test_alpha_ticks_label_small_grids_fully_and_large_grids_by_decade():
+    from configs.base import CIFAR10_ALPHAS, TINY_IMAGENET_ALPHAS
+    from selectivity_jax.report.figures import alpha_ticks
+    assert alpha_ticks([5.0, -5.0, 0.0, -1.0, 1.0, 1.0]) == [-5.0, -1.0, 0.0, 1.0, 5.0]
+    assert alpha_ticks(CIFAR10_ALPHAS) == [-100.0, -10.0, -1.0, -0.1, 0.0, 0.1, 1.0, 10.0, 100.0]
+    assert alpha_ticks(TINY_IMAGENET_ALPHAS) == [-5.0, -1.0, -0.1, 0.0, 0.1, 1.0, 5.0]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from selectivity_jax.report import load_sweep
-from selectivity_jax.sweep import plan_groups, run_sweep
+from selectivity_jax.sweep import DEFAULT_MAX_GROUP, default_group_size, plan_groups, run_sweep, train_step_bytes
 from selectivity_jax.train.checkpoint import checkpoint_manager, restore_latest
 from selectivity_jax.train.metrics import run_dirname
 from test_train import tiny_config
@@ -48,16 +48,13 @@ def test_vmap_equals_serial(sweeps):
     root, vmap, serial = sweeps
     assert [r["alpha"] for r in vmap] == list(ALPHAS) == [r["alpha"] for r in serial]
     assert [r["models_in_group"] for r in vmap] == [3, 3, 3] and [r["models_in_group"] for r in serial] == [1, 1, 1]
-    # vmapped convolutions sum in another order than single ones: float32 noise (parameters within 1e-4 after 6
-    # steps), which evaluation with barely-warmed BatchNorm running statistics amplifies a little
+    # On CPU a vmapped group runs each model's convolutions as plain ones (models/vmap_conv.py), so a model trains
+    # in a group as it does alone, up to float32 rounding of the other vmapped ops (bitwise equal on jax 0.10).
     for a, b in zip(vmap, serial):
-        for key in ("test_accuracy", "val_accuracy"):
-            assert a[key] == pytest.approx(b[key], abs=1e-4), key
-        assert a["test_cross_entropy"] == pytest.approx(b["test_cross_entropy"], rel=1e-3)
-        for key in ("test_selectivity", "val_selectivity"):
-            assert a[key] == pytest.approx(b[key], abs=1e-3), key
+        for key in ("test_accuracy", "val_accuracy", "test_cross_entropy", "test_selectivity", "val_selectivity"):
+            assert a[key] == pytest.approx(b[key], abs=1e-6), key
         for layer in a["per_layer_selectivity"]:
-            assert a["per_layer_selectivity"][layer] == pytest.approx(b["per_layer_selectivity"][layer], abs=1e-3)
+            assert a["per_layer_selectivity"][layer] == pytest.approx(b["per_layer_selectivity"][layer], abs=1e-6)
     for alpha in ALPHAS:
         v = _final_state(str(root / "vmap" / run_dirname(alpha, 0)))
         s = _final_state(str(root / "serial" / run_dirname(alpha, 0)))
@@ -65,11 +62,11 @@ def test_vmap_equals_serial(sweeps):
         worst = max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
                     for x, y in zip(jax.tree.leaves((v.params, v.batch_stats)),
                                     jax.tree.leaves((s.params, s.batch_stats))))
-        assert worst < 1e-4, (alpha, worst)
+        assert worst < 1e-6, (alpha, worst)
         vrows = [json.loads(l) for l in open(root / "vmap" / run_dirname(alpha, 0) / "metrics.jsonl")]
         srows = [json.loads(l) for l in open(root / "serial" / run_dirname(alpha, 0) / "metrics.jsonl")]
         for key in ("train_loss", "train_selectivity", "val_accuracy"):
-            assert vrows[0][key] == pytest.approx(srows[0][key], abs=1e-4), key
+            assert vrows[0][key] == pytest.approx(srows[0][key], abs=1e-6), key
     # alpha acts per model inside the group: the runs differ from each other
     assert len({round(r["test_selectivity"], 6) for r in vmap}) == 3
 
@@ -102,3 +99,16 @@ def test_plan_groups(tmp_path):
 def test_bad_mode(tmp_path):
     with pytest.raises(ValueError, match="mode"):
         run_sweep(sweep_config(), str(tmp_path), mode="parallel")
+
+
+def test_default_group_size_fits_the_memory_it_is_given():
+    config = sweep_config()
+    one, two, three = (train_step_bytes(config, k) for k in (1, 2, 3))
+    per_model = two - one
+    assert per_model > 0 and abs((three - two) - per_model) <= 0.05 * per_model  # linear in the group size
+    shared = one - per_model
+    assert default_group_size(config, 5, bytes_limit=shared + 2.5 * per_model, headroom=1.0) == 2
+    assert default_group_size(config, 5, bytes_limit=shared + 100 * per_model, headroom=1.0) == 5  # all alphas
+    assert default_group_size(config, 40, bytes_limit=shared + 100 * per_model, headroom=1.0) == DEFAULT_MAX_GROUP
+    assert default_group_size(config, 5, bytes_limit=one // 2) == 1  # never less than one model
+    assert default_group_size(config, 7) == 7  # CPU reports no memory limit: the cap alone

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from selectivity_jax.capture import INTERMEDIATES, strip_intermediates
+from selectivity_jax.models.vmap_conv import conv_general_dilated
 
 Array = jax.Array
 Dtype = Any
@@ -36,9 +37,11 @@ conv_kernel_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 
 def conv(features: int, kernel_size: int, strides: int = 1, *, dtype: Dtype = jnp.float32,
          name: str | None = None) -> nn.Conv:
-    """Bias-free 'SAME' conv with He (fan_out) init; a BatchNorm always follows it."""
+    """Bias-free 'SAME' conv with He (fan_out) init; a BatchNorm always follows it. Vmapped over models (a sweep
+    group) on CPU it runs one plain convolution per model (`selectivity_jax.models.vmap_conv`)."""
     return nn.Conv(features, (kernel_size, kernel_size), strides=(strides, strides), padding='SAME',
-                   use_bias=False, kernel_init=conv_kernel_init, dtype=dtype, name=name)
+                   use_bias=False, kernel_init=conv_kernel_init, dtype=dtype, name=name,
+                   conv_general_dilated=conv_general_dilated)
 
 
 def conv3x3(features: int, strides: int = 1, *, dtype: Dtype = jnp.float32, name: str | None = None) -> nn.Conv:

@@ -57,12 +57,16 @@ def alpha_norm(alphas: Sequence[float]) -> SymLogNorm:
     return SymLogNorm(linthresh=threshold, linscale=1.0, vmin=-largest, vmax=largest, base=10)
 
 
-def alpha_ticks(alphas: Sequence[float]) -> list[float]:
-    """0 and the signed powers of ten from the symlog threshold up to the largest |alpha|."""
+def alpha_ticks(alphas: Sequence[float], max_labelled: int = 9) -> list[float]:
+    """The alphas themselves when there are at most ``max_labelled`` of them; otherwise 0, the signed powers of ten
+    from the symlog threshold up to the largest |alpha|, and the smallest and largest alpha."""
+    values = sorted({float(a) for a in alphas})
+    if len(values) <= max_labelled:
+        return values
     threshold = linthresh(alphas)
     largest = max([abs(a) for a in alphas] + [threshold])
     decades = 10.0 ** np.arange(np.floor(np.log10(threshold)), np.floor(np.log10(largest)) + 1)
-    return sorted([0.0] + [float(sign * d) for d in decades for sign in (-1, 1)])
+    return sorted({0.0, values[0], values[-1]} | {float(sign * d) for d in decades for sign in (-1, 1)})
 
 
 def _alpha_label(value: float, _position=None) -> str:
