@@ -325,3 +325,30 @@ def test_bad_selection_vgg_lists_valid_names():
 def test_bad_depth_raises(depth):
     with pytest.raises(ValueError, match='depth'):
         ResNetCifar(depth=depth)
+
+
+def test_edit_layers_changes_what_a_point_passes_on():
+    from selectivity_jax.models import edit_layers
+    model = ResNet20(width=4, selectivity_layers=('stage1_block0/relu1', 'stage3_block2/out'))
+    x = make_input(32)
+    variables = init_variables(model, 0, x.shape)
+    plain, state = model.apply(variables, x, mutable=['intermediates'])
+
+    @jax.jit
+    def apply_with(scale):  # the edit is entered inside the traced function
+        with edit_layers({'stage3_block2/out': lambda y: y * scale, 'stage1_block0/relu1': lambda y: y}):
+            return model.apply(variables, x, mutable=['intermediates'])
+
+    same, same_state = apply_with(1.0)
+    np.testing.assert_allclose(np.asarray(same), np.asarray(plain), rtol=1e-5, atol=1e-6)  # jit vs eager rounding
+    zeroed, zeroed_state = apply_with(0.0)
+    # the last block's output is all the classifier sees (after pooling): zeroed, the logits are the Dense bias
+    np.testing.assert_allclose(np.asarray(zeroed), np.broadcast_to(variables['params']['fc']['bias'], zeroed.shape))
+    sown = flatten_intermediates(zeroed_state['intermediates'])
+    assert float(jnp.abs(sown['stage3_block2/out']).max()) == 0.0  # sown after the edit
+    np.testing.assert_allclose(np.asarray(sown['stage1_block0/relu1']),
+                               np.asarray(flatten_intermediates(state['intermediates'])['stage1_block0/relu1']),
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match='stage9_block0/out'):
+        with edit_layers({'stage9_block0/out': lambda y: y}):
+            model.apply(variables, x)

@@ -107,3 +107,12 @@ def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np
     count = images.shape[0] * images.shape[1] * images.shape[2]
     mean = total / count
     return mean.astype(np.float32), np.sqrt(np.maximum(total_sq / count - mean ** 2, 1e-12)).astype(np.float32)
+
+
+def normalization_stats(data_config, train_images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The per-channel (mean, std) a run normalizes with: ``data_config.mean``/``std`` when set, else computed from
+    the training images (`channel_stats`)."""
+    if data_config.get("mean"):
+        return tuple(data_config.mean), tuple(data_config.std)
+    mean, std = channel_stats(train_images)
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)

@@ -11,7 +11,7 @@ from typing import Any, Callable
 import flax.linen as nn
 
 from selectivity_jax.models.common import (
-    SELECTION_PRESETS, ReluPoint, SelectionSpec, count_params, init_variables, resolve_selection)
+    SELECTION_PRESETS, ReluPoint, SelectionSpec, count_params, edit_layers, init_variables, resolve_selection)
 from selectivity_jax.models.resnet import BasicBlock, Bottleneck, ResNet, ResNet18, ResNet50
 from selectivity_jax.models.resnet_cifar import ResNet20, ResNet32, ResNet56, ResNetCifar
 from selectivity_jax.models.vgg import VGG, VGG16
@@ -37,6 +37,7 @@ def get_model(name: str, **kwargs: Any) -> nn.Module:
 
 __all__ = [
     'MODELS', 'SELECTION_PRESETS', 'BasicBlock', 'Bottleneck', 'ReluPoint', 'ResNet', 'ResNet18', 'ResNet20',
-    'ResNet32', 'ResNet50', 'ResNet56', 'ResNetCifar', 'SelectionSpec', 'VGG', 'VGG16', 'count_params', 'get_model',
+    'ResNet32', 'ResNet50', 'ResNet56', 'ResNetCifar', 'SelectionSpec', 'VGG', 'VGG16', 'count_params', 'edit_layers',
+    'get_model',
     'init_variables', 'resolve_selection',
 ]

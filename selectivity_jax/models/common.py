@@ -4,14 +4,20 @@ Selectivity layers (Leavitt & Morcos, ICLR 2021, Sec. 2.2-2.3): the class select
 activations. Every model lists its candidate points in forward order as `ReluPoint`s named ``'<module>/<point>'``
 (e.g. ``'stage1_block0/out'``). The model resolves its ``selectivity_layers`` attribute to a subset of these names
 (`resolve_selection`) and hands each submodule the local point names it must sow (`SelectivityMixin.sow_points_for`);
-the submodule then calls `sow_activation`, so that ``state['intermediates']`` flattens to exactly the selected names.
+the submodule passes each post-ReLU value through `relu_output`, which sows it when selected, so that
+``state['intermediates']`` flattens to exactly the selected names.
+
+`edit_layers` lets analyses change what a named point passes on (rotate, ablate or clamp its units) without touching
+the model code: every point, selected or not, goes through `relu_output`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -66,10 +72,52 @@ def global_avg_pool(x: Array) -> Array:
     return jnp.mean(x, axis=(1, 2), dtype=jnp.float32).astype(x.dtype)
 
 
-def sow_activation(module: nn.Module, point: str, x: Array, sow_points: Sequence[str]) -> None:
-    """Sows ``x`` as ``intermediates/<module name>/<point>`` if ``point`` is selected (i.e. in ``sow_points``)."""
+_LAYER_EDITS: contextvars.ContextVar[Mapping[str, Callable[[Array], Array]]] = contextvars.ContextVar(
+    'selectivity_jax_layer_edits', default={})
+
+
+@contextlib.contextmanager
+def edit_layers(edits: Mapping[str, Callable[[Array], Array]]) -> Iterator[None]:
+    """While active, the post-ReLU output of each point named in ``edits`` (e.g. ``'stage3_block2/out'``) is replaced
+    by ``edits[name](output)`` before the network goes on (and before it is sown).
+
+    It acts when the model's forward pass is TRACED, so enter it inside the function you jit or differentiate,
+    around ``model.apply``; a function jitted outside the block keeps what it traced. Names that the model never
+    reaches raise an error when the block ends.
+    """
+    used: set[str] = set()
+    token = _LAYER_EDITS.set(_RecordingEdits(edits, used))
+    try:
+        yield
+    finally:
+        _LAYER_EDITS.reset(token)
+    unused = sorted(set(edits) - used)
+    if unused:
+        raise ValueError(f'layer edits {unused} name no post-ReLU point of the model that ran')
+
+
+class _RecordingEdits(dict):
+    """The active edits; remembers which names were looked up, so that misspelled names are reported."""
+
+    def __init__(self, edits: Mapping[str, Callable[[Array], Array]], used: set[str]):
+        super().__init__(edits)
+        self.used = used
+
+    def get(self, name, default=None):
+        if name in self:
+            self.used.add(name)
+        return super().get(name, default)
+
+
+def relu_output(module: nn.Module, point: str, x: Array, sow_points: Sequence[str]) -> Array:
+    """A post-ReLU point of ``module``: applies an active `edit_layers` edit for ``'<module path>/<point>'``, sows the
+    result as ``intermediates/<module name>/<point>`` if ``point`` is selected (in ``sow_points``), returns it."""
+    edit = _LAYER_EDITS.get().get('/'.join(module.path + (point,)))
+    if edit is not None:
+        x = edit(x)
     if point in sow_points:
         module.sow(INTERMEDIATES, point, x)
+    return x
 
 
 class ConvBNReLU(nn.Module):
@@ -85,8 +133,7 @@ class ConvBNReLU(nn.Module):
         x = conv(self.features, self.kernel_size, self.strides, dtype=self.dtype, name='conv')(x)
         x = batch_norm(train, dtype=self.dtype, name='bn')(x)
         x = nn.relu(x)
-        sow_activation(self, 'relu', x, self.sow_points)
-        return x
+        return relu_output(self, 'relu', x, self.sow_points)
 
 
 class DenseReLU(nn.Module):
@@ -98,8 +145,7 @@ class DenseReLU(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         x = nn.relu(nn.Dense(self.features, dtype=self.dtype, name='dense')(x))
-        sow_activation(self, 'relu', x, self.sow_points)
-        return x
+        return relu_output(self, 'relu', x, self.sow_points)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

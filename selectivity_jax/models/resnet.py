@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from selectivity_jax.models.common import (
     ConvBNReLU, Dtype, ModuleDef, ReluPoint, SelectionSpec, SelectivityMixin, batch_norm, conv1x1, conv3x3,
-    global_avg_pool, sow_activation)
+    global_avg_pool, relu_output)
 
 Array = jax.Array
 
@@ -47,11 +47,11 @@ class BasicBlock(nn.Module):
     def __call__(self, x: Array, train: bool = False) -> Array:
         y = conv3x3(self.features, self.strides, dtype=self.dtype, name='conv1')(x)
         y = nn.relu(batch_norm(train, dtype=self.dtype, name='bn1')(y))
-        sow_activation(self, 'relu1', y, self.sow_points)
+        y = relu_output(self, 'relu1', y, self.sow_points)
         y = conv3x3(self.features, dtype=self.dtype, name='conv2')(y)
         y = batch_norm(train, dtype=self.dtype, name='bn2')(y)
         y = nn.relu(y + _shortcut(self, x, y.shape[-1], train))
-        sow_activation(self, 'out', y, self.sow_points)
+        y = relu_output(self, 'out', y, self.sow_points)
         return y
 
 
@@ -73,14 +73,14 @@ class Bottleneck(nn.Module):
     def __call__(self, x: Array, train: bool = False) -> Array:
         y = conv1x1(self.features, dtype=self.dtype, name='conv1')(x)
         y = nn.relu(batch_norm(train, dtype=self.dtype, name='bn1')(y))
-        sow_activation(self, 'relu1', y, self.sow_points)
+        y = relu_output(self, 'relu1', y, self.sow_points)
         y = conv3x3(self.features, self.strides, dtype=self.dtype, name='conv2')(y)
         y = nn.relu(batch_norm(train, dtype=self.dtype, name='bn2')(y))
-        sow_activation(self, 'relu2', y, self.sow_points)
+        y = relu_output(self, 'relu2', y, self.sow_points)
         y = conv1x1(self.features * self.expansion, dtype=self.dtype, name='conv3')(y)
         y = batch_norm(train, dtype=self.dtype, name='bn3')(y)
         y = nn.relu(y + _shortcut(self, x, y.shape[-1], train))
-        sow_activation(self, 'out', y, self.sow_points)
+        y = relu_output(self, 'out', y, self.sow_points)
         return y
 
 

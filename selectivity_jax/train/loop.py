@@ -30,7 +30,7 @@ import ml_collections
 import numpy as np
 
 from selectivity_jax.data import load_splits
-from selectivity_jax.data.on_device import channel_stats, put_eval_arrays, put_train_arrays
+from selectivity_jax.data.on_device import normalization_stats, put_eval_arrays, put_train_arrays
 from selectivity_jax.models import get_model
 from selectivity_jax.parallel import (batch_sharded, check_batch_size, make_data_mesh, maybe_initialize_distributed,
                                       replicated)
@@ -279,7 +279,7 @@ def train_group(config: ml_collections.ConfigDict, alphas: list[float], workdirs
     mesh = make_data_mesh(config.get("num_devices", 0))
     splits = load_splits(config.data, seed=config.seed)
     train_images, train_labels = splits.train
-    mean, std = (config.data.mean, config.data.std) if config.data.get("mean") else channel_stats(train_images)
+    mean, std = normalization_stats(config.data, train_images)
     setup = setup_run(config, num_classes=splits.num_classes, image_shape=splits.image_shape,
                       num_train=len(train_labels), mean=mean, std=std, mesh=mesh, alphas=tuple(alphas))
     total_steps, steps_per_epoch, num_epochs = setup.total_steps, setup.steps_per_epoch, setup.num_epochs

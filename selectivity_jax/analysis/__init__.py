@@ -1,0 +1,7 @@
+"""Analyses of trained networks: robustness (Leavitt & Morcos, "Linking average- and worst-case perturbation
+robustness via class selectivity and dimensionality") and representation analyses (class selectivity in other
+bases, rotations, similarity, unit ablation, activation maximisation and Representative Substitution).
+
+Each module holds pure functions over arrays or over ``(function, data)``; `selectivity_jax.analysis.trained`
+loads a finished run for them.
+"""

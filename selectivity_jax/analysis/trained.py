@@ -1,0 +1,146 @@
+"""A finished run directory as functions the analyses call: logits and layer responses of pixel-space inputs.
+
+``run = load_trained_run(run_dir)`` rebuilds the model from the run's ``config.json``, restores the newest checkpoint
+and reloads the run's data splits (from the cache when the config names one). Inputs to every function here are
+float32 images in PIXEL space, [B, H, W, C] in [0, 1] (uint8 images are scaled by 1/255); the model's
+normalisation is applied inside, so attacks and feature visualisation work in the space where the valid range is
+[0, 1]. All functions are pure and jit-able (the variables are closed over).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from selectivity_jax.capture import apply_with_activations
+from selectivity_jax.data import ArraySplits, load_splits
+from selectivity_jax.data.on_device import normalization_stats
+from selectivity_jax.models.common import edit_layers
+from selectivity_jax.parallel import make_data_mesh
+from selectivity_jax.selectivity import unit_responses
+from selectivity_jax.train.checkpoint import checkpoint_manager, restore_latest
+from selectivity_jax.train.metrics import CHECKPOINT_DIR, CONFIG_FILE, RESULTS_FILE
+from selectivity_jax.train.loop import setup_run
+from selectivity_jax.train.state import unstack_state
+
+Array = jax.Array
+LayerEdits = Mapping[str, Callable[[Array], Array]]
+
+
+def to_pixels(images: Any) -> Array:
+    """uint8 [B, H, W, C] -> float32 / 255; float images are taken as already in [0, 1]."""
+    images = jnp.asarray(images)
+    return images.astype(jnp.float32) / 255.0 if images.dtype == jnp.uint8 else images.astype(jnp.float32)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainedRun:
+    """A trained model with its variables, normalisation and data (see `load_trained_run`)."""
+    path: str
+    config: ml_collections.ConfigDict
+    model: Any                       # flax.linen Module; sows the run's selectivity layers
+    variables: dict[str, Any]        # {'params': ..., 'batch_stats': ...}
+    mean: tuple[float, ...]          # per-channel normalisation in [0, 1] units
+    std: tuple[float, ...]
+    splits: ArraySplits
+    results: dict[str, Any]
+
+    @property
+    def alpha(self) -> float:
+        return float(self.config.alpha)
+
+    @property
+    def seed(self) -> int:
+        return int(self.config.seed)
+
+    @property
+    def num_classes(self) -> int:
+        return self.splits.num_classes
+
+    @property
+    def layer_names(self) -> list[str]:
+        """The run's selectivity layers, in forward order."""
+        return self.model.selectivity_layer_names()
+
+    def _inputs(self, images: Any) -> Array:
+        x = (to_pixels(images) - jnp.asarray(self.mean, jnp.float32)) / jnp.asarray(self.std, jnp.float32)
+        return x.astype(jnp.dtype(self.config.compute_dtype))
+
+    def logits(self, images: Any, edits: LayerEdits | None = None) -> Array:
+        """[B, H, W, C] pixel-space images -> float32 logits [B, C]; ``edits`` (layer name -> function of the
+        post-ReLU map) change those layers' outputs on the way (`selectivity_jax.models.edit_layers`)."""
+        with edit_layers(edits or {}):
+            logits = self.model.apply(self.variables, self._inputs(images), train=False)
+        return logits.astype(jnp.float32)
+
+    def activations(self, images: Any, layers: Sequence[str] | None = None,
+                    edits: LayerEdits | None = None) -> tuple[Array, dict[str, Array]]:
+        """(logits [B, C], {layer: post-ReLU map [B, ..., U]}) for ``layers`` (default: the run's selectivity
+        layers; any of ``model.all_relu_names()``)."""
+        model = self.model if layers is None else self.model.clone(selectivity_layers=tuple(layers))
+        with edit_layers(edits or {}):
+            logits, acts, _ = apply_with_activations(model.apply, self.variables, self._inputs(images), train=False,
+                                                     filter=None)
+        return logits.astype(jnp.float32), acts
+
+    def responses(self, images: Any, layers: Sequence[str] | None = None,
+                  edits: LayerEdits | None = None) -> dict[str, Array]:
+        """{layer: unit responses [B, U]} (conv channels: the spatial mean of the map, as in the selectivity index)."""
+        return {name: unit_responses(a) for name, a in self.activations(images, layers, edits)[1].items()}
+
+    def units_fn(self, layer: str) -> Callable[[Array], Array]:
+        """``images -> responses [B, U]`` of one layer, for the analyses that take a function of the input."""
+        return lambda images: self.responses(images, (layer,))[layer]
+
+
+def read_run_config(run_dir: str) -> ml_collections.ConfigDict:
+    """The ``config.json`` a run directory holds."""
+    path = os.path.join(run_dir, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{run_dir} is not a run directory: no {CONFIG_FILE}")
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def load_trained_run(run_dir: str, *, require_finished: bool = True) -> TrainedRun:
+    """Rebuilds and restores the newest checkpoint of the run in ``run_dir`` (a finished run unless
+    ``require_finished`` is False), on one device, with its data splits."""
+    config = read_run_config(run_dir)
+    results_path = os.path.join(run_dir, RESULTS_FILE)
+    if require_finished and not os.path.exists(results_path):
+        raise FileNotFoundError(f"{run_dir} has not finished training (no {RESULTS_FILE}); train it first")
+    results = json.load(open(results_path)) if os.path.exists(results_path) else {}
+    splits = load_splits(config.data, seed=config.seed)
+    mean, std = normalization_stats(config.data, splits.train[0])
+    config.num_devices = 1
+    setup = setup_run(config, num_classes=splits.num_classes, image_shape=splits.image_shape,
+                      num_train=len(splits.train[1]), mean=mean, std=std, mesh=make_data_mesh(1))
+    state = restore_latest(checkpoint_manager(os.path.join(run_dir, CHECKPOINT_DIR)),
+                           unstack_state(setup.initial_state, 0))
+    if state is None:
+        raise FileNotFoundError(f"{run_dir} holds no checkpoint")
+    return TrainedRun(path=run_dir, config=config, model=setup.model,
+                      variables={"params": state.params, "batch_stats": state.batch_stats},
+                      mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std), splits=splits,
+                      results=results)
+
+
+def batched(fn: Callable[[Array], Any], images: np.ndarray, batch_size: int) -> Any:
+    """``fn`` (jitted here) over ``images`` in batches of ``batch_size`` (the last one padded, so one compilation),
+    results concatenated along axis 0 on the host."""
+    jitted = jax.jit(fn)
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        batch = np.asarray(images[start:start + batch_size])
+        real = len(batch)
+        if real < batch_size:
+            batch = np.concatenate([batch, np.repeat(batch[-1:], batch_size - real, axis=0)])
+        outputs.append(jax.tree.map(lambda a: np.asarray(a)[:real], jitted(batch)))
+    return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)

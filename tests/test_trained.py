@@ -1,0 +1,41 @@
+"""Loading a finished run for the analyses: the restored model reproduces the run's own test figures."""
+
+import numpy as np
+import pytest
+
+from selectivity_jax import selectivity_fn
+from selectivity_jax.analysis.trained import batched, load_trained_run, to_pixels
+
+
+@pytest.fixture(scope="module")
+def run(tiny_sweep):
+    return load_trained_run(str(tiny_sweep / "alpha_-5_seed_0"))
+
+
+def test_restored_run_reproduces_its_test_figures(run):
+    images, labels = run.splits.test
+    assert run.alpha == -5.0 and run.seed == 0 and run.num_classes == 10
+    logits = batched(run.logits, images, 32)  # 80 test images: the last batch is padded
+    assert logits.shape == (80, 10)
+    assert np.mean(logits.argmax(-1) == labels) == pytest.approx(run.results["test_accuracy"], abs=1e-9)
+    responses = batched(run.responses, images, 32)
+    assert list(responses) == run.layer_names == run.results["layer_names"]
+    per_layer = selectivity_fn(responses, labels, run.num_classes, reduce=False)
+    for name, value in run.results["per_layer_selectivity"].items():
+        assert float(per_layer[name].mean()) == pytest.approx(value, abs=1e-5), name
+
+
+def test_inputs_are_pixels_and_layers_can_be_chosen(run):
+    images = run.splits.test[0][:4]
+    np.testing.assert_allclose(np.asarray(run.logits(images)), np.asarray(run.logits(to_pixels(images))))
+    responses = run.responses(images, layers=("stem/relu", "stage2_block0/relu1"))
+    assert {k: v.shape for k, v in responses.items()} == {"stem/relu": (4, 4), "stage2_block0/relu1": (4, 8)}
+    assert run.units_fn("stage3_block2/out")(images).shape == (4, 16)
+
+
+def test_not_a_finished_run(tmp_path, tiny_sweep):
+    with pytest.raises(FileNotFoundError, match="not a run directory"):
+        load_trained_run(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="checkpoint|not finished"):
+        (tmp_path / "config.json").write_text((tiny_sweep / "alpha_0_seed_0" / "config.json").read_text())
+        load_trained_run(str(tmp_path))
