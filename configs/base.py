@@ -6,6 +6,7 @@ recipe the paper follows without restating it.
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 # [ours] The symmetric alpha grid (the paper's exact grid is not published in a readable form).
 CIFAR10_ALPHAS = (-100.0, -30.0, -10.0, -5.0, -2.0, -1.0, -0.5, -0.2, -0.1, 0.0,
@@ -26,16 +27,22 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.selectivity_layers = "block_outputs"
 
     config.data = ml_collections.ConfigDict()
-    config.data.name = "cifar10"     # synthetic | cifar10 | image_folder (selectivity_jax.data.load_splits).
-    config.data.data_dir = None      # TFDS data directory (None: TFDS's default, ~/tensorflow_datasets).
-    config.data.root = None          # image_folder: a directory or .tar(.gz) with <split>/<class>/*.jpg|png.
-    config.data.cache_dir = None     # Where decoded uint8 arrays are cached (None: no cache).
+    # Fields whose default is None are typed placeholders, so that the command line can set them
+    # (--config.data.data_dir=DIR).
+    config.data.name = "cifar10"     # synthetic | cifar10 | tiny_imagenet | image_folder (data.load_splits).
+    config.data.data_dir = config_dict.placeholder(str)  # TFDS data directory (None: ~/tensorflow_datasets).
+    config.data.download = True      # Let TFDS download an archive missing from its manual directory.
+    config.data.root = config_dict.placeholder(str)  # image_folder: a directory or .tar(.gz), <split>/<class>/*.
+    config.data.cache_dir = config_dict.placeholder(str)  # Where decoded uint8 arrays are cached (None: no cache).
+    # The official corrupted test set (CIFAR-10-C .npy folder, Tiny-ImageNet-C tree) for the robustness analyses;
+    # None: look in TFDS's manual directory, else generate the corruptions (selectivity_jax/data/corrupted.py).
+    config.data.corrupted_dir = config_dict.placeholder(str)
     config.data.num_val = 5000       # Validation examples drawn from train per seed (CIFAR10: 45k/5k) [paper].
     config.data.val_per_class = 0    # Alternatively, validation examples per class (Tiny ImageNet: 50) [paper].
     config.data.train_subset = 0     # Use only this many training examples (0: all); for quick runs.
     config.data.test_subset = 0      # Likewise for the test split.
-    config.data.mean = None          # Per-channel normalization in [0, 1] units (None: computed from train).
-    config.data.std = None
+    config.data.mean = config_dict.placeholder(tuple)  # Per-channel normalization in [0, 1] units (None: from train).
+    config.data.std = config_dict.placeholder(tuple)
 
     config.augment = ml_collections.ConfigDict()
     config.augment.crop_padding = 4  # Random crop from a zero-padded image (He et al. 2016); 0: no crop.

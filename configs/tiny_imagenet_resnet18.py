@@ -11,6 +11,7 @@ from configs import base
 def get_config():
     config = base.get_config()
     config.model.name = "resnet18"
+    config.model.width = 64          # Channels of the first stage (64, 128, 256, 512) [He et al. 2016].
     config.data.name = "tiny_imagenet"
     config.data.num_val = 0
     config.data.val_per_class = 50

@@ -104,6 +104,10 @@ def test_different_config_refused_and_overwrite(finished_run, tmp_path):
     workdir, _ = finished_run
     with pytest.raises(ValueError, match=r"different config \(fields \['alpha'\]"):
         prepare_workdir(workdir, tiny_config(alpha=1.0))
+    with pytest.raises(ValueError, match=r"fields \['model.width'\]"):  # nested fields are compared too
+        prepare_workdir(workdir, tiny_config(**{"model.width": 8}))
+    # where the data lives does not change the run: the same run resumes from another data or cache directory
+    prepare_workdir(workdir, tiny_config(**{"data.data_dir": str(tmp_path), "data.cache_dir": str(tmp_path)}))
     fresh = str(tmp_path / "fresh")
     prepare_workdir(fresh, tiny_config())
     open(os.path.join(fresh, "stale.txt"), "w").close()

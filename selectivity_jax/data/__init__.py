@@ -1,8 +1,8 @@
 """Data sources, each returning uint8 images [N, H, W, C] and int32 labels [N], and ``load_splits`` over them.
 
-``load_splits(data_config, seed)`` dispatches on ``data_config.name`` through ``SOURCES``; a new data set (e.g.
-'tiny_imagenet': an image folder with ``val_per_class=50``) is one more entry there. ``selectivity_jax.data.cifar10``
-(which imports TensorFlow Datasets) is only imported when CIFAR-10 is asked for.
+``load_splits(data_config, seed)`` dispatches on ``data_config.name`` through ``SOURCES``; a new data set is one
+more entry there. ``selectivity_jax.data.cifar10`` and ``selectivity_jax.data.tiny_imagenet`` (which import
+TensorFlow Datasets) are only imported when CIFAR-10 or Tiny ImageNet is asked for.
 """
 
 from __future__ import annotations
@@ -75,6 +75,15 @@ def _load_cifar10(config: Any) -> TrainTest:
     return _cached(config, "cifar10", build)
 
 
+def _load_tiny_imagenet(config: Any) -> TrainTest:
+    """Tiny ImageNet through TFDS (TF-free): train, and the official validation set as test; cached as arrays."""
+    def build() -> TrainTest:
+        from selectivity_jax.data.tiny_imagenet import load_tiny_imagenet  # imports TFDS: only when needed
+        data = load_tiny_imagenet(config.get("data_dir", None), download=config.get("download", True))
+        return TrainTest(data["train"], data["test"], data["class_names"])
+    return _cached(config, "tiny_imagenet", build)
+
+
 def _folder_cache_key(root: str, image_size: int | None) -> str:
     """Cache key naming an image folder and changing with its path, size, modification time and image_size."""
     stat = os.stat(root)
@@ -107,10 +116,11 @@ class Source:
     val_per_class: int = 0
 
 
-# Data sets by config name. Tiny ImageNet will be: Source(<its loader>, val_per_class=50).
+# Data sets by config name.
 SOURCES: dict[str, Source] = {
     "synthetic": Source(_load_synthetic),
     "cifar10": Source(_load_cifar10, num_val=5000),
+    "tiny_imagenet": Source(_load_tiny_imagenet, val_per_class=50),
     "image_folder": Source(_load_image_folder),
 }
 

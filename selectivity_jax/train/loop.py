@@ -42,8 +42,10 @@ from selectivity_jax.train.state import (TrainState, create_group_state, learnin
 from selectivity_jax.train.step import (StepSpec, make_batch_train_step, make_evaluate, make_permutation_fn,
                                         make_train_step)
 
-# Config fields that do not change what a run computes, so a resumed run may differ in them.
-NON_RESULT_FIELDS = ("sweep", "checkpoint_every_epochs", "max_checkpoints_to_keep", "distributed")
+# Config fields (dotted paths) that do not change what a run computes, so a resumed run may differ in them, e.g.
+# after the data moved to another directory.
+NON_RESULT_FIELDS = ("sweep", "checkpoint_every_epochs", "max_checkpoints_to_keep", "distributed", "data.data_dir",
+                     "data.cache_dir", "data.download", "data.corrupted_dir")
 
 
 class Preempted(Exception):
@@ -54,8 +56,21 @@ class Preempted(Exception):
         self.step = step
 
 
-def _comparable(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in NON_RESULT_FIELDS}
+def _comparable(config: dict) -> dict[str, Any]:
+    """The config flattened to {dotted path: value}, without `NON_RESULT_FIELDS`."""
+    flat: dict[str, Any] = {}
+
+    def visit(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            path = prefix + key
+            if path in NON_RESULT_FIELDS:
+                continue
+            if isinstance(value, dict):
+                visit(value, path + ".")
+            else:
+                flat[path] = value
+    visit(config, "")
+    return flat
 
 
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, overwrite: bool = False) -> None:
@@ -67,9 +82,9 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, overwrite: 
     if os.path.exists(path):
         with open(path) as f:
             stored = json.load(f)
-        if _comparable(stored) != _comparable(config_json):
-            changed = sorted(k for k in set(stored) | set(config_json)
-                             if k not in NON_RESULT_FIELDS and stored.get(k) != config_json.get(k))
+        stored, current = _comparable(stored), _comparable(config_json)
+        changed = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))  # absent = None
+        if changed:
             raise ValueError(f"{workdir} holds a run with a different config (fields {changed} differ); "
                              f"use another --workdir, or --overwrite to start it afresh")
     os.makedirs(workdir, exist_ok=True)
