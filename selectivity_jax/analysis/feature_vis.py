@@ -1,0 +1,204 @@
+"""Activation maximisation and Representative Substitution (Chen et al.).
+
+- Activation maximisation (AM; Erhan et al. 2009, Simonyan et al. 2014, with the jitter of Mordvintsev et al. 2015
+  and the L2 and Gaussian-blur regularisers of Yosinski et al. 2015): for unit i of a layer, the input x that
+  maximises ``r_i(x) - l2 * ||x||^2`` by gradient ascent from small noise. Inhibition AM (IAM) maximises the unit's
+  response against the other units of the layer instead, ``r_i(x) - mean_{j != i} r_j(x) - l2 * ||x||^2``.
+- Representative Substitution (RS; Chen et al.): RS(i) is the fraction of the OTHER units of the layer whose response
+  to unit i's generated input exceeds unit i's own. RS near 0: the input generated for unit i represents unit i;
+  RS near 1: other units respond to it more than unit i does.
+
+A layer is given as ``units_fn(images [B, H, W, C]) -> responses [B, U]`` (float32 images in the model's input
+space; conv channels spatially averaged). ``units_fn`` must treat the examples of a batch independently (a model in
+evaluation mode): the units are optimised in parallel with ``jax.vmap``, each on its own batch of one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Literal, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import scipy.stats
+
+Array = jax.Array
+UnitsFn = Callable[[Array], Array]
+Objective = Literal["am", "iam"]
+
+
+def _gaussian_kernel(sigma: float) -> np.ndarray:
+    radius = max(1, int(math.ceil(3.0 * sigma)))
+    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
+    return (kernel / kernel.sum()).astype(np.float32)
+
+
+def gaussian_blur(image: Array, sigma: float) -> Array:
+    """[H, W, C] -> [H, W, C]: separable Gaussian blur (std ``sigma`` pixels, kernel radius ceil(3 sigma)) of each
+    channel, edges padded by reflection (so a constant image stays constant)."""
+    kernel = jnp.asarray(_gaussian_kernel(sigma))
+    radius = (kernel.shape[0] - 1) // 2
+
+    def blur_axis(x: Array, axis: int) -> Array:
+        padding = [(0, 0)] * x.ndim
+        padding[axis] = (radius, radius)
+        padded = jnp.pad(x, padding, mode="reflect" if x.shape[axis] > radius else "edge")
+        size = x.shape[axis]
+        return sum(kernel[k] * jax.lax.slice_in_dim(padded, k, k + size, axis=axis) for k in range(kernel.shape[0]))
+
+    return blur_axis(blur_axis(image, 0), 1)
+
+
+def _num_units(units_fn: UnitsFn, image_shape: Sequence[int]) -> int:
+    spec = jax.eval_shape(units_fn, jax.ShapeDtypeStruct((1, *image_shape), jnp.float32))
+    if len(spec.shape) != 2:
+        raise ValueError(f"units_fn must return responses [B, U]; got shape {spec.shape}")
+    return int(spec.shape[1])
+
+
+def unit_objective(responses: Array, unit: Array, objective: Objective) -> Array:
+    """responses [U], unit index -> 'am': r_unit; 'iam': r_unit - mean of the other U - 1 responses."""
+    own = responses[unit]
+    if objective == "am":
+        return own
+    if objective == "iam":
+        others = responses.shape[0] - 1
+        return own - (jnp.sum(responses) - own) / max(others, 1)
+    raise ValueError(f"objective must be 'am' or 'iam'; got {objective!r}")
+
+
+def activation_maximisation(
+    units_fn: UnitsFn,
+    image_shape: Sequence[int],
+    *,
+    unit_indices: Sequence[int] | Array | None = None,
+    objective: Objective = "am",
+    steps: int = 256,
+    learning_rate: float = 0.05,
+    jitter: int = 0,
+    l2: float = 0.0,
+    blur_every: int = 0,
+    blur_sigma: float = 0.5,
+    key: int | Array = 0,
+    init_scale: float = 0.01,
+    value_range: tuple[float, float] | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+) -> Array:
+    """Inputs that maximise each unit of a layer (AM or IAM, see the module docstring) -> images [U', H, W, C].
+
+    Args:
+      units_fn: images [B, H, W, C] -> responses [B, U] (one layer, conv channels spatially averaged).
+      image_shape: (H, W, C).
+      unit_indices: the U' units to optimise (default: all U, in order).
+      objective: 'am' maximises ``r_i(x)``; 'iam' maximises ``r_i(x) - mean_{j != i} r_j(x)`` over all U units.
+      steps, learning_rate: gradient ascent with Adam (or ``optimizer``, which then ignores ``learning_rate``).
+      jitter: before each forward pass the image is rolled by random integer offsets in [-jitter, jitter] along H and
+        W (the gradient flows back through the roll).
+      l2: the objective subtracts ``l2 * sum(x ** 2)``.
+      blur_every, blur_sigma: every ``blur_every`` steps (0: never) the image is blurred by `gaussian_blur`.
+      key: PRNG key or int seed; unit i uses ``fold_in(key, i)`` for its initial noise and jitter, so its result does
+        not depend on which other units are optimised alongside.
+      init_scale: the start is ``init_scale * N(0, 1)`` noise.
+      value_range: (low, high) to clip the image to after each step (None: no clipping).
+
+    All units are optimised at once, ``jax.vmap`` over units of one jitted ``lax.scan`` over steps.
+    """
+    image_shape = tuple(int(s) for s in image_shape)
+    if len(image_shape) != 3:
+        raise ValueError(f"image_shape must be (H, W, C); got {image_shape}")
+    if objective not in ("am", "iam"):
+        raise ValueError(f"objective must be 'am' or 'iam'; got {objective!r}")
+    num_units = _num_units(units_fn, image_shape)
+    units = jnp.arange(num_units) if unit_indices is None else jnp.asarray(unit_indices, jnp.int32).reshape(-1)
+    base_key = jax.random.key(int(key)) if isinstance(key, (int, np.integer)) else key
+    optimizer = optax.adam(learning_rate) if optimizer is None else optimizer
+
+    def penalised_objective(image: Array, unit: Array, step_key: Array) -> Array:
+        shifted = image
+        if jitter > 0:
+            offsets = jax.random.randint(step_key, (2,), -jitter, jitter + 1)
+            shifted = jnp.roll(image, (offsets[0], offsets[1]), axis=(0, 1))
+        responses = units_fn(shifted[None])[0]
+        return unit_objective(responses, unit, objective) - l2 * jnp.sum(image ** 2)
+
+    gradient_of = jax.grad(penalised_objective)
+
+    def optimise_unit(unit: Array) -> Array:
+        unit_key = jax.random.fold_in(base_key, unit)
+        init_key, loop_key = jax.random.split(unit_key)
+        image = init_scale * jax.random.normal(init_key, image_shape, jnp.float32)
+
+        def step(carry: tuple[Array, optax.OptState], index: Array) -> tuple[tuple[Array, optax.OptState], None]:
+            image, opt_state = carry
+            gradient = gradient_of(image, unit, jax.random.fold_in(loop_key, index))
+            updates, opt_state = optimizer.update(-gradient, opt_state, image)  # ascent
+            image = optax.apply_updates(image, updates)
+            if blur_every > 0:
+                image = jax.lax.cond((index + 1) % blur_every == 0, lambda x: gaussian_blur(x, blur_sigma),
+                                     lambda x: x, image)
+            if value_range is not None:
+                image = jnp.clip(image, value_range[0], value_range[1])
+            return (image, opt_state), None
+
+        (image, _), _ = jax.lax.scan(step, (image, optimizer.init(image)), jnp.arange(steps))
+        return image
+
+    return jax.jit(jax.vmap(optimise_unit))(units)
+
+
+def representative_substitution_from_responses(responses: Array, unit_indices: Sequence[int] | Array) -> Array:
+    """RS [U'] from responses [U', U] of the layer's U units to the U' generated inputs, input k made for unit
+    ``unit_indices[k]``: the fraction of the other U - 1 units j with ``responses[k, j] > responses[k, unit]``
+    (strictly; ties do not count) (Chen et al., Representative Substitution)."""
+    responses = jnp.asarray(responses)
+    units = jnp.asarray(unit_indices, jnp.int32).reshape(-1)
+    if responses.ndim != 2 or responses.shape[0] != units.shape[0]:
+        raise ValueError(f"responses must be [U', U] with U' = {units.shape[0]}; got {responses.shape}")
+    if responses.shape[1] < 2:
+        raise ValueError("Representative Substitution needs a layer of at least two units")
+    own = jnp.take_along_axis(responses, units[:, None], axis=1)           # [U', 1]
+    exceeds = responses > own                                              # own column is never > itself
+    return jnp.sum(exceeds, axis=1).astype(jnp.float32) / (responses.shape[1] - 1)
+
+
+def representative_substitution(
+    units_fn: UnitsFn,
+    am_images: Array,
+    *,
+    unit_indices: Sequence[int] | Array | None = None,
+    batch_size: int | None = None,
+) -> Array:
+    """RS [U'] of the units for which ``am_images [U', H, W, C]`` were generated (default: image k for unit k).
+
+    RS(i) = fraction of the OTHER units of the layer whose response to unit i's generated input exceeds unit i's own
+    response (Chen et al.). The images go through ``units_fn`` in batches of ``batch_size`` (default: all at once).
+    """
+    am_images = jnp.asarray(am_images, jnp.float32)
+    count = am_images.shape[0]
+    units = jnp.arange(count) if unit_indices is None else jnp.asarray(unit_indices, jnp.int32).reshape(-1)
+    batch_size = count if batch_size is None else batch_size
+    responses = jnp.concatenate([units_fn(am_images[start:start + batch_size])
+                                 for start in range(0, count, batch_size)], axis=0)
+    return representative_substitution_from_responses(responses, units)
+
+
+class SpearmanCorrelation(NamedTuple):
+    """Spearman rank correlation and its two-sided p-value (NaN when either input is constant)."""
+
+    rho: float
+    pvalue: float
+
+
+def rs_selectivity_correlation(rs: Array, selectivity: Array) -> SpearmanCorrelation:
+    """Spearman rho (and two-sided p-value, scipy.stats.spearmanr) between RS [U] and class selectivity [U] of the
+    same units (Chen et al. relate RS to class selectivity; here with the Leavitt & Morcos index)."""
+    rs, selectivity = np.asarray(rs, np.float64).reshape(-1), np.asarray(selectivity, np.float64).reshape(-1)
+    if rs.shape != selectivity.shape:
+        raise ValueError(f"rs and selectivity must have one value per unit; got {rs.shape} and {selectivity.shape}")
+    if rs.size < 3 or np.all(rs == rs[0]) or np.all(selectivity == selectivity[0]):
+        return SpearmanCorrelation(float("nan"), float("nan"))
+    result = scipy.stats.spearmanr(rs, selectivity)
+    return SpearmanCorrelation(float(result.statistic), float(result.pvalue))
