@@ -80,7 +80,7 @@ def write_csv(summaries: Sequence[AlphaSummary], layer_names: Sequence[str], pat
         writer.writerows(csv_row(summary, layer_names) for summary in summaries)
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str = "r") -> str:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str = "r") -> str:
     """A Markdown table; the first column left-aligned, the others aligned by ``align`` ('r' or 'l')."""
     rule = [":--"] + ["--:" if align == "r" else ":--"] * (len(header) - 1)
     lines = [header, rule, *rows]
@@ -95,14 +95,14 @@ def summary_table(summaries: Sequence[AlphaSummary]) -> str:
     """alpha | n | test accuracy mean ± std | network selectivity mean ± std."""
     rows = [[f"{s.alpha:g}", str(s.n), _pm(s.accuracy_mean, s.accuracy_std), _pm(s.selectivity_mean, s.selectivity_std)]
             for s in summaries]
-    return _table(["alpha", "n", "test accuracy (mean ± std)", "network selectivity (mean ± std)"], rows)
+    return markdown_table(["alpha", "n", "test accuracy (mean ± std)", "network selectivity (mean ± std)"], rows)
 
 
 def layer_table(summaries: Sequence[AlphaSummary], layer_names: Sequence[str]) -> str:
     """One row per layer in forward order, one column per alpha: the mean selectivity over seeds."""
     rows = [[f"`{name}`"] + [f"{s.layer_selectivity.get(name, math.nan):.3f}" for s in summaries]
             for name in layer_names]
-    return _table(["layer"] + [f"α = {s.alpha:g}" for s in summaries], rows)
+    return markdown_table(["layer"] + [f"α = {s.alpha:g}" for s in summaries], rows)
 
 
 def _values(values: Sequence[float | int]) -> str:

@@ -1,0 +1,64 @@
+"""Settings of the analyses of trained runs (experiments/analyze.py and experiments/robustness.py); each number is
+explained once, here. Override any field on the command line, e.g. ``--config.num_examples=2000``.
+
+[paper] marks values from the studies the analyses reproduce; the others are the project's choice, made so that one
+run's analyses take minutes on a CPU and seconds on an accelerator.
+"""
+
+import ml_collections
+
+
+def get_config():
+    config = ml_collections.ConfigDict()
+    # Shared by every analysis.
+    config.num_examples = 1000   # Test examples analysed (0: the whole test split): a class-balanced subset chosen
+    #                              by `seed` from the labels alone, hence the same examples for every run of a sweep.
+    config.seed = 0              # The subset, random orders, random starts, random rotations.
+    config.layers = ()           # Post-ReLU points to analyse (empty: the run's selectivity layers).
+    config.batch_size = 250      # Evaluation batch (any size; the last batch is padded).
+
+    # ----- Representation analyses (experiments/analyze.py) -----
+    # Rotated responses can be negative, the selectivity index needs non-negative ones: 'shift' subtracts each
+    # unit's minimum over the data (an affine change per unit: no information lost), 'rectify' clips at 0. basis and
+    # rotation apply the same rule to the axis-aligned baseline, so the comparison is fair.
+
+    # basis: selectivity in other orthonormal bases of a layer's units (Leavitt & Morcos 2021).
+    config.basis = ml_collections.ConfigDict()
+    config.basis.negatives = "shift"
+    config.basis.steps = 200             # Gradient-ascent steps of the optimised rotation (Adam).
+    config.basis.learning_rate = 0.01
+    config.basis.parametrisation = "cayley"  # Rotation = Cayley transform ('cayley') or exp ('expm') of a skew matrix.
+
+    # rotation: axis-aligned selectivity under random rotations (Bau et al. 2017, Sec. 3.2).
+    config.rotation = ml_collections.ConfigDict()
+    config.rotation.negatives = "shift"
+    config.rotation.num_t = 11           # Fractions t = 0, 0.1, .., 1 of the Haar-random rotation Q (Q^t) [Bau et al.].
+    config.rotation.num_rotations = 1    # Haar rotations drawn per layer (results averaged).
+
+    # similarity: per-layer CKA and PWCCA of each run against alpha = 0 (same seed); seeds at alpha = 0 as the floor.
+    config.similarity = ml_collections.ConfigDict()
+    config.similarity.measures = ("cka", "pwcca")
+    config.similarity.conv = "mean"      # Conv maps: spatial mean per channel ('mean') or positions as samples.
+    config.similarity.positions_per_example = 4  # With conv='positions': positions drawn per example (same for all).
+
+    # rs: activation maximisation and Representative Substitution (Chen et al.).
+    config.rs = ml_collections.ConfigDict()
+    config.rs.objectives = ("am", "iam")  # AM: maximise x_i; IAM: maximise x_i - mean_{j != i} x_j.
+    config.rs.steps = 256                # Adam steps of gradient ascent on the input, from noise around grey.
+    config.rs.learning_rate = 0.05
+    config.rs.jitter = 2                 # Random shifts of up to this many pixels per step (0: none).
+    config.rs.l2 = 0.0                   # L2 penalty on the input (pixel space, [0, 1]).
+    config.rs.blur_every = 4             # Gaussian blur of the input every k steps (0: never) ...
+    config.rs.blur_sigma = 0.5           # ... with this sigma in pixels.
+    config.rs.max_units = 64             # Units per layer (evenly spaced indices when a layer has more; 0: all).
+    config.rs.grid_units = 4             # Image grids show this many most and least selective units per layer.
+
+    # ablation: single-unit importance (Morcos et al. 2018).
+    config.ablation = ml_collections.ConfigDict()
+    config.ablation.fill = "zero"       # An ablated unit's map becomes 0 [Morcos et al.] or 'mean' (its mean response).
+    config.ablation.num_points = 11     # Unit counts at which the cumulative curves are measured (0 .. all units).
+    config.ablation.single_units = True  # Also ablate each unit alone: accuracy drop vs selectivity.
+    config.ablation.masks_per_call = 8  # Ablation masks evaluated together in one vmapped call (speed only).
+
+    # ----- Robustness analyses (experiments/robustness.py) -----
+    return config
