@@ -61,4 +61,41 @@ def get_config():
     config.ablation.masks_per_call = 8  # Ablation masks evaluated together in one vmapped call (speed only).
 
     # ----- Robustness analyses (experiments/robustness.py) -----
+    # Leavitt & Morcos, "Linking average- and worst-case perturbation robustness via class selectivity and
+    # dimensionality". Budgets eps are in pixel units of images in [0, 1].
+
+    # corruptions: accuracy on corrupted test sets, the average case (Hendrycks & Dietterich 2019).
+    config.corruptions = ml_collections.ConfigDict()
+    config.corruptions.names = ()        # Corruptions evaluated (empty: every one available for the data set).
+    config.corruptions.severities = (1, 2, 3, 4, 5)  # Severity levels evaluated (all five of the benchmarks).
+    config.corruptions.source = "auto"   # 'official' (CIFAR-10-C / Tiny-ImageNet-C files), 'generated' (our
+    #                                      generator), 'auto' (official when present, else generated); recorded per
+    #                                      corruption.
+
+    # attacks: accuracy under white-box attacks, the worst case; eps = 0 (clean accuracy) is always added.
+    config.attacks = ml_collections.ConfigDict()
+    config.attacks.attacks = ("fgsm", "pgd")  # Attacks run.
+    config.attacks.norms = ("linf", "l2")     # Threat models, each with its own budgets below.
+    config.attacks.linf_epsilons = (1 / 255, 2 / 255, 4 / 255, 8 / 255)  # L-inf budgets.
+    config.attacks.l2_epsilons = (0.125, 0.25, 0.5, 1.0)  # L2 budgets (our choice for 32x32x3 and 64x64x3 images).
+    config.attacks.pgd_steps = (10, 40)       # PGD iterations: one curve per value.
+    config.attacks.step_size_factor = 2.5     # PGD step = factor * eps / steps, so the path can cross the ball.
+    config.attacks.random_start = True        # PGD starts at a uniform random point of the eps-ball (drawn by seed).
+
+    # gradients: variability of input-unit gradients across samples and units.
+    config.gradients = ml_collections.ConfigDict()
+    config.gradients.num_examples = 200   # Examples differentiated: a class-balanced subset of the analysed ones.
+    config.gradients.max_units = 32       # Units per layer, a random subset drawn by seed (0: every unit).
+    config.gradients.unit_chunk_size = 16  # Units differentiated together in one vmapped call (speed/memory only).
+
+    # dimensionality: PCA dimensionality of the representation and of its change under perturbations.
+    config.dimensionality = ml_collections.ConfigDict()
+    config.dimensionality.threshold = 0.95  # Dimensionality = number of PCA components explaining this fraction of
+    #                                         the variance (the participation ratio is reported too).
+    config.dimensionality.corruptions = ("gaussian_noise", "defocus_blur", "fog", "contrast")  # One per family.
+    config.dimensionality.severity = 3      # Severity of those corruptions.
+    config.dimensionality.source = "auto"   # Where their images come from, as config.corruptions.source.
+    config.dimensionality.norm = "linf"     # Adversarial change: PGD under this norm ...
+    config.dimensionality.epsilon = 4 / 255  # ... at this budget ...
+    config.dimensionality.pgd_steps = 10    # ... with this many steps (step 2.5 * eps / steps, random start).
     return config

@@ -24,7 +24,8 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    run_reporting_errors(lambda: run_analyses(FLAGS.workdir, get_analyses(FLAGS.analysis), FLAGS.config))
+    run_reporting_errors(lambda: run_analyses(FLAGS.workdir, get_analyses(FLAGS.analysis), FLAGS.config,
+                                              report_analyses=list(ANALYSES.values())))
 
 
 if __name__ == "__main__":

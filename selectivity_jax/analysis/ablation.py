@@ -10,11 +10,13 @@ is correlated with its selectivity. Ablating unit u replaces its post-ReLU map, 
   removes the unit's information while keeping its average drive to the next layer.
 
 The ablation is applied inside the model's forward pass with `selectivity_jax.models.edit_layers`, so everything
-after the layer sees it. Masks are evaluated a chunk at a time with ``jax.vmap`` (one compilation for all masks).
+after the layer sees it. Masks are evaluated a chunk at a time with ``jax.vmap`` (one compilation for all masks, shared by every run of the same model when ``logits_fn`` is a
+`jax.tree_util.Partial` such as `TrainedRun.logits_fn`).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -60,14 +62,7 @@ def accuracy_under_masks(logits_fn: LogitsFn, layer: str, masks: np.ndarray, ima
     [M, U] (0 = ablated, replaced by ``fill`` [U]). One jitted, vmapped function serves every mask and batch."""
     masks = np.asarray(masks, np.float32)
     fill = jnp.asarray(fill, jnp.float32)
-
-    @jax.jit
-    def correct_counts(mask_chunk: Array, batch: Array, batch_labels: Array, valid: Array) -> Array:
-        def one_mask(keep):
-            logits = logits_fn(batch, edits={layer: lambda a: ablate_units(a, keep, fill)})
-            return jnp.sum((jnp.argmax(logits, -1) == batch_labels) * valid)
-        return jax.vmap(one_mask)(mask_chunk)
-
+    logits_fn = logits_fn if isinstance(logits_fn, jax.tree_util.Partial) else jax.tree_util.Partial(logits_fn)
     num_masks = len(masks)
     padded = -(-num_masks // masks_per_call) * masks_per_call
     masks = np.concatenate([masks, np.ones((padded - num_masks, masks.shape[1]), np.float32)])
@@ -81,9 +76,19 @@ def accuracy_under_masks(logits_fn: LogitsFn, layer: str, masks: np.ndarray, ima
             batch = np.concatenate([batch, np.repeat(batch[-1:], extra, axis=0)])
             batch_labels = np.concatenate([batch_labels, np.repeat(batch_labels[-1:], extra)])
         for chunk in range(0, padded, masks_per_call):
-            correct[chunk:chunk + masks_per_call] += np.asarray(
-                correct_counts(masks[chunk:chunk + masks_per_call], batch, batch_labels, valid))
+            correct[chunk:chunk + masks_per_call] += np.asarray(_correct_counts(
+                logits_fn, masks[chunk:chunk + masks_per_call], fill, batch, batch_labels, valid, layer=layer))
     return correct[:num_masks] / len(labels)
+
+
+@functools.partial(jax.jit, static_argnames=("layer",))
+def _correct_counts(logits_fn: jax.tree_util.Partial, masks: Array, fill: Array, images: Array, labels: Array,
+                    valid: Array, *, layer: str) -> Array:
+    """Correct predictions [M] on one batch with ``layer`` ablated by each keep-mask of ``masks`` [M, U]."""
+    def one_mask(keep):
+        logits = logits_fn(images, edits={layer: lambda a: ablate_units(a, keep, fill)})
+        return jnp.sum((jnp.argmax(logits, -1) == labels) * valid)
+    return jax.vmap(one_mask)(masks)
 
 
 def unit_fill(responses: np.ndarray, fill: str) -> np.ndarray:

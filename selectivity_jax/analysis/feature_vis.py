@@ -15,6 +15,7 @@ evaluation mode): the units are optimised in parallel with ``jax.vmap``, each on
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Literal, NamedTuple, Sequence
 
@@ -111,42 +112,76 @@ def activation_maximisation(
         raise ValueError(f"image_shape must be (H, W, C); got {image_shape}")
     if objective not in ("am", "iam"):
         raise ValueError(f"objective must be 'am' or 'iam'; got {objective!r}")
+    units_fn = units_fn if isinstance(units_fn, jax.tree_util.Partial) else jax.tree_util.Partial(units_fn)
     num_units = _num_units(units_fn, image_shape)
     units = jnp.arange(num_units) if unit_indices is None else jnp.asarray(unit_indices, jnp.int32).reshape(-1)
     base_key = jax.random.key(int(key)) if isinstance(key, (int, np.integer)) else key
-    optimizer = optax.adam(learning_rate) if optimizer is None else optimizer
+    optimizer = _adam(float(learning_rate)) if optimizer is None else optimizer
+    settings = _AmSettings(image_shape=image_shape, objective=objective, steps=int(steps), jitter=int(jitter),
+                           l2=float(l2), blur_every=int(blur_every), blur_sigma=float(blur_sigma),
+                           init_scale=float(init_scale),
+                           value_range=None if value_range is None else tuple(float(v) for v in value_range),
+                           optimizer=optimizer)
+    return _optimise_units(units_fn, units, base_key, settings=settings)
+
+
+@functools.lru_cache(maxsize=None)
+def _adam(learning_rate: float) -> optax.GradientTransformation:
+    """One Adam transformation per learning rate, so that equal settings hash equal (one compilation)."""
+    return optax.adam(learning_rate)
+
+
+class _AmSettings(NamedTuple):
+    """The static settings of `activation_maximisation` (hashable: the jit cache key with ``units_fn``'s type)."""
+    image_shape: tuple[int, ...]
+    objective: str
+    steps: int
+    jitter: int
+    l2: float
+    blur_every: int
+    blur_sigma: float
+    init_scale: float
+    value_range: tuple[float, float] | None
+    optimizer: optax.GradientTransformation
+
+
+@functools.partial(jax.jit, static_argnames=("settings",))
+def _optimise_units(units_fn: jax.tree_util.Partial, units: Array, base_key: Array, *,
+                    settings: _AmSettings) -> Array:
+    """All units' generated inputs [U', H, W, C]: ``jax.vmap`` over units of a ``lax.scan`` of ascent steps."""
+    optimizer = settings.optimizer
 
     def penalised_objective(image: Array, unit: Array, step_key: Array) -> Array:
         shifted = image
-        if jitter > 0:
-            offsets = jax.random.randint(step_key, (2,), -jitter, jitter + 1)
+        if settings.jitter > 0:
+            offsets = jax.random.randint(step_key, (2,), -settings.jitter, settings.jitter + 1)
             shifted = jnp.roll(image, (offsets[0], offsets[1]), axis=(0, 1))
         responses = units_fn(shifted[None])[0]
-        return unit_objective(responses, unit, objective) - l2 * jnp.sum(image ** 2)
+        return unit_objective(responses, unit, settings.objective) - settings.l2 * jnp.sum(image ** 2)
 
     gradient_of = jax.grad(penalised_objective)
 
     def optimise_unit(unit: Array) -> Array:
         unit_key = jax.random.fold_in(base_key, unit)
         init_key, loop_key = jax.random.split(unit_key)
-        image = init_scale * jax.random.normal(init_key, image_shape, jnp.float32)
+        image = settings.init_scale * jax.random.normal(init_key, settings.image_shape, jnp.float32)
 
         def step(carry: tuple[Array, optax.OptState], index: Array) -> tuple[tuple[Array, optax.OptState], None]:
             image, opt_state = carry
             gradient = gradient_of(image, unit, jax.random.fold_in(loop_key, index))
             updates, opt_state = optimizer.update(-gradient, opt_state, image)  # ascent
             image = optax.apply_updates(image, updates)
-            if blur_every > 0:
-                image = jax.lax.cond((index + 1) % blur_every == 0, lambda x: gaussian_blur(x, blur_sigma),
-                                     lambda x: x, image)
-            if value_range is not None:
-                image = jnp.clip(image, value_range[0], value_range[1])
+            if settings.blur_every > 0:
+                image = jax.lax.cond((index + 1) % settings.blur_every == 0,
+                                     lambda x: gaussian_blur(x, settings.blur_sigma), lambda x: x, image)
+            if settings.value_range is not None:
+                image = jnp.clip(image, settings.value_range[0], settings.value_range[1])
             return (image, opt_state), None
 
-        (image, _), _ = jax.lax.scan(step, (image, optimizer.init(image)), jnp.arange(steps))
+        (image, _), _ = jax.lax.scan(step, (image, optimizer.init(image)), jnp.arange(settings.steps))
         return image
 
-    return jax.jit(jax.vmap(optimise_unit))(units)
+    return jax.vmap(optimise_unit)(units)
 
 
 def representative_substitution_from_responses(responses: Array, unit_indices: Sequence[int] | Array) -> Array:

@@ -72,8 +72,7 @@ class RunContext:
     @functools.cached_property
     def responses(self) -> dict[str, np.ndarray]:
         """{layer: unit responses [N, U]} on `data` (conv channels spatially averaged)."""
-        images, _ = self.data
-        return batched(lambda x: self.run.responses(x, self.layers), images, self.config.batch_size)
+        return batched(self.run.responses_fn(self.layers), self.data[0], self.config.batch_size)
 
     @functools.cached_property
     def selectivity(self) -> dict[str, np.ndarray]:
@@ -153,7 +152,8 @@ def _save_figures(figures: Mapping[str, Any], directory: str, prefix: str) -> li
 
 def analyze_run(run_dir: str, analyses: Sequence[Analysis], config: ml_collections.ConfigDict, *,
                 log: Callable[[str], None] = print, context: RunContext | None = None) -> dict[str, dict[str, Any]]:
-    """Computes (or reads back) each analysis of one run; writes its JSON and figures; returns the results."""
+    """Computes (or reads back) each analysis of one run; writes its JSON and figures; returns the results, each
+    with the ``run_dir`` it belongs to (in memory only, so a sweep directory can move)."""
     context = context or RunContext(run_dir, config, log)
     out_dir = os.path.join(run_dir, ANALYSIS_DIR)
     os.makedirs(out_dir, exist_ok=True)
@@ -163,7 +163,7 @@ def analyze_run(run_dir: str, analyses: Sequence[Analysis], config: ml_collectio
         settings = _settings(config, analysis.name)
         if os.path.exists(path) and _read_json(path).get("settings") == settings:
             log(f"  {analysis.name}: done before, {path}")
-            results[analysis.name] = _read_json(path)
+            results[analysis.name] = {**_read_json(path), "run_dir": run_dir}
             continue
         start = time.time()
         log(f"  {analysis.name}: computing ...")
@@ -174,10 +174,10 @@ def analyze_run(run_dir: str, analyses: Sequence[Analysis], config: ml_collectio
                   "seconds": time.time() - start}
         result = to_jsonable(result)
         if analysis.figures is not None:
-            _save_figures(analysis.figures(result), out_dir, analysis.name)
+            _save_figures(analysis.figures({**result, "run_dir": run_dir}), out_dir, analysis.name)
         write_json(path, result)  # last: a JSON on disk means the analysis and its figures are complete
         log(f"  {analysis.name}: {time.time() - start:.1f}s, {path}")
-        results[analysis.name] = result
+        results[analysis.name] = {**result, "run_dir": run_dir}  # where the run is, for comparisons (not stored)
     return results
 
 
@@ -203,9 +203,11 @@ def compare_runs(sweep_dir: str, analysis: Analysis, per_run: list[dict[str, Any
 
 
 def run_analyses(workdir: str, analyses: Sequence[Analysis], config: ml_collections.ConfigDict, *,
-                 report: str = "report", log: Callable[[str], None] = print) -> dict[str, Any]:
+                 report: str = "report", report_analyses: Sequence[Analysis] = (),
+                 log: Callable[[str], None] = print) -> dict[str, Any]:
     """Every analysis on every finished run of ``workdir`` (a run or a sweep), then the sweep comparisons and the
-    Markdown report ``<workdir>/analysis/<report>.md``.
+    Markdown report ``<workdir>/analysis/<report>.md``, which covers ``analyses`` and whichever of
+    ``report_analyses`` an earlier call left results of.
 
     Returns {'runs': {run_dir: {name: result}}, 'comparisons': {name: (json path, figure paths)}, 'report': path}.
     """
@@ -226,15 +228,15 @@ def run_analyses(workdir: str, analyses: Sequence[Analysis], config: ml_collecti
                     workdir, analysis, [per_run[run_dir][analysis.name] for run_dir in run_dirs], config)
                 log(f"{analysis.name}: comparison across the sweep in {comparisons[analysis.name][0]}")
     out_dir = os.path.join(workdir, ANALYSIS_DIR)
-    if is_sweep:
-        sections = [(a.title or a.name, a.sweep_table, _read_json(comparisons[a.name][0]),
-                     figure_paths(out_dir, a.name)) for a in analyses if a.name in comparisons]
-        title = f"Analyses of the sweep {os.path.basename(os.path.normpath(workdir))}"
-    else:
-        sections = [(a.title or a.name, a.run_table, per_run[workdir][a.name], figure_paths(out_dir, a.name))
-                    for a in analyses]
-        result = per_run[workdir][analyses[0].name]
-        title = f"Analyses of {os.path.basename(os.path.normpath(workdir))} (alpha {result['alpha']:g})"
+    reported = list(analyses) + [a for a in report_analyses if a.name not in {b.name for b in analyses}]
+    sections = []
+    for analysis in reported:
+        path = os.path.join(out_dir, f"{analysis.name}.json")
+        if os.path.exists(path) and (is_sweep or not analysis.needs_sweep):
+            sections.append((analysis.title or analysis.name, analysis.sweep_table if is_sweep else analysis.run_table,
+                             _read_json(path), figure_paths(out_dir, analysis.name)))
+    name = os.path.basename(os.path.normpath(workdir))
+    title = f"Analyses of the sweep {name}" if is_sweep else f"Analyses of the run {name}"
     path = write_report(os.path.join(out_dir, f"{report}.md"), title, sections)
     log(f"report: {path}")
     return {"runs": per_run, "comparisons": comparisons, "report": path}

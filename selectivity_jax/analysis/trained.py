@@ -40,6 +40,30 @@ def to_pixels(images: Any) -> Array:
     return images.astype(jnp.float32) / 255.0 if images.dtype == jnp.uint8 else images.astype(jnp.float32)
 
 
+@dataclasses.dataclass(frozen=True)
+class PixelForward:
+    """A model's forward pass on pixel-space images, as a hashable function
+    ``(variables, mean, std, images, edits=None) -> logits [B, C]`` (``layers`` empty), ``{layer: responses [B, U]}``
+    (``layers`` given) or ``responses [B, U]`` of ``layers[0]`` (``single``).
+
+    Bound to a run's arrays with `jax.tree_util.Partial` it is a pytree that jitted functions take as an argument;
+    runs of the same model share the compiled code, since the jit cache keys on this (equal, hashable) object.
+    """
+    model: Any
+    compute_dtype: str = "float32"
+    layers: tuple[str, ...] = ()
+    single: bool = False
+
+    def __call__(self, variables: Any, mean: Array, std: Array, images: Any, edits: LayerEdits | None = None) -> Any:
+        x = ((to_pixels(images) - mean) / std).astype(jnp.dtype(self.compute_dtype))
+        with edit_layers(edits or {}):
+            if not self.layers:
+                return self.model.apply(variables, x, train=False).astype(jnp.float32)
+            _, acts, _ = apply_with_activations(self.model.apply, variables, x, train=False, filter=None)
+        responses = {name: unit_responses(a) for name, a in acts.items()}
+        return responses[self.layers[0]] if self.single else responses
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class TrainedRun:
     """A trained model with its variables, normalisation and data (see `load_trained_run`)."""
@@ -69,35 +93,47 @@ class TrainedRun:
         """The run's selectivity layers, in forward order."""
         return self.model.selectivity_layer_names()
 
-    def _inputs(self, images: Any) -> Array:
-        x = (to_pixels(images) - jnp.asarray(self.mean, jnp.float32)) / jnp.asarray(self.std, jnp.float32)
-        return x.astype(jnp.dtype(self.config.compute_dtype))
+    def _bound(self, forward: PixelForward) -> jax.tree_util.Partial:
+        return jax.tree_util.Partial(forward, self.variables, jnp.asarray(self.mean, jnp.float32),
+                                     jnp.asarray(self.std, jnp.float32))
+
+    @property
+    def logits_fn(self) -> jax.tree_util.Partial:
+        """``logits_fn(images, edits=None) -> logits [B, C]`` as a pytree function (see `PixelForward`)."""
+        return self._bound(PixelForward(self.model, self.config.compute_dtype))
+
+    def responses_fn(self, layers: Sequence[str] | None = None) -> jax.tree_util.Partial:
+        """``responses_fn(images, edits=None) -> {layer: responses [B, U]}`` for ``layers`` (default: the run's
+        selectivity layers; any of ``model.all_relu_names()``)."""
+        layers = tuple(layers or self.layer_names)
+        return self._bound(PixelForward(self.model.clone(selectivity_layers=layers), self.config.compute_dtype,
+                                        layers))
+
+    def units_fn(self, layer: str) -> jax.tree_util.Partial:
+        """``units_fn(images, edits=None) -> responses [B, U]`` of one layer."""
+        return self._bound(PixelForward(self.model.clone(selectivity_layers=(layer,)), self.config.compute_dtype,
+                                        (layer,), single=True))
 
     def logits(self, images: Any, edits: LayerEdits | None = None) -> Array:
         """[B, H, W, C] pixel-space images -> float32 logits [B, C]; ``edits`` (layer name -> function of the
         post-ReLU map) change those layers' outputs on the way (`selectivity_jax.models.edit_layers`)."""
-        with edit_layers(edits or {}):
-            logits = self.model.apply(self.variables, self._inputs(images), train=False)
-        return logits.astype(jnp.float32)
+        return self.logits_fn(images, edits=edits)
 
     def activations(self, images: Any, layers: Sequence[str] | None = None,
                     edits: LayerEdits | None = None) -> tuple[Array, dict[str, Array]]:
         """(logits [B, C], {layer: post-ReLU map [B, ..., U]}) for ``layers`` (default: the run's selectivity
-        layers; any of ``model.all_relu_names()``)."""
+        layers; any of ``model.all_relu_names()``): the full maps, not their spatial means."""
         model = self.model if layers is None else self.model.clone(selectivity_layers=tuple(layers))
+        x = ((to_pixels(images) - jnp.asarray(self.mean)) / jnp.asarray(self.std)).astype(
+            jnp.dtype(self.config.compute_dtype))
         with edit_layers(edits or {}):
-            logits, acts, _ = apply_with_activations(model.apply, self.variables, self._inputs(images), train=False,
-                                                     filter=None)
+            logits, acts, _ = apply_with_activations(model.apply, self.variables, x, train=False, filter=None)
         return logits.astype(jnp.float32), acts
 
     def responses(self, images: Any, layers: Sequence[str] | None = None,
                   edits: LayerEdits | None = None) -> dict[str, Array]:
         """{layer: unit responses [B, U]} (conv channels: the spatial mean of the map, as in the selectivity index)."""
-        return {name: unit_responses(a) for name, a in self.activations(images, layers, edits)[1].items()}
-
-    def units_fn(self, layer: str) -> Callable[[Array], Array]:
-        """``images -> responses [B, U]`` of one layer, for the analyses that take a function of the input."""
-        return lambda images: self.responses(images, (layer,))[layer]
+        return self.responses_fn(layers)(images, edits=edits)
 
 
 def read_run_config(run_dir: str) -> ml_collections.ConfigDict:
@@ -132,15 +168,21 @@ def load_trained_run(run_dir: str, *, require_finished: bool = True) -> TrainedR
                       results=results)
 
 
+@jax.jit
+def _apply(fn: jax.tree_util.Partial, images: Array) -> Any:
+    return fn(images)
+
+
 def batched(fn: Callable[[Array], Any], images: np.ndarray, batch_size: int) -> Any:
-    """``fn`` (jitted here) over ``images`` in batches of ``batch_size`` (the last one padded, so one compilation),
-    results concatenated along axis 0 on the host."""
-    jitted = jax.jit(fn)
+    """``fn`` over ``images`` in batches of ``batch_size`` (the last one padded, so one compilation), results
+    concatenated along axis 0 on the host. A `jax.tree_util.Partial` (e.g. `TrainedRun.logits_fn`) shares its
+    compiled code with every other call of an equal function; other callables compile per call of `batched`."""
+    fn = fn if isinstance(fn, jax.tree_util.Partial) else jax.tree_util.Partial(fn)
     outputs = []
     for start in range(0, len(images), batch_size):
         batch = np.asarray(images[start:start + batch_size])
         real = len(batch)
         if real < batch_size:
             batch = np.concatenate([batch, np.repeat(batch[-1:], batch_size - real, axis=0)])
-        outputs.append(jax.tree.map(lambda a: np.asarray(a)[:real], jitted(batch)))
+        outputs.append(jax.tree.map(lambda a: np.asarray(a)[:real], _apply(fn, batch)))
     return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
