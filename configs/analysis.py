@@ -6,6 +6,7 @@ run's analyses take minutes on a CPU and seconds on an accelerator.
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 
 def get_config():
@@ -16,6 +17,9 @@ def get_config():
     config.seed = 0              # The subset, random orders, random starts, random rotations.
     config.layers = ()           # Post-ReLU points to analyse (empty: the run's selectivity layers).
     config.batch_size = 250      # Evaluation batch (any size; the last batch is padded).
+    # Where decoded data sets and generated corrupted test sets are cached (None: the run's own data.cache_dir;
+    # without either, generated corruptions are made again for every run).
+    config.cache_dir = config_dict.placeholder(str)
 
     # ----- Representation analyses (experiments/analyze.py) -----
     # Rotated responses can be negative, the selectivity index needs non-negative ones: 'shift' subtracts each

@@ -1,23 +1,59 @@
-"""Test set-up: 8 host CPU devices for the data-parallel tests (must be set before JAX is imported)."""
+"""Test set-up: 8 host CPU devices for the data-parallel tests (must be set before JAX is imported), a persistent
+compilation cache for the session, and the tiny trained sweeps that several test modules share.
+
+The compilation cache (a temporary directory, removed at the end) lets the command-line, notebook and multi-process
+tests, which start fresh Python processes, reuse what earlier tests compiled: the same tiny programs compile once.
+"""
 
 import os
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = " ".join(
     [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"]).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+_COMPILATION_CACHE = tempfile.mkdtemp(prefix="selectivity_jax_tests_jax_cache_")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _COMPILATION_CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    del session, exitstatus
+    shutil.rmtree(_COMPILATION_CACHE, ignore_errors=True)
 
 import pytest  # noqa: E402  (after the XLA flags: pytest does not import JAX)
 
 
-@pytest.fixture(scope="session")
-def tiny_sweep(tmp_path_factory):
-    """A finished sweep of configs/quickstart.py:tiny (alphas -5, 0, 5; seed 0; 2 epochs = 12 steps per run) for the
-    analysis tests; trained once per test session."""
+TINY_SWEEP_ALPHAS = (-2.0, 0.0, 2.0)
+
+
+def tiny_sweep_config():
+    """configs/quickstart.py:tiny (1 epoch = 6 steps of batch 40, ResNet20 at width 4) at alphas -2, 0, 2 with a small
+    learning rate, seed 0."""
     from configs import quickstart
-    from selectivity_jax.sweep import run_sweep
 
     config = quickstart.get_config("tiny")
-    config.num_epochs = 2.0
-    sweep_dir = tmp_path_factory.mktemp("tiny_sweep")
-    run_sweep(config, str(sweep_dir), mode="serial", log=lambda _: None)
-    return sweep_dir
+    config.learning_rate = 0.002
+    config.sweep.alphas = TINY_SWEEP_ALPHAS
+    config.sweep.seeds = (0,)
+    return config
+
+
+@pytest.fixture(scope="session")
+def tiny_sweeps(tmp_path_factory):
+    """The tiny sweep trained twice, vmapped and serial, once per test session: (root, vmap results, serial
+    results); the sweeps are ``root / 'vmap'`` and ``root / 'serial'``."""
+    from selectivity_jax.sweep import run_sweep
+
+    root = tmp_path_factory.mktemp("tiny_sweeps")
+    quiet = lambda _: None
+    vmap = run_sweep(tiny_sweep_config(), str(root / "vmap"), mode="vmap", log=quiet)
+    serial = run_sweep(tiny_sweep_config(), str(root / "serial"), mode="serial", log=quiet)
+    return root, vmap, serial
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tiny_sweeps):
+    """A finished sweep directory (the serial one of `tiny_sweeps`) for the analysis tests."""
+    return tiny_sweeps[0] / "serial"

@@ -37,7 +37,7 @@ def test_accuracy_under_masks_equals_direct_evaluation(run):
     masks = np.ones((3, 16), np.float32)
     masks[1, [0, 5, 7]] = 0.0
     masks[2] = 0.0
-    accuracy = accuracy_under_masks(run.logits, LAYER, masks, images, labels, fill=np.zeros(16), batch_size=32,
+    accuracy = accuracy_under_masks(run.logits_fn, LAYER, masks, images, labels, fill=np.zeros(16), batch_size=32,
                                     masks_per_call=2)
     assert accuracy[0] == pytest.approx(run.results["test_accuracy"], abs=1e-9)
     keep = masks[1]
@@ -52,13 +52,17 @@ def test_layer_ablation(run):
     images, labels = run.splits.test
     responses = batched(run.responses, images, 40)[LAYER]
     selectivity = np.linspace(0.0, 1.0, 16)
-    result = layer_ablation(run.logits, LAYER, selectivity, responses, images, labels, fill="mean", num_points=5,
+    result = layer_ablation(run.logits_fn, LAYER, selectivity, responses, images, labels, fill="mean", num_points=5,
                             batch_size=40)
     assert result["counts"] == [0, 4, 8, 12, 16] and len(result["single_unit_drop"]) == 16
     for order in ("decreasing", "increasing", "random"):
         assert result[f"accuracy_{order}"][0] == result["clean_accuracy"]
         assert result[f"accuracy_{order}"][-1] == result["accuracy_decreasing"][-1]  # all units: same mask
-    assert -1.0 <= result["spearman"] <= 1.0
+    single = accuracy_under_masks(run.logits_fn, LAYER, 1.0 - np.eye(16, dtype=np.float32), images, labels,
+                                  fill=responses.mean(0), batch_size=40)
+    np.testing.assert_allclose(result["single_unit_drop"], result["clean_accuracy"] - single, atol=1e-9)
+    expected = selectivity_drop_correlation(selectivity, np.asarray(result["single_unit_drop"]))["spearman"]
+    assert result["spearman"] == pytest.approx(expected, nan_ok=True)
 
 
 def test_correlation_and_area():

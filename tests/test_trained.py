@@ -9,12 +9,12 @@ from selectivity_jax.analysis.trained import batched, load_trained_run, to_pixel
 
 @pytest.fixture(scope="module")
 def run(tiny_sweep):
-    return load_trained_run(str(tiny_sweep / "alpha_-5_seed_0"))
+    return load_trained_run(str(tiny_sweep / "alpha_-2_seed_0"))
 
 
 def test_restored_run_reproduces_its_test_figures(run):
     images, labels = run.splits.test
-    assert run.alpha == -5.0 and run.seed == 0 and run.num_classes == 10
+    assert run.alpha == -2.0 and run.seed == 0 and run.num_classes == 10
     logits = batched(run.logits, images, 32)  # 80 test images: the last batch is padded
     assert logits.shape == (80, 10)
     assert np.mean(logits.argmax(-1) == labels) == pytest.approx(run.results["test_accuracy"], abs=1e-9)

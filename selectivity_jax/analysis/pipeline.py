@@ -43,7 +43,7 @@ class RunContext:
     @functools.cached_property
     def run(self) -> TrainedRun:
         start = time.time()
-        run = load_trained_run(self.run_dir)
+        run = load_trained_run(self.run_dir, cache_dir=self.config.get("cache_dir"))
         self.log(f"  loaded {self.run_dir} (alpha {run.alpha:g}, seed {run.seed}) in {time.time() - start:.1f}s")
         return run
 

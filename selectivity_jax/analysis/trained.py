@@ -145,10 +145,13 @@ def read_run_config(run_dir: str) -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(json.load(f))
 
 
-def load_trained_run(run_dir: str, *, require_finished: bool = True) -> TrainedRun:
+def load_trained_run(run_dir: str, *, require_finished: bool = True, cache_dir: str | None = None) -> TrainedRun:
     """Rebuilds and restores the newest checkpoint of the run in ``run_dir`` (a finished run unless
-    ``require_finished`` is False), on one device, with its data splits."""
+    ``require_finished`` is False), on one device, with its data splits (decoded arrays cached in ``cache_dir``
+    when given, else in the run's ``data.cache_dir``)."""
     config = read_run_config(run_dir)
+    if cache_dir:
+        config.data.cache_dir = cache_dir
     results_path = os.path.join(run_dir, RESULTS_FILE)
     if require_finished and not os.path.exists(results_path):
         raise FileNotFoundError(f"{run_dir} has not finished training (no {RESULTS_FILE}); train it first")

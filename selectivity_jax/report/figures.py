@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Colormap, SymLogNorm
+from matplotlib.colors import Colormap, LinearSegmentedColormap, SymLogNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, NullFormatter
@@ -22,7 +22,8 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 from selectivity_jax.report.runs import Run, Sweep
 from selectivity_jax.report.tables import mean_std, summarize
 
-ALPHA_CMAP = "coolwarm"
+# Blue (selectivity discouraged) through a mid grey that stays visible on white (alpha = 0) to red (encouraged).
+ALPHA_CMAP = LinearSegmentedColormap.from_list("alpha", ["#2c4fc7", "#8c8c8c", "#c4122a"])
 ALPHA_LABEL = "α  (loss = CE − α · selectivity)"
 SELECTIVITY_LABEL = "network class selectivity (test)"
 ACCURACY_LABEL = "test accuracy"
@@ -73,9 +74,9 @@ def _alpha_label(value: float, _position=None) -> str:
     return f"{value:g}"
 
 
-def alpha_colors(alphas: Sequence[float], cmap: str = ALPHA_CMAP) -> tuple[SymLogNorm, Colormap]:
+def alpha_colors(alphas: Sequence[float], cmap: str | Colormap = ALPHA_CMAP) -> tuple[SymLogNorm, Colormap]:
     """The (norm, colormap) pair that colours alphas."""
-    return alpha_norm(alphas), colormaps[cmap]
+    return alpha_norm(alphas), colormaps[cmap] if isinstance(cmap, str) else cmap
 
 
 def _alpha_axis(ax, alphas: Sequence[float]) -> None:

@@ -1,0 +1,215 @@
+"""Robustness analyses (corruptions, attacks, gradients, dimensionality): the command on the tiny sweep, resuming,
+alignment of the corrupted subset with the clean one, eps = 0 as the clean point, one-line errors."""
+
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from configs import analysis as analysis_config
+from selectivity_jax.analysis.pipeline import RunContext
+from selectivity_jax.analysis.robustness import (attack_curve, attack_curves, corrupted_subset, partial_path,
+                                                 run_robustness, summarize_corruptions)
+from selectivity_jax.analysis.trained import batched
+from selectivity_jax.data.corrupted import corrupted_split
+from selectivity_jax.data.splits import stratified_order
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SECTIONS = ("corruptions", "attacks", "gradients", "dimensionality")
+LAYERS = ("stem/relu", "stage1_block0/out")  # forward order, not alphabetical: the results must keep it
+NUM_EXAMPLES = 40
+EPSILON = 4 / 255
+# Tiny settings: 40 of the 80 test images, 2 layers, 2 corruptions x 2 severities, PGD (2 steps) at one L-inf eps,
+# the same for the attacks and the dimensionality analysis (one compiled PGD program for both).
+TINY_FLAGS = (f"--config.num_examples={NUM_EXAMPLES}", f"--config.layers={LAYERS!r}",
+              "--config.corruptions.names=('gaussian_noise','contrast')", "--config.corruptions.severities=(1,3)",
+              "--config.attacks.attacks=('pgd',)", "--config.attacks.norms=('linf',)",
+              f"--config.attacks.linf_epsilons=({EPSILON!r},)", "--config.attacks.pgd_steps=(2,)",
+              "--config.gradients.num_examples=20", "--config.gradients.max_units=4",
+              "--config.dimensionality.corruptions=('gaussian_noise','contrast')",
+              f"--config.dimensionality.epsilon={EPSILON!r}", "--config.dimensionality.pgd_steps=2")
+
+
+def tiny_config():
+    """configs/analysis.py with the values of TINY_FLAGS."""
+    config = analysis_config.get_config()
+    config.num_examples = NUM_EXAMPLES
+    config.layers = LAYERS
+    config.corruptions.names = ("gaussian_noise", "contrast")
+    config.corruptions.severities = (1, 3)
+    config.attacks.attacks = ("pgd",)
+    config.attacks.norms = ("linf",)
+    config.attacks.linf_epsilons = (EPSILON,)
+    config.attacks.pgd_steps = (2,)
+    config.gradients.num_examples = 20
+    config.gradients.max_units = 4
+    config.dimensionality.corruptions = ("gaussian_noise", "contrast")
+    config.dimensionality.epsilon = EPSILON
+    config.dimensionality.pgd_steps = 2
+    return config
+
+
+def robustness_cli(*args):
+    return subprocess.run([sys.executable, "-m", "experiments.robustness", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def analysed(tiny_sweep, tmp_path_factory):
+    """A copy of the tiny sweep after one run of the command with every section: (sweep dir, completed process)."""
+    sweep = tmp_path_factory.mktemp("robustness") / "sweep"
+    shutil.copytree(tiny_sweep, sweep, ignore=shutil.ignore_patterns("analysis"))
+    result = robustness_cli("--workdir", str(sweep), *TINY_FLAGS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return sweep, result
+
+
+def run_dirs(sweep):
+    return sorted(path for path in sweep.iterdir() if (path / "results.json").exists())
+
+
+def test_command_writes_results_figures_and_report(analysed):
+    sweep, result = analysed
+    assert "corruptions 5/5 contrast/3" in result.stdout and "attacks 1/1 pgd2_linf" in result.stdout
+    runs = run_dirs(sweep)
+    assert len(runs) == 3
+    for run in runs:
+        merged = json.loads((run / "robustness.json").read_text())
+        assert sorted(merged) == sorted(SECTIONS)
+        for name in SECTIONS:
+            assert merged[name] == json.loads((run / "analysis" / f"{name}.json").read_text())
+        corruptions = merged["corruptions"]
+        assert corruptions["corruption_names"] == ["gaussian_noise", "contrast"]
+        assert corruptions["family_names"] == ["noise", "digital"]
+        assert {c["source"] for c in corruptions["corruptions"].values()} == {"generated"}
+        table = np.array([corruptions["corruptions"][n]["accuracy"] for n in corruptions["corruption_names"]])
+        assert corruptions["mean_accuracy"] == pytest.approx(table.mean())
+        assert corruptions["relative_accuracy"] == pytest.approx(table.mean() / corruptions["clean_accuracy"])
+        assert merged["attacks"]["curve_names"] == ["pgd2_linf"]
+        assert merged["gradients"]["layer_names"] == list(LAYERS)
+        assert len(merged["gradients"]["layers"][LAYERS[0]]["norm_cv_over_samples"]) == 4
+        dims = merged["dimensionality"]["layers"][LAYERS[-1]]
+        assert all(dims[kind]["n_components"] >= 1 for kind in ("clean", "corruption", "adversarial"))
+        assert dims["corruption"]["num_samples"] == 2 * NUM_EXAMPLES  # the two corruptions' changes pooled
+        for png in ("corruptions_by_severity", "attacks_accuracy_vs_epsilon", "gradients_by_layer",
+                    "gradients_units", "dimensionality_by_layer"):
+            assert (run / "analysis" / f"{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+        assert (run / "analysis" / "corruptions.partial.json").exists()
+    comparisons = json.loads((sweep / "robustness.json").read_text())
+    assert sorted(comparisons) == sorted(SECTIONS)
+    assert [row["alpha"] for row in comparisons["attacks"]["alphas"]] == [-2.0, 0.0, 2.0]
+    assert len(comparisons["gradients"]["runs"]) == 3
+    for png in ("corruptions_families_vs_alpha", "corruptions_mean_vs_alpha", "attacks_accuracy_vs_epsilon",
+                "gradients_variability_vs_selectivity", "gradients_by_layer", "dimensionality_by_layer"):
+        assert (sweep / "analysis" / f"{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    report = (sweep / "analysis" / "robustness.md").read_text()
+    for heading in ("Corruption robustness", "Adversarial robustness", "gradient variability", "Dimensionality"):
+        assert heading in report
+    assert "generated" in report and "corruptions_families_vs_alpha.png" in report
+
+
+def test_second_command_skips_what_is_done_and_resumes(analysed):
+    sweep, _ = analysed
+    before = {run.name: (run / "robustness.json").read_text() for run in run_dirs(sweep)}
+    resumed = sweep / "alpha_2_seed_0" / "analysis"
+    finished = json.loads((resumed / "corruptions.json").read_text())
+    (resumed / "corruptions.json").unlink()  # as if stopped after its last corruption: all items in the partial file
+    again = robustness_cli("--workdir", str(sweep), *TINY_FLAGS)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("done before") == 3 * len(SECTIONS)
+    assert "corruptions: 5/5 done before, read from" in again.stdout and again.stdout.count("computing") == 1
+    assert "corruptions 1/5" not in again.stdout and "loaded" not in again.stdout  # no item computed, no model loaded
+    redone = json.loads((resumed / "corruptions.json").read_text())
+    assert {**redone, "seconds": None} == {**finished, "seconds": None}
+    after = {run.name: (run / "robustness.json").read_text() for run in run_dirs(sweep)}
+    assert {k: v for k, v in after.items() if k != "alpha_2_seed_0"} == {
+        k: v for k, v in before.items() if k != "alpha_2_seed_0"}
+    assert json.loads(after["alpha_2_seed_0"])["corruptions"] == redone
+    partial = json.loads(pathlib.Path(partial_path(str(resumed.parent), "corruptions")).read_text())
+    assert partial["settings"] == finished["settings"] and len(partial["items"]) == 5
+
+
+def test_corruptions_resume_inside_a_run(analysed):
+    sweep, _ = analysed
+    run = sweep / "alpha_0_seed_0"
+    finished = json.loads((run / "analysis" / "corruptions.json").read_text())
+    (run / "analysis" / "corruptions.json").unlink()
+    partial_file = pathlib.Path(partial_path(str(run), "corruptions"))
+    partial = json.loads(partial_file.read_text())
+    del partial["items"]["contrast/3"]  # as if stopped before the last corruption
+    partial_file.write_text(json.dumps(partial))
+    logged = []
+    run_robustness(str(run), ["corruptions"], tiny_config(), log=logged.append)
+    assert any("corruptions: 4/5 done before" in line for line in logged), logged
+    assert [line for line in logged if line.startswith("    corruptions ")] == [
+        line for line in logged if line.startswith("    corruptions 5/5 contrast/3: accuracy")]
+    assert {**json.loads((run / "analysis" / "corruptions.json").read_text()), "seconds": 0} == {
+        **finished, "seconds": 0}
+    assert sorted(json.loads((run / "robustness.json").read_text())) == sorted(SECTIONS)  # the others kept
+
+
+def test_clean_point_and_corrupted_subset_alignment(analysed):
+    sweep, _ = analysed
+    context = RunContext(str(sweep / "alpha_0_seed_0"), tiny_config(), log=lambda _: None)
+    images, labels = context.data
+    accuracy = float(np.mean(batched(context.run.logits, images, 40).argmax(-1) == labels))
+    result = json.loads((sweep / "alpha_0_seed_0" / "robustness.json").read_text())
+    for curve in result["attacks"]["curves"].values():
+        assert curve["epsilons"] == pytest.approx([0.0, EPSILON])
+        assert curve["accuracy"][0] == pytest.approx(accuracy, abs=1e-12) and curve["accuracy"][1] <= accuracy
+    assert result["corruptions"]["clean_accuracy"] == pytest.approx(accuracy, abs=1e-12)
+    only_clean = attack_curve(context.run.logits_fn, images, labels, {"attack": "pgd", "norm": "linf",
+                              "epsilons": [0.0], "steps": 2}, key=None, batch_size=16)
+    assert only_clean["accuracy"] == pytest.approx([accuracy], abs=1e-12)
+    # the subset of the corrupted split holds the corruptions of the clean subset's examples, in the same order
+    test_images, test_labels = context.run.splits.test
+    indices = np.sort(stratified_order(test_labels, context.config.seed)[:NUM_EXAMPLES])
+    np.testing.assert_array_equal(images, test_images[indices])
+    corrupted_images, corrupted_labels, split = corrupted_subset(context, "contrast", 1, "auto")
+    full = corrupted_split(context.run.config.data, "contrast", 1)
+    assert split.source == "generated" and len(full.labels) == len(test_labels) > NUM_EXAMPLES
+    np.testing.assert_array_equal(corrupted_labels, labels)
+    np.testing.assert_array_equal(corrupted_images, full.images[indices])
+    # contrast is an affine change of each image: it stays correlated with its own clean image only
+    flat_clean = images.reshape(len(images), -1).astype(np.float64)
+    flat_corrupted = corrupted_images.reshape(len(images), -1).astype(np.float64)
+    correlation = np.corrcoef(flat_clean, flat_corrupted)[:len(images), len(images):]
+    assert np.all(np.diag(correlation) > 0.99)
+    assert np.all(np.diag(correlation) > np.max(correlation - 2 * np.eye(len(images)), axis=1))
+
+
+def test_summaries_and_curves():
+    corruptions = {"gaussian_noise": {"accuracy": [0.8, 0.4], "source": "generated"},
+                   "shot_noise": {"accuracy": [0.6, 0.2], "source": "generated"},
+                   "frost": {"accuracy": [0.5, 0.5], "source": "official"}}
+    summary = summarize_corruptions(0.9, (1, 3), corruptions)
+    assert summary["family_names"] == ["noise", "weather"]
+    assert summary["families"]["noise"]["accuracy"] == pytest.approx([0.7, 0.3])
+    assert summary["mean_accuracy"] == pytest.approx(0.5) and summary["relative_accuracy"] == pytest.approx(0.5 / 0.9)
+    assert summary["sources"] == {"generated": ["gaussian_noise", "shot_noise"], "official": ["frost"]}
+    curves = attack_curves(analysis_config.get_config().attacks)
+    assert list(curves) == ["fgsm_linf", "pgd10_linf", "pgd40_linf", "fgsm_l2", "pgd10_l2", "pgd40_l2"]
+    assert curves["pgd40_linf"]["epsilons"] == pytest.approx([0, 1 / 255, 2 / 255, 4 / 255, 8 / 255])
+    assert curves["pgd40_linf"]["steps"] == 40 and curves["fgsm_l2"]["epsilons"][0] == 0.0
+
+
+def test_bad_input_is_one_line(tmp_path, analysed):
+    sweep, _ = analysed
+    unknown = robustness_cli("--workdir", str(sweep), "--only", "corruptions,robustness")
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip().splitlines()[-1] == (
+        "error: unknown robustness analyses ['robustness']; known: corruptions, attacks, gradients, dimensionality")
+    config = tiny_config()
+    with pytest.raises(ValueError, match="nowhere is not a directory"):
+        run_robustness(str(tmp_path / "nowhere"), None, config)
+    with pytest.raises(ValueError, match="no finished run"):
+        run_robustness(str(tmp_path), None, config)
+    with pytest.raises(ValueError, match="no analysis named"):
+        run_robustness(str(sweep), [], config)
+    config.corruptions.names = ("gaussian_noise", "rain")
+    with pytest.raises(ValueError, match=r"unknown corruptions \['rain'\]"):
+        run_robustness(str(sweep), ["corruptions"], config)
