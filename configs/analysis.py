@@ -22,20 +22,22 @@ def get_config():
     config.cache_dir = config_dict.placeholder(str)
 
     # ----- Representation analyses (experiments/analyze.py) -----
-    # Rotated responses can be negative, the selectivity index needs non-negative ones: 'shift' subtracts each
-    # unit's minimum over the data (an affine change per unit: no information lost), 'rectify' clips at 0. basis and
-    # rotation apply the same rule to the axis-aligned baseline, so the comparison is fair.
+    # Rotated responses can be negative, the selectivity index needs non-negative class means:
+    # 'shift_class_means' subtracts from each unit its smallest class mean (the index depends on class means only;
+    # no information lost, no single outlying example decides), 'shift' subtracts the minimum over examples,
+    # 'rectify' clips at 0 (selectivity_jax/analysis/rotation.py). basis and rotation apply the same rule to the
+    # axis-aligned baseline, so the comparison is fair, and report the paper's index beside it.
 
     # basis: selectivity in other orthonormal bases of a layer's units (Leavitt & Morcos 2021).
     config.basis = ml_collections.ConfigDict()
-    config.basis.negatives = "shift"
+    config.basis.negatives = "shift_class_means"
     config.basis.steps = 200             # Gradient-ascent steps of the optimised rotation (Adam).
     config.basis.learning_rate = 0.01
     config.basis.parametrisation = "cayley"  # Rotation = Cayley transform ('cayley') or exp ('expm') of a skew matrix.
 
     # rotation: axis-aligned selectivity under random rotations (Bau et al. 2017, Sec. 3.2).
     config.rotation = ml_collections.ConfigDict()
-    config.rotation.negatives = "shift"
+    config.rotation.negatives = "shift_class_means"
     config.rotation.num_t = 11           # Fractions t = 0, 0.1, .., 1 of the Haar-random rotation Q (Q^t) [Bau et al.].
     config.rotation.num_rotations = 1    # Haar rotations drawn per layer (results averaged).
 

@@ -25,6 +25,17 @@ def pytest_sessionfinish(session, exitstatus):
 import pytest  # noqa: E402  (after the XLA flags: pytest does not import JAX)
 
 
+def with_overrides(config, overrides):
+    """``config`` with each ``{'a.b': value}`` of ``overrides`` set (dotted paths into nested ConfigDicts)."""
+    for key, value in overrides.items():
+        node = config
+        *path, leaf = key.split(".")
+        for part in path:
+            node = node[part]
+        node[leaf] = value
+    return config
+
+
 TINY_SWEEP_ALPHAS = (-2.0, 0.0, 2.0)
 
 

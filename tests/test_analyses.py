@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from configs import analysis as analysis_config
+from conftest import with_overrides
 from selectivity_jax.analysis.pipeline import run_analyses
 from selectivity_jax.analysis.tasks import ANALYSES, get_analyses
 
@@ -20,14 +21,7 @@ SMALL = {"layers": LAYERS, "num_examples": 40, "batch_size": 40, "basis.steps": 
 
 
 def small_config():
-    config = analysis_config.get_config()
-    for key, value in SMALL.items():
-        node = config
-        *path, leaf = key.split(".")
-        for part in path:
-            node = node[part]
-        node[leaf] = value
-    return config
+    return with_overrides(analysis_config.get_config(), SMALL)
 
 
 @pytest.fixture(scope="module")

@@ -106,11 +106,29 @@ def test_make_nonnegative_rules():
     np.testing.assert_array_equal(make_nonnegative(x, "shift"), [[0.0, 6.0], [4.0, 4.5], [2.0, 0.0]])
     np.testing.assert_array_equal(make_nonnegative(x, "rectify"), [[0.0, 2.0], [3.0, 0.5], [1.0, 0.0]])
     np.testing.assert_array_equal(make_nonnegative(x, "none"), x)
+    # class 0 = rows 0 and 1 (means 1, 1.25), class 1 = row 2 (means 1, -4); class 2 absent: the smallest class
+    # means (1, -4) become 0
+    labels = jnp.array([0, 0, 1])
+    np.testing.assert_allclose(make_nonnegative(x, "shift_class_means", labels, 3), [[-2.0, 6.0], [2.0, 4.5], [0.0, 0.0]])
+    with pytest.raises(ValueError, match="needs the labels"):
+        make_nonnegative(x, "shift_class_means")
     with pytest.raises(ValueError, match="negatives rule"):
         make_nonnegative(x, "clip")
 
 
-@pytest.mark.parametrize("negatives", ["shift", "rectify"])
+def test_shift_class_means_ignores_offsets_and_single_outliers():
+    responses, labels, num_classes = selective_responses()
+    base = axis_aligned_selectivity(responses, labels, num_classes, "shift_class_means")
+    offset = axis_aligned_selectivity(responses - 3.0, labels, num_classes, "shift_class_means")
+    np.testing.assert_allclose(np.asarray(offset), np.asarray(base), atol=1e-4)  # float32 rounding of the offset
+    # one far-negative example barely moves a class mean, but sets the floor of the sample-minimum shift
+    outlier = jnp.asarray(responses).at[0].add(-50.0)
+    robust = axis_aligned_selectivity(outlier, labels, num_classes, "shift_class_means")
+    fragile = axis_aligned_selectivity(outlier, labels, num_classes, "shift")
+    assert float(jnp.mean(fragile)) < 0.5 * float(jnp.mean(base)) < float(jnp.mean(robust))
+
+
+@pytest.mark.parametrize("negatives", ["shift_class_means", "shift", "rectify"])
 def test_rotation_by_q0_changes_nothing(negatives):
     responses, labels, num_classes = selective_responses()
     q0 = fractional_rotation(haar_rotation(2, responses.shape[1]), 0.0)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from configs import quickstart
+from conftest import with_overrides
 from selectivity_jax.data import synthetic_images
 from selectivity_jax.data.on_device import put_train_arrays
 from selectivity_jax.parallel import make_data_mesh
@@ -24,13 +25,7 @@ def tiny_config(**overrides):
     steps, with ``overrides`` ('a.b': value)."""
     config = quickstart.get_config("tiny")
     config.num_epochs = 2.0
-    for key, value in overrides.items():
-        node = config
-        *path, leaf = key.split(".")
-        for part in path:
-            node = node[part]
-        node[leaf] = value
-    return config
+    return with_overrides(config, overrides)
 
 
 def _quiet(_):

@@ -15,11 +15,15 @@ Conventions:
   (`axis_aligned_selectivity`), so a difference between rotated and axis-aligned selectivity is never a difference of
   rules:
 
-  * ``'shift'`` (default): subtract each unit's minimum over the data, ``a[:, u] - min_n a[n, u]``. An affine map
-    per unit: it loses no information and makes the index invariant to a constant offset of a unit, so the index
-    measures the class contrast above the unit's floor. On post-ReLU axis-aligned responses whose minimum is 0 it is
-    the identity; where a unit never reaches 0 (spatially averaged conv channels) it gives a higher index than the
-    paper's, for the baseline and the rotated units alike.
+  * ``'shift_class_means'`` (default): subtract from each unit its smallest class mean over the present classes,
+    so that the lowest class mean becomes 0. The index depends on the data only through the class means, and this is
+    the smallest constant shift that makes all of them non-negative; it loses no information, makes the index
+    invariant to a unit's constant offset, and, unlike a shift by the minimum over samples, does not depend on a
+    single outlying example (with that shift one far-negative projection would shrink a rotated unit's index toward
+    0). The axis-aligned baseline gets the same shift, so it is higher than the paper's index wherever a unit's
+    lowest class mean is above 0; the analyses report the paper's index beside it.
+  * ``'shift'``: subtract each unit's minimum over the data, ``a[:, u] - min_n a[n, u]``: the same idea with the
+    floor set by the most extreme sample.
   * ``'rectify'``: ``max(0, a)``. The identity on post-ReLU responses, so the axis-aligned baseline is exactly the
     paper's index; rotated units lose their negative half (a rotated unit and its negation measure different things).
   * ``'none'``: responses are used as given (the caller guarantees they are non-negative).
@@ -38,10 +42,10 @@ import scipy.linalg
 from selectivity_jax.selectivity import DEFAULT_EPS, class_sums_and_counts, selectivity_from_class_stats
 
 Array = jax.Array
-NegativesRule = Literal["shift", "rectify", "none"]
+NegativesRule = Literal["shift_class_means", "shift", "rectify", "none"]
 
-NEGATIVES_RULES: tuple[str, ...] = ("shift", "rectify", "none")
-DEFAULT_NEGATIVES: NegativesRule = "shift"
+NEGATIVES_RULES: tuple[str, ...] = ("shift_class_means", "shift", "rectify", "none")
+DEFAULT_NEGATIVES: NegativesRule = "shift_class_means"
 
 
 def _check_rule(rule: str) -> None:
@@ -49,11 +53,19 @@ def _check_rule(rule: str) -> None:
         raise ValueError(f"negatives rule must be one of {NEGATIVES_RULES}; got {rule!r}")
 
 
-def make_nonnegative(responses: Array, rule: NegativesRule = DEFAULT_NEGATIVES) -> Array:
-    """[N, U] -> [N, U] non-negative responses by ``rule`` ('shift': minus the per-unit minimum over the N samples;
+def make_nonnegative(responses: Array, rule: NegativesRule = DEFAULT_NEGATIVES, labels: Array | None = None,
+                     num_classes: int | None = None) -> Array:
+    """[N, U] -> [N, U] responses made fit for the index by ``rule`` ('shift_class_means': minus the per-unit smallest
+    class mean, which needs ``labels`` [N] and ``num_classes``; 'shift': minus the per-unit minimum over the N samples;
     'rectify': max(0, .); 'none': unchanged). See the module docstring for what each rule means for the index."""
     _check_rule(rule)
     responses = jnp.asarray(responses)
+    if rule == "shift_class_means":
+        if labels is None or num_classes is None:
+            raise ValueError("the 'shift_class_means' rule needs the labels and the number of classes")
+        sums, counts = class_sums_and_counts(responses.astype(jnp.float32), labels, num_classes)
+        means = jnp.where((counts > 0)[:, None], sums / jnp.maximum(counts, 1.0)[:, None], jnp.inf)
+        return responses - jnp.min(means, axis=0, keepdims=True).astype(responses.dtype)
     if rule == "shift":
         return responses - jnp.min(responses, axis=0, keepdims=True)
     if rule == "rectify":
@@ -72,7 +84,7 @@ def axis_aligned_selectivity(
     """SI [U] of ``make_nonnegative(responses [N, U], negatives)`` with labels int [N]: the baseline that rotated and
     re-based selectivities are compared with (Leavitt & Morcos, Sec. 2.2 index)."""
     _check_rule(negatives)
-    responses = make_nonnegative(jnp.asarray(responses, jnp.float32), negatives)
+    responses = make_nonnegative(jnp.asarray(responses, jnp.float32), negatives, labels, num_classes)
     sums, counts = class_sums_and_counts(responses, labels, num_classes)
     return selectivity_from_class_stats(sums, counts, eps)
 

@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from selectivity_jax.report.figures import (_alpha_axis, _alpha_colorbar, _layer_axis, _layers_width, alpha_colors,
+from selectivity_jax.report.figures import (alpha_axis, alpha_colorbar, layer_axis, layers_width, alpha_colors,
                                             new_figure)
 
 BASIS_STYLES = {"axis_aligned": ("0.3", "unit axes"), "class_mean_basis": ("C1", "class-mean basis"),
@@ -91,7 +91,7 @@ def ablation_sweep_figures(comparison: Mapping[str, Any]) -> dict[str, Figure]:
     ax.set(xlabel=f"fraction of {layer}'s units ablated", ylabel="test accuracy", ylim=(0, 1.02),
            title=f"Ablation of {layer}: most selective first (solid), random (dashed)")
     ax.grid(alpha=0.3)
-    _alpha_colorbar(fig, ax, alphas)
+    alpha_colorbar(fig, ax, alphas)
     figures = {"curves": fig}
     fig = new_figure(10.0, 3.8)
     ax_auc, ax_rho = fig.subplots(1, 2)
@@ -103,7 +103,7 @@ def ablation_sweep_figures(comparison: Mapping[str, Any]) -> dict[str, Figure]:
     ax_rho.axhline(0.0, color="0.7", linewidth=0.8)
     ax_rho.set(ylabel="Spearman ρ (selectivity, drop)", title="Do selective units matter more?")
     for ax in (ax_auc, ax_rho):
-        _alpha_axis(ax, alphas)
+        alpha_axis(ax, alphas)
     figures["summary"] = fig
     return figures
 
@@ -114,7 +114,7 @@ def _lines_per_alpha(fig: Figure, ax, rows: Sequence[Mapping[str, Any]], x, valu
     norm, cmap = alpha_colors(alphas)
     for row in rows:
         ax.plot(x, values(row), "-o", markersize=3, linewidth=1.3, color=cmap(norm(row["alpha"])))
-    _alpha_colorbar(fig, ax, alphas)
+    alpha_colorbar(fig, ax, alphas)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -124,13 +124,13 @@ def _lines_per_alpha(fig: Figure, ax, rows: Sequence[Mapping[str, Any]], x, valu
 def basis_run_figures(result: Mapping[str, Any]) -> dict[str, Figure]:
     """'layers': mean unit selectivity of each layer in the four bases (grouped bars)."""
     layers = list(result["layers"])
-    fig = new_figure(_layers_width(layers), 4.4)
+    fig = new_figure(layers_width(layers), 4.4)
     ax = fig.add_subplot()
     width = 0.8 / len(BASIS_STYLES)
     for i, (name, (color, label)) in enumerate(BASIS_STYLES.items()):
         ax.bar(np.arange(len(layers)) + (i - 1.5) * width, [result["layers"][layer][name] for layer in layers],
                width, color=color, label=label)
-    _layer_axis(ax, layers)
+    layer_axis(ax, layers)
     ax.set(ylabel="mean unit selectivity", title=_run_title(result, f"Selectivity by basis ({result['negatives']})"))
     ax.legend(fontsize=7)
     return {"layers": fig}
@@ -145,17 +145,17 @@ def basis_sweep_figures(comparison: Mapping[str, Any]) -> dict[str, Figure]:
     ax = fig.add_subplot()
     for name, (color, label) in BASIS_STYLES.items():
         _mean_band(ax, alphas, rows, name, color, label)
-    _alpha_axis(ax, alphas)
+    alpha_axis(ax, alphas)
     ax.set(ylabel="mean unit selectivity (mean over layers)",
            title=f"Is selectivity hidden in another basis? ({comparison['negatives']})")
     ax.legend(fontsize=7)
     figures = {"summary": fig}
     layers = comparison["layers"]
-    fig = new_figure(2 * _layers_width(layers), 4.4)
+    fig = new_figure(2 * layers_width(layers), 4.4)
     for ax, name in zip(fig.subplots(1, 2, sharey=True), ("axis_aligned", "class_mean_basis")):
         _lines_per_alpha(fig, ax, comparison["per_layer"][name], range(len(layers)),
                          lambda row: [row["layers"][layer] for layer in layers])
-        _layer_axis(ax, layers)
+        layer_axis(ax, layers)
         ax.set(title=BASIS_STYLES[name][1], ylabel="mean unit selectivity")
     figures["layers"] = fig
     return figures
@@ -193,7 +193,7 @@ def rotation_sweep_figures(comparison: Mapping[str, Any]) -> dict[str, Figure]:
     alphas = [row["alpha"] for row in comparison["alphas"]]
     _mean_band(ax, alphas, comparison["alphas"], "selectivity_t0", "C3", "unit axes (t = 0)")
     _mean_band(ax, alphas, comparison["alphas"], "selectivity_t1", "0.4", "randomly rotated (t = 1)")
-    _alpha_axis(ax, alphas)
+    alpha_axis(ax, alphas)
     ax.set(ylabel="mean unit selectivity (mean over layers)", title="Unit axes vs a random rotation")
     ax.legend(fontsize=7)
     figures["summary"] = fig
@@ -210,7 +210,7 @@ def similarity_sweep_figures(comparison: Mapping[str, Any]) -> dict[str, Figure]
     layers, measures, floor = comparison["layers"], comparison["measures"], comparison["seed_floor"]
     figures = {}
     if comparison["alphas"]:
-        fig = new_figure(len(measures) * _layers_width(layers), 4.4)
+        fig = new_figure(len(measures) * layers_width(layers), 4.4)
         for ax, measure in zip(np.atleast_1d(fig.subplots(1, len(measures), sharey=True)), measures):
             _lines_per_alpha(fig, ax, comparison["alphas"], range(len(layers)),
                              lambda row: [row["layers"][layer][measure]["mean"] for layer in layers])
@@ -220,7 +220,7 @@ def similarity_sweep_figures(comparison: Mapping[str, Any]) -> dict[str, Figure]
                 ax.fill_between(range(len(layers)), means - stds, means + stds, color="0.85", zorder=0)
                 ax.plot(range(len(layers)), means, "--", color="0.5", label="α = 0, seed vs seed")
                 ax.legend(fontsize=7)
-            _layer_axis(ax, layers)
+            layer_axis(ax, layers)
             ax.set(title=f"{measure.upper()} with α = 0 (same seed)", ylabel="similarity", ylim=(0, 1.02))
         figures["layers"] = fig
         fig = new_figure()
@@ -232,7 +232,7 @@ def similarity_sweep_figures(comparison: Mapping[str, Any]) -> dict[str, Figure]
             if floor:
                 ax.axhline(np.mean([floor[layer][measure]["mean"] for layer in layers]), color=f"C{i}",
                            linestyle="--", linewidth=0.9, label=f"{measure.upper()} seed floor")
-        _alpha_axis(ax, alphas)
+        alpha_axis(ax, alphas)
         ax.set(ylabel="similarity to α = 0 (mean over layers)", ylim=(0, 1.02),
                title="Do low- and high-selectivity networks compute the same thing?")
         ax.legend(fontsize=7)
@@ -272,13 +272,13 @@ def rs_run_figures(result: Mapping[str, Any]) -> dict[str, Figure]:
     """'spearman': Spearman rho of RS and selectivity by layer, per objective; 'grid': AM/IAM inputs of the most
     and least selective units of the first and last layers."""
     layers = list(result["layers"])
-    fig = new_figure(_layers_width(layers), 4.2)
+    fig = new_figure(layers_width(layers), 4.2)
     ax = fig.add_subplot()
     for i, objective in enumerate(result["objectives"]):
         ax.plot(range(len(layers)), [result["layers"][layer][objective]["spearman"] for layer in layers], "-o",
                 color=f"C{i}", label=objective.upper())
     ax.axhline(0.0, color="0.7", linewidth=0.8)
-    _layer_axis(ax, layers)
+    layer_axis(ax, layers)
     ax.set(ylabel="Spearman ρ (RS, selectivity)", ylim=(-1.02, 1.02),
            title=_run_title(result, "Representative Substitution vs selectivity"))
     ax.legend(fontsize=7)
@@ -290,12 +290,12 @@ def rs_sweep_figures(comparison: Mapping[str, Any]) -> dict[str, Figure]:
     """'spearman': Spearman rho of RS and selectivity by layer, one line per alpha, a panel per objective;
     'summary': mean RS and mean rho vs alpha."""
     layers, objectives = comparison["layers"], comparison["objectives"]
-    fig = new_figure(len(objectives) * _layers_width(layers), 4.2)
+    fig = new_figure(len(objectives) * layers_width(layers), 4.2)
     for ax, objective in zip(np.atleast_1d(fig.subplots(1, len(objectives), sharey=True)), objectives):
         _lines_per_alpha(fig, ax, comparison["spearman_by_layer"][objective], range(len(layers)),
                          lambda row: [row["layers"][layer]["mean"] for layer in layers])
         ax.axhline(0.0, color="0.7", linewidth=0.8)
-        _layer_axis(ax, layers)
+        layer_axis(ax, layers)
         ax.set(title=f"{objective.upper()}: Spearman ρ (RS, selectivity)", ylim=(-1.02, 1.02))
     figures = {"spearman": fig}
     fig = new_figure(10.0, 3.8)
@@ -308,7 +308,7 @@ def rs_sweep_figures(comparison: Mapping[str, Any]) -> dict[str, Figure]:
     ax_rho.set(ylabel="Spearman ρ (RS, selectivity)", title="RS vs selectivity by α")
     ax_rho.axhline(0.0, color="0.7", linewidth=0.8)
     for ax in (ax_rs, ax_rho):
-        _alpha_axis(ax, alphas)
+        alpha_axis(ax, alphas)
         ax.legend(fontsize=7)
     figures["summary"] = fig
     return figures

@@ -79,7 +79,8 @@ def alpha_colors(alphas: Sequence[float], cmap: str | Colormap = ALPHA_CMAP) -> 
     return alpha_norm(alphas), colormaps[cmap] if isinstance(cmap, str) else cmap
 
 
-def _alpha_axis(ax, alphas: Sequence[float]) -> None:
+def alpha_axis(ax, alphas: Sequence[float]) -> None:
+    """Makes ``ax``'s x axis an alpha axis: symlog scale, ticks at `alpha_ticks`, a dotted line at alpha = 0."""
     ax.set_xscale("symlog", linthresh=linthresh(alphas), linscale=1.0)
     ax.set_xticks([t for t in alpha_ticks(alphas) if min(alphas) <= t <= max(alphas)])  # not widening the axis
     ax.xaxis.set_major_formatter(FuncFormatter(_alpha_label))
@@ -89,7 +90,8 @@ def _alpha_axis(ax, alphas: Sequence[float]) -> None:
     ax.grid(alpha=0.3)
 
 
-def _alpha_colorbar(fig: Figure, ax, alphas: Sequence[float]) -> None:
+def alpha_colorbar(fig: Figure, ax, alphas: Sequence[float]) -> None:
+    """A colour bar of the alpha colours (`alpha_colors`) beside ``ax``."""
     norm, cmap = alpha_colors(alphas)
     bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, pad=0.02)
     bar.set_ticks(alpha_ticks(alphas))
@@ -113,7 +115,7 @@ def metric_vs_alpha(sweep: Sweep, value: Callable[[Run], float], ylabel: str, ti
     stats = np.array([mean_std([value(run) for run in sweep.runs_at(alpha)]) for alpha in alphas])
     ax.errorbar(alphas, stats[:, 0], yerr=stats[:, 1], fmt="-o", color="C0", markersize=4, capsize=3,
                 linewidth=1.5, label="mean ± std over seeds", zorder=3)
-    _alpha_axis(ax, alphas)
+    alpha_axis(ax, alphas)
     ax.set_ylabel(ylabel)
     ax.set_title(f"{sweep.model}: {title}\n{_runs_label(sweep)}", fontsize=10)
     ax.legend(fontsize=8)
@@ -138,7 +140,7 @@ def accuracy_vs_selectivity(sweep: Sweep) -> Figure:
     ax.scatter([run.test_selectivity for run in sweep.runs], [run.test_accuracy for run in sweep.runs],
                c=[run.alpha for run in sweep.runs], cmap=cmap, norm=norm, s=40, edgecolors="0.2", linewidths=0.5,
                zorder=2)
-    _alpha_colorbar(fig, ax, sweep.alphas)
+    alpha_colorbar(fig, ax, sweep.alphas)
     ax.set_xlabel(SELECTIVITY_LABEL)
     ax.set_ylabel(ACCURACY_LABEL)
     ax.grid(alpha=0.3)
@@ -147,7 +149,8 @@ def accuracy_vs_selectivity(sweep: Sweep) -> Figure:
     return fig
 
 
-def _layer_axis(ax, layer_names: Sequence[str]) -> None:
+def layer_axis(ax, layer_names: Sequence[str]) -> None:
+    """Makes ``ax``'s x axis the layers in forward order (positions 0 .. L-1, names slanted)."""
     ax.set_xticks(range(len(layer_names)), layer_names, rotation=45, ha="right", rotation_mode="anchor",
                   fontsize=8)
     ax.set_xlim(-0.6, len(layer_names) - 0.4)
@@ -155,22 +158,23 @@ def _layer_axis(ax, layer_names: Sequence[str]) -> None:
     ax.grid(alpha=0.3)
 
 
-def _layers_width(layer_names: Sequence[str]) -> float:
+def layers_width(layer_names: Sequence[str]) -> float:
+    """A figure width (inches) that fits ``layer_names`` along the x axis."""
     return max(6.4, 0.42 * len(layer_names) + 2.5)
 
 
 def layer_selectivity(sweep: Sweep, max_legend: int = 7) -> Figure:
     """Mean selectivity over seeds per layer against depth, one line per alpha coloured by alpha."""
     layers = sweep.layer_names
-    fig = new_figure(_layers_width(layers), 4.6)
+    fig = new_figure(layers_width(layers), 4.6)
     ax = fig.add_subplot()
     norm, cmap = alpha_colors(sweep.alphas)
     for summary in summarize(sweep):
         values = [summary.layer_selectivity.get(name, np.nan) for name in layers]
         ax.plot(range(len(layers)), values, "-o", markersize=3, linewidth=1.3, color=cmap(norm(summary.alpha)),
                 label=f"α = {summary.alpha:g} (n={summary.n})")
-    _alpha_colorbar(fig, ax, sweep.alphas)
-    _layer_axis(ax, layers)
+    alpha_colorbar(fig, ax, sweep.alphas)
+    layer_axis(ax, layers)
     ax.set_ylabel("layer selectivity (mean over units, seeds)")
     ax.set_title(f"{sweep.model}: selectivity by layer, one line per α\n{_runs_label(sweep)}", fontsize=10)
     if len(sweep.alphas) <= max_legend:
@@ -203,7 +207,7 @@ def unit_selectivity_distribution(sweep: Sweep, alphas: Sequence[float] | None =
     if not alphas:
         raise ValueError("no finished run has per-unit selectivity (selectivity.npz)")
     layers = sweep.layer_names
-    fig = new_figure(_layers_width(layers), 4.6)
+    fig = new_figure(layers_width(layers), 4.6)
     ax = fig.add_subplot()
     norm, cmap = alpha_colors(sweep.alphas)
     width = 0.8 / len(alphas)
@@ -222,7 +226,7 @@ def unit_selectivity_distribution(sweep: Sweep, alphas: Sequence[float] | None =
         seeds = len(sweep.runs_at(alpha))
         label = f"α = {alpha:g} ({seeds} seed{'s' if seeds != 1 else ''} pooled)"
         handles.append(Patch(facecolor=color, edgecolor="0.2", label=label))
-    _layer_axis(ax, layers)
+    layer_axis(ax, layers)
     ax.set_ylabel("unit class selectivity index (test)")
     ax.legend(handles=handles, fontsize=7)
     ax.set_title(f"{sweep.model}: per-unit selectivity by layer, seeds pooled\n"

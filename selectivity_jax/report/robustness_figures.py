@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from selectivity_jax.analysis.robustness import DIMENSIONALITY_KINDS, GRADIENT_STATISTICS, curve_label, sources_note
 from selectivity_jax.report.analysis_figures import _grid, _run_title
-from selectivity_jax.report.figures import (_alpha_axis, _alpha_colorbar, _layer_axis, _layers_width, alpha_colors,
+from selectivity_jax.report.figures import (alpha_axis, alpha_colorbar, layer_axis, layers_width, alpha_colors,
                                             new_figure)
 
 STATISTIC_LABELS = {"norm_cv_over_samples": "gradient-norm CV over samples",
@@ -111,7 +111,7 @@ def corruptions_sweep_figures(comparison: Mapping[str, Any]) -> dict[str, Figure
             ax.errorbar(alphas, [curve["mean"][index] for curve in curves],
                         yerr=[curve["std"][index] for curve in curves], fmt="-o", color=color, markersize=3,
                         capsize=2, label=f"severity {severity}")
-        _alpha_axis(ax, alphas)
+        alpha_axis(ax, alphas)
         ax.set(ylabel="accuracy", ylim=(0, 1.02))
         ax.set_title(title, fontsize=8)
     axes[0].legend(fontsize=6)
@@ -130,7 +130,7 @@ def corruptions_sweep_figures(comparison: Mapping[str, Any]) -> dict[str, Figure
                          capsize=3)
     ax_relative.set(ylabel="corrupted / clean accuracy", title="Relative corrupted accuracy")
     for ax in (ax_accuracy, ax_relative):
-        _alpha_axis(ax, alphas)
+        alpha_axis(ax, alphas)
     fig.suptitle(_wrap(sources_note(comparison["sources"]), fig), fontsize=8)
     figures["mean_vs_alpha"] = fig
     return figures
@@ -182,7 +182,7 @@ def attacks_sweep_figures(comparison: Mapping[str, Any]) -> dict[str, Figure]:
                         capsize=2, color=cmap(norm_of_alpha(row["alpha"])))
         _epsilon_axis(ax, curve["norm"])
         ax.set(title=curve_label(curve), ylabel="accuracy under attack", ylim=(0, 1.02))
-    _alpha_colorbar(fig, axes, alphas)
+    alpha_colorbar(fig, axes, alphas)
     fig.suptitle("Accuracy under attack vs ε, one line per α (mean ± std over seeds)", fontsize=10)
     return {"accuracy_vs_epsilon": fig}
 
@@ -199,7 +199,7 @@ def gradients_run_figures(result: Mapping[str, Any]) -> dict[str, Figure]:
     fig, axes = _panels(len(GRADIENT_STATISTICS), 2, width=max(4.2, 0.35 * len(names) + 1.5))
     for ax, statistic in zip(axes, GRADIENT_STATISTICS):
         ax.plot(range(len(names)), [layers[n][f"{statistic}_mean"] for n in names], "-o", markersize=3, color="C0")
-        _layer_axis(ax, names)
+        layer_axis(ax, names)
         ax.set(ylabel=STATISTIC_LABELS[statistic])
     fig.suptitle(_run_title(result, "Input-unit gradient variability by layer"), fontsize=10)
     figures = {"by_layer": fig}
@@ -226,18 +226,18 @@ def gradients_sweep_figures(comparison: Mapping[str, Any]) -> dict[str, Figure]:
                    c=[run["alpha"] for run in runs], cmap=cmap, norm=norm, s=40, edgecolors="0.2", linewidths=0.5)
         ax.set(xlabel="network class selectivity (analysed subset)", ylabel=STATISTIC_LABELS[statistic])
         ax.grid(alpha=0.3)
-    _alpha_colorbar(fig, axes, alphas)
+    alpha_colorbar(fig, axes, alphas)
     fig.suptitle("Input-unit gradient variability (mean over layers) vs selectivity, one point per run", fontsize=10)
     figures = {"variability_vs_selectivity": fig}
     layers = comparison["layer_names"]
-    fig = new_figure(_layers_width(layers), 4.4)
+    fig = new_figure(layers_width(layers), 4.4)
     ax = fig.add_subplot()
     for row in comparison["alphas"]:
         ax.plot(range(len(layers)), [row["layers"][layer]["norm_cv_over_samples"]["mean"] for layer in layers],
                 "-o", markersize=3, color=cmap(norm(row["alpha"])))
-    _layer_axis(ax, layers)
+    layer_axis(ax, layers)
     ax.set(ylabel=STATISTIC_LABELS["norm_cv_over_samples"], title="Gradient variability by layer, one line per α")
-    _alpha_colorbar(fig, ax, alphas)
+    alpha_colorbar(fig, ax, alphas)
     figures["by_layer"] = fig
     return figures
 
@@ -257,7 +257,7 @@ def dimensionality_run_figures(result: Mapping[str, Any]) -> dict[str, Figure]:
         for kind in kinds:
             ax.plot(range(len(names)), [layers[n][kind][measure] for n in names], "-o", markersize=3,
                     color=KIND_COLORS[kind], label=KIND_LABELS[kind])
-        _layer_axis(ax, names)
+        layer_axis(ax, names)
         ax.set(ylabel=MEASURE_LABELS[measure])
     axes[0].legend(fontsize=7)
     fig.suptitle(_run_title(result, "Dimensionality by layer"), fontsize=10)
@@ -281,10 +281,10 @@ def dimensionality_sweep_figures(comparison: Mapping[str, Any]) -> dict[str, Fig
             for row in rows:
                 ax.plot(range(len(layers)), [row[kind][measure][layer]["mean"] for layer in layers], "-o",
                         markersize=3, color=cmap(norm(row["alpha"])))
-            _layer_axis(ax, layers)
+            layer_axis(ax, layers)
             ax.set_ylabel(MEASURE_LABELS[measure])
             if row_index == 0:
                 ax.set_title(KIND_LABELS[kind])
-    _alpha_colorbar(fig, axes.ravel().tolist(), alphas)
+    alpha_colorbar(fig, axes.ravel().tolist(), alphas)
     fig.suptitle("Dimensionality by layer, one line per α (mean over seeds)", fontsize=10)
     return {"by_layer": fig}
