@@ -130,7 +130,7 @@ def prepare_cifar10_numpy(data_dir: str | None) -> tfds.core.DatasetBuilder:
     return builder
 
 
-def _read_batch(source: Sequence[dict[str, Any]], indices: list[int]) -> Sequence[dict[str, Any]]:
+def read_batch(source: Sequence[dict[str, Any]], indices: list[int]) -> Sequence[dict[str, Any]]:
     """Examples at ``indices``: one batched read (twice as fast on ArrayRecord), else one by one.
 
     ``tfds.testing.mock_data`` installs a ``__getitems__`` that lacks ``self`` (TypeError); indexing works there.
@@ -148,7 +148,7 @@ def source_to_arrays(source: Sequence[dict[str, Any]], batch_size: int = 1000) -
     """
     images, labels, ids = [], [], []
     for start in range(0, len(source), batch_size):
-        for example in _read_batch(source, list(range(start, min(start + batch_size, len(source))))):
+        for example in read_batch(source, list(range(start, min(start + batch_size, len(source))))):
             images.append(np.asarray(example["image"], np.uint8))
             labels.append(int(np.asarray(example["label"])))
             ids.append(example.get("id"))

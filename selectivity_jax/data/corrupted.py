@@ -144,11 +144,11 @@ def _readable_stock(name: str, data_dir: str | None) -> Any:
 
 def read_stock_cifar10_corrupted(builder: Any, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
     """The test split of a prepared stock ``cifar10_corrupted`` config, put back in CIFAR-10's test order."""
-    from selectivity_jax.data.cifar10 import _read_batch
+    from selectivity_jax.data.cifar10 import read_batch
     source = builder.as_data_source(split=_STOCK_SPLIT)
     images, labels = [], []
     for start in range(0, len(source), batch_size):
-        for example in _read_batch(source, list(range(start, min(start + batch_size, len(source))))):
+        for example in read_batch(source, list(range(start, min(start + batch_size, len(source))))):
             images.append(np.asarray(example["image"], np.uint8))
             labels.append(int(np.asarray(example["label"])))
     stored, keys = np.stack(images), stock_order(len(labels))

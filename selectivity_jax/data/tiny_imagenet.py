@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from selectivity_jax.data.cifar10 import _read_batch
+from selectivity_jax.data.cifar10 import read_batch
 
 ARCHIVE_NAME = "tiny-imagenet-200.zip"
 ARCHIVE_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
@@ -299,7 +299,7 @@ def read_examples(source: Sequence[dict[str, Any]], batch_size: int = 1000) -> E
     images = np.zeros((len(source),) + IMAGE_SHAPE, np.uint8)  # filled in place: no second copy of the split
     labels, ids = np.zeros(len(source), np.int32), []
     for start in range(0, len(source), batch_size):
-        for i, example in enumerate(_read_batch(source, list(range(start, min(start + batch_size, len(source))))),
+        for i, example in enumerate(read_batch(source, list(range(start, min(start + batch_size, len(source))))),
                                     start):
             image, name = np.asarray(example["image"], np.uint8), example["id"]
             if image.shape != IMAGE_SHAPE:
