@@ -109,7 +109,8 @@ def test_make_nonnegative_rules():
     # class 0 = rows 0 and 1 (means 1, 1.25), class 1 = row 2 (means 1, -4); class 2 absent: the smallest class
     # means (1, -4) become 0
     labels = jnp.array([0, 0, 1])
-    np.testing.assert_allclose(make_nonnegative(x, "shift_class_means", labels, 3), [[-2.0, 6.0], [2.0, 4.5], [0.0, 0.0]])
+    np.testing.assert_allclose(make_nonnegative(x, "shift_class_means", labels, 3),
+                               [[-2.0, 6.0], [2.0, 4.5], [0.0, 0.0]])
     with pytest.raises(ValueError, match="needs the labels"):
         make_nonnegative(x, "shift_class_means")
     with pytest.raises(ValueError, match="negatives rule"):

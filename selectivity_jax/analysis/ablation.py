@@ -10,8 +10,9 @@ is correlated with its selectivity. Ablating unit u replaces its post-ReLU map, 
   removes the unit's information while keeping its average drive to the next layer.
 
 The ablation is applied inside the model's forward pass with `selectivity_jax.models.edit_layers`, so everything
-after the layer sees it. Masks are evaluated a chunk at a time with ``jax.vmap`` (one compilation for all masks, shared by every run of the same model when ``logits_fn`` is a
-`jax.tree_util.Partial` such as `TrainedRun.logits_fn`).
+after the layer sees it. Masks are evaluated a chunk at a time with ``jax.vmap``: one compilation for all masks,
+shared by every run of the same model when ``logits_fn`` is a `jax.tree_util.Partial` such as
+`TrainedRun.logits_fn`.
 """
 
 from __future__ import annotations

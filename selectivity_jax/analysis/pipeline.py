@@ -112,7 +112,7 @@ def find_runs(workdir: str) -> tuple[bool, list[str]]:
     return True, finished
 
 
-def _settings(config: ml_collections.ConfigDict, name: str) -> dict[str, Any]:
+def analysis_settings(config: ml_collections.ConfigDict, name: str) -> dict[str, Any]:
     """What an analysis result depends on: the shared data settings and the analysis' own section."""
     shared = {key: config[key] for key in ("num_examples", "seed", "layers")}
     section = config[name].to_dict() if name in config else {}
@@ -160,7 +160,7 @@ def analyze_run(run_dir: str, analyses: Sequence[Analysis], config: ml_collectio
     results = {}
     for analysis in analyses:
         path = os.path.join(out_dir, f"{analysis.name}.json")
-        settings = _settings(config, analysis.name)
+        settings = analysis_settings(config, analysis.name)
         if os.path.exists(path) and _read_json(path).get("settings") == settings:
             log(f"  {analysis.name}: done before, {path}")
             results[analysis.name] = {**_read_json(path), "run_dir": run_dir}

@@ -39,8 +39,8 @@ import numpy as np
 from selectivity_jax.analysis import attacks as attack_lib
 from selectivity_jax.analysis.dimensionality import dimensionality as pca_dimensionality
 from selectivity_jax.analysis.gradients import gradient_variability
-from selectivity_jax.analysis.pipeline import (ANALYSIS_DIR, Analysis, RunContext, _settings, by_alpha, find_runs,
-                                               run_analyses)
+from selectivity_jax.analysis.pipeline import (ANALYSIS_DIR, Analysis, RunContext, analysis_settings, by_alpha,
+                                               find_runs, run_analyses)
 from selectivity_jax.analysis.trained import TrainedRun, batched, read_run_config
 from selectivity_jax.data import corrupted as corrupted_lib
 from selectivity_jax.data.corruptions import CORRUPTIONS, FAMILIES
@@ -112,7 +112,7 @@ def resumable_items(context: RunContext, config: ml_collections.ConfigDict, name
     """``{key: compute_item(key)}``, each item saved to `partial_path` as soon as it is done and read back from
     there (when the analysis' settings are unchanged) instead of computed again; progress is logged per item."""
     path = partial_path(context.run_dir, name)
-    settings = _settings(config, name)
+    settings = analysis_settings(config, name)
     done: dict[str, dict[str, Any]] = {}
     if os.path.exists(path):
         with open(path) as f:

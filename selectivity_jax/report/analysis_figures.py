@@ -227,7 +227,8 @@ def similarity_sweep_figures(comparison: Mapping[str, Any]) -> dict[str, Figure]
         ax = fig.add_subplot()
         alphas = [row["alpha"] for row in comparison["alphas"]]
         for i, measure in enumerate(measures):
-            means = [np.mean([row["layers"][layer][measure]["mean"] for layer in layers]) for row in comparison["alphas"]]
+            means = [np.mean([row["layers"][layer][measure]["mean"] for layer in layers])
+                     for row in comparison["alphas"]]
             ax.plot(alphas, means, "-o", color=f"C{i}", label=measure.upper())
             if floor:
                 ax.axhline(np.mean([floor[layer][measure]["mean"] for layer in layers]), color=f"C{i}",
