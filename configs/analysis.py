@@ -50,7 +50,8 @@ def get_config():
     # rs: activation maximisation and Representative Substitution (Chen et al.).
     config.rs = ml_collections.ConfigDict()
     config.rs.objectives = ("am", "iam")  # AM: maximise x_i; IAM: maximise x_i - mean_{j != i} x_j.
-    config.rs.steps = 256                # Adam steps of gradient ascent on the input, from noise around grey.
+    config.rs.steps = 256                # Adam steps of gradient ascent on the input ...
+    config.rs.init_scale = 0.1           # ... from mid-grey plus N(0, init_scale^2) noise (pixels in [0, 1]).
     config.rs.learning_rate = 0.05
     config.rs.jitter = 2                 # Random shifts of up to this many pixels per step (0: none).
     config.rs.l2 = 0.0                   # L2 penalty on the input (pixel space, [0, 1]).

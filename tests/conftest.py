@@ -24,31 +24,7 @@ def pytest_sessionfinish(session, exitstatus):
 
 import pytest  # noqa: E402  (after the XLA flags: pytest does not import JAX)
 
-
-def with_overrides(config, overrides):
-    """``config`` with each ``{'a.b': value}`` of ``overrides`` set (dotted paths into nested ConfigDicts)."""
-    for key, value in overrides.items():
-        node = config
-        *path, leaf = key.split(".")
-        for part in path:
-            node = node[part]
-        node[leaf] = value
-    return config
-
-
-TINY_SWEEP_ALPHAS = (-2.0, 0.0, 2.0)
-
-
-def tiny_sweep_config():
-    """configs/quickstart.py:tiny (1 epoch = 6 steps of batch 40, ResNet20 at width 4) at alphas -2, 0, 2 with a small
-    learning rate, seed 0."""
-    from configs import quickstart
-
-    config = quickstart.get_config("tiny")
-    config.learning_rate = 0.002
-    config.sweep.alphas = TINY_SWEEP_ALPHAS
-    config.sweep.seeds = (0,)
-    return config
+from helpers import tiny_sweep_config  # noqa: E402
 
 
 @pytest.fixture(scope="session")

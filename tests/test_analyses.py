@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import analysis as analysis_config
-from conftest import with_overrides
+from helpers import with_overrides
 from selectivity_jax.analysis.pipeline import run_analyses
 from selectivity_jax.analysis.tasks import ANALYSES, get_analyses
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import quickstart
-from conftest import with_overrides
+from helpers import with_overrides
 from selectivity_jax.data import synthetic_images
 from selectivity_jax.data.on_device import put_train_arrays
 from selectivity_jax.parallel import make_data_mesh

@@ -355,7 +355,7 @@ def compute_rs(context: RunContext, config: ml_collections.ConfigDict) -> dict[s
             generated = feature_vis.activation_maximisation(
                 centred, image_shape, unit_indices=units, objective=objective, steps=settings.steps,
                 learning_rate=settings.learning_rate, jitter=settings.jitter, l2=settings.l2,
-                blur_every=settings.blur_every, blur_sigma=settings.blur_sigma,
+                blur_every=settings.blur_every, blur_sigma=settings.blur_sigma, init_scale=settings.init_scale,
                 key=jax.random.fold_in(jax.random.key(config.seed), index), value_range=(-0.5, 0.5))
             rs = np.asarray(feature_vis.representative_substitution(centred, generated, unit_indices=units,
                                                                     batch_size=config.batch_size))

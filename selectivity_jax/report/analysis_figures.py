@@ -89,7 +89,7 @@ def ablation_sweep_figures(comparison: Mapping[str, Any]) -> dict[str, Figure]:
         ax.plot(fraction, row["curves"][layer]["decreasing"], "-o", color=color, markersize=3)
         ax.plot(fraction, row["curves"][layer]["random"], "--", color=color, linewidth=0.9)
     ax.set(xlabel=f"fraction of {layer}'s units ablated", ylabel="test accuracy", ylim=(0, 1.02),
-           title=f"Ablation of {layer}: most selective first (solid), random (dashed)")
+           title=f"Ablating {layer}\nmost selective units first (solid), random order (dashed)")
     ax.grid(alpha=0.3)
     alpha_colorbar(fig, ax, alphas)
     figures = {"curves": fig}
