@@ -23,10 +23,10 @@ def get_config():
 
     # ----- Representation analyses (experiments/analyze.py) -----
     # Rotated responses can be negative, the selectivity index needs non-negative class means:
-    # 'shift_class_means' subtracts from each unit its smallest class mean (the index depends on class means only;
-    # no information lost, no single outlying example decides), 'shift' subtracts the minimum over examples,
-    # 'rectify' clips at 0 (selectivity_jax/analysis/rotation.py). basis and rotation apply the same rule to the
-    # axis-aligned baseline, so the comparison is fair, and report the paper's index beside it.
+    # 'shift_class_means' subtracts each unit's smallest class mean (offset-invariant, no example decides alone),
+    # 'shift' its minimum over examples, 'rectify' clips at 0 (selectivity_jax/analysis/rotation.py says what each
+    # does to the index). basis and rotation apply the same rule to the unit axes, so the comparison is fair, and
+    # report the paper's index beside it.
 
     # basis: selectivity in other orthonormal bases of a layer's units (Leavitt & Morcos 2021).
     config.basis = ml_collections.ConfigDict()
