@@ -26,6 +26,7 @@ import numpy as np
 from selectivity_jax.analysis.trained import TrainedRun, batched, load_trained_run
 from selectivity_jax.data.splits import subset
 from selectivity_jax.report.runs import find_run_dirs
+from selectivity_jax.report.tables import mean_std
 from selectivity_jax.selectivity import selectivity_fn
 from selectivity_jax.train.metrics import CONFIG_FILE, RESULTS_FILE, to_jsonable, write_json
 
@@ -240,6 +241,18 @@ def run_analyses(workdir: str, analyses: Sequence[Analysis], config: ml_collecti
     path = write_report(os.path.join(out_dir, f"{report}.md"), title, sections)
     log(f"report: {path}")
     return {"runs": per_run, "comparisons": comparisons, "report": path}
+
+
+def seed_stat(values: Sequence[float | None]) -> dict[str, float]:
+    """{'mean', 'std' (ddof 1; 0 for one value), 'n'} over seeds of the finite values (NaN mean and std for none)."""
+    finite = [float(v) for v in values if v is not None and np.isfinite(v)]
+    mean, std = mean_std(finite)
+    return {"mean": mean, "std": std, "n": len(finite)}
+
+
+def format_stat(stat: Mapping[str, float], digits: int = 3) -> str:
+    """'mean ± std' of a `seed_stat`."""
+    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
 
 
 def by_alpha(per_run: Sequence[Mapping[str, Any]]) -> dict[float, list[Mapping[str, Any]]]:

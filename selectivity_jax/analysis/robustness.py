@@ -40,12 +40,12 @@ from selectivity_jax.analysis import attacks as attack_lib
 from selectivity_jax.analysis.dimensionality import dimensionality as pca_dimensionality
 from selectivity_jax.analysis.gradients import gradient_variability
 from selectivity_jax.analysis.pipeline import (ANALYSIS_DIR, Analysis, RunContext, analysis_settings, by_alpha,
-                                               find_runs, run_analyses)
+                                               find_runs, format_stat, run_analyses, seed_stat)
 from selectivity_jax.analysis.trained import TrainedRun, batched, read_run_config
 from selectivity_jax.data import corrupted as corrupted_lib
 from selectivity_jax.data.corruptions import CORRUPTIONS, FAMILIES
 from selectivity_jax.data.splits import subset
-from selectivity_jax.report.tables import markdown_table, mean_std
+from selectivity_jax.report.tables import markdown_table
 from selectivity_jax.train.metrics import to_jsonable, write_json
 
 ROBUSTNESS_FILE = "robustness.json"
@@ -63,21 +63,10 @@ def family_of(corruption: str) -> str:
     return FAMILIES.get(corruption) or OFFICIAL_ONLY_FAMILIES.get(corruption, "other")
 
 
-def _stat(values: Sequence[float]) -> dict[str, float]:
-    """{'mean', 'std' (ddof 1; 0 for one value), 'n'} of the finite values (NaN for none)."""
-    finite = [float(v) for v in values if v is not None and np.isfinite(v)]
-    mean, std = mean_std(finite)
-    return {"mean": mean, "std": std, "n": len(finite)}
-
-
 def _stat_lists(curves: Sequence[Sequence[float]]) -> dict[str, list[float]]:
     """Element-wise {'mean': [...], 'std': [...]} over seeds of equally long curves."""
-    stats = [_stat(column) for column in zip(*curves)]
+    stats = [seed_stat(column) for column in zip(*curves)]
     return {"mean": [s["mean"] for s in stats], "std": [s["std"] for s in stats]}
-
-
-def _pm(stat: Mapping[str, float], digits: int = 3) -> str:
-    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -225,14 +214,14 @@ def compare_corruptions(per_run: list[dict[str, Any]], config: ml_collections.Co
         first = results[0]
         rows.append({
             "alpha": alpha, "seeds": [r["seed"] for r in results],
-            "test_selectivity": _stat([r["test_selectivity"] for r in results]),
-            **{key: _stat([r[key] for r in results])
+            "test_selectivity": seed_stat([r["test_selectivity"] for r in results]),
+            **{key: seed_stat([r[key] for r in results])
                for key in ("clean_accuracy", "mean_accuracy", "relative_accuracy")},
             "accuracy_by_severity": _stat_lists([r["accuracy_by_severity"] for r in results]),
-            "families": {family: {"mean": _stat([r["families"][family]["mean"] for r in results]),
+            "families": {family: {"mean": seed_stat([r["families"][family]["mean"] for r in results]),
                                   "accuracy": _stat_lists([r["families"][family]["accuracy"] for r in results])}
                          for family in first["family_names"]},
-            "corruptions": {name: {"mean": _stat([r["corruptions"][name]["mean"] for r in results]),
+            "corruptions": {name: {"mean": seed_stat([r["corruptions"][name]["mean"] for r in results]),
                                    "accuracy": _stat_lists([r["corruptions"][name]["accuracy"] for r in results])}
                             for name in first["corruption_names"]},
         })
@@ -275,9 +264,11 @@ def corruptions_run_table(result: dict[str, Any]) -> str:
 
 def corruptions_sweep_table(comparison: dict[str, Any]) -> str:
     families = comparison["family_names"]
-    rows = [[f"{row['alpha']:g}", str(len(row["seeds"])), _pm(row["test_selectivity"]), _pm(row["clean_accuracy"]),
-             _pm(row["mean_accuracy"]), _pm(row["relative_accuracy"]),
-             *(_pm(row["families"][family]["mean"]) for family in families)] for row in comparison["alphas"]]
+    rows = [[f"{row['alpha']:g}", str(len(row["seeds"])), format_stat(row["test_selectivity"]),
+             format_stat(row["clean_accuracy"]), format_stat(row["mean_accuracy"]),
+             format_stat(row["relative_accuracy"]),
+             *(format_stat(row["families"][family]["mean"]) for family in families)]
+            for row in comparison["alphas"]]
     return (f"Accuracy on the corrupted test subset, mean over severities {comparison['severities']}; mean ± std over "
             f"seeds. {sources_note(comparison['sources'])}\n\n" +
             markdown_table(["alpha", "n", "test selectivity", "clean accuracy", "corrupted accuracy",
@@ -347,8 +338,8 @@ def compare_attacks(per_run: list[dict[str, Any]], config: ml_collections.Config
     rows = []
     for alpha, results in by_alpha(per_run).items():
         rows.append({"alpha": alpha, "seeds": [r["seed"] for r in results],
-                     "test_selectivity": _stat([r["test_selectivity"] for r in results]),
-                     "clean_accuracy": _stat([r["clean_accuracy"] for r in results]),
+                     "test_selectivity": seed_stat([r["test_selectivity"] for r in results]),
+                     "clean_accuracy": seed_stat([r["clean_accuracy"] for r in results]),
                      "curves": {key: _stat_lists([r["curves"][key]["accuracy"] for r in results])
                                 for key in results[0]["curve_names"]}})
     names = per_run[0]["curve_names"]
@@ -425,10 +416,11 @@ def compare_gradients(per_run: list[dict[str, Any]], config: ml_collections.Conf
     rows = []
     for alpha, results in by_alpha(per_run).items():
         rows.append({"alpha": alpha, "seeds": [r["seed"] for r in results],
-                     "network_selectivity": _stat([r["network_selectivity"] for r in results]),
-                     **{f"{s}_mean": _stat([r["summary"][f"{s}_mean"] for r in results]) for s in GRADIENT_STATISTICS},
-                     "layers": {layer: {"selectivity": _stat([r["layers"][layer]["selectivity"] for r in results]),
-                                        **{s: _stat([r["layers"][layer][f"{s}_mean"] for r in results])
+                     "network_selectivity": seed_stat([r["network_selectivity"] for r in results]),
+                     **{f"{s}_mean": seed_stat([r["summary"][f"{s}_mean"] for r in results])
+                        for s in GRADIENT_STATISTICS},
+                     "layers": {layer: {"selectivity": seed_stat([r["layers"][layer]["selectivity"] for r in results]),
+                                        **{s: seed_stat([r["layers"][layer][f"{s}_mean"] for r in results])
                                            for s in GRADIENT_STATISTICS}} for layer in layers}})
     return {"analysis": "gradients", "runs": runs, "alphas": rows, "layer_names": layers}
 
@@ -444,8 +436,8 @@ def gradients_run_table(result: dict[str, Any]) -> str:
 
 
 def gradients_sweep_table(comparison: dict[str, Any]) -> str:
-    rows = [[f"{row['alpha']:g}", str(len(row["seeds"])), _pm(row["network_selectivity"]),
-             *(_pm(row[f"{s}_mean"]) for s in GRADIENT_STATISTICS)] for row in comparison["alphas"]]
+    rows = [[f"{row['alpha']:g}", str(len(row["seeds"])), format_stat(row["network_selectivity"]),
+             *(format_stat(row[f"{s}_mean"]) for s in GRADIENT_STATISTICS)] for row in comparison["alphas"]]
     return ("Input-unit gradient variability, mean over layers; mean ± std over seeds.\n\n" +
             markdown_table(["alpha", "n", "selectivity (subset)", "norm CV over samples", "norm CV over units",
                             "cosine distance over samples", "cosine distance over units"], rows))
@@ -510,8 +502,8 @@ def compare_dimensionality(per_run: list[dict[str, Any]], config: ml_collections
     rows = []
     for alpha, results in by_alpha(per_run).items():
         rows.append({"alpha": alpha, "seeds": [r["seed"] for r in results],
-                     "test_selectivity": _stat([r["test_selectivity"] for r in results]),
-                     **{kind: {measure: {layer: _stat([r["layers"][layer][kind][measure] for r in results])
+                     "test_selectivity": seed_stat([r["test_selectivity"] for r in results]),
+                     **{kind: {measure: {layer: seed_stat([r["layers"][layer][kind][measure] for r in results])
                                          for layer in layers}
                                for measure in ("n_components", "participation_ratio")} for kind in kinds}})
     first = per_run[0]

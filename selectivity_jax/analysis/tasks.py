@@ -14,22 +14,9 @@ import ml_collections
 import numpy as np
 
 from selectivity_jax.analysis import ablation, basis, feature_vis, rotation, similarity
-from selectivity_jax.analysis.pipeline import ANALYSIS_DIR, Analysis, RunContext, by_alpha
+from selectivity_jax.analysis.pipeline import ANALYSIS_DIR, Analysis, RunContext, by_alpha, format_stat, seed_stat
 from selectivity_jax.analysis.trained import batched
 from selectivity_jax.report.tables import markdown_table
-
-
-def _pm(stat: dict[str, float], digits: int = 3) -> str:
-    """'mean ± std' of a `_mean_std` dict."""
-    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
-
-
-def _mean_std(values: list[float]) -> dict[str, float]:
-    values = [v for v in values if v is not None and np.isfinite(v)]
-    if not values:
-        return {"mean": float("nan"), "std": float("nan"), "n": 0}
-    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-            "n": len(values)}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -55,9 +42,9 @@ def compare_ablation(per_run: list[dict[str, Any]], config: ml_collections.Confi
     rows = []
     for alpha, results in by_alpha(per_run).items():
         row = {"alpha": alpha, "seeds": [r["seed"] for r in results],
-               "test_selectivity": _mean_std([r["test_selectivity"] for r in results])}
+               "test_selectivity": seed_stat([r["test_selectivity"] for r in results])}
         for key in results[0]["summary"]:
-            row[key] = _mean_std([r["summary"][key] for r in results])
+            row[key] = seed_stat([r["summary"][key] for r in results])
         layers = list(results[0]["layers"])
         row["curves"] = {layer: {order: np.mean([r["layers"][layer][f"accuracy_{order}"] for r in results],
                                                 axis=0).tolist() for order in ablation.ORDERS}
@@ -76,8 +63,8 @@ def ablation_run_table(result: dict[str, Any]) -> str:
 
 
 def ablation_sweep_table(comparison: dict[str, Any]) -> str:
-    rows = [[f"{row['alpha']:g}", str(len(row["seeds"])), _pm(row["test_selectivity"]),
-             *(_pm(row[f"auc_{o}"]) for o in ablation.ORDERS), _pm(row["mean_spearman"], 2)]
+    rows = [[f"{row['alpha']:g}", str(len(row["seeds"])), format_stat(row["test_selectivity"]),
+             *(format_stat(row[f"auc_{o}"]) for o in ablation.ORDERS), format_stat(row["mean_spearman"], 2)]
             for row in comparison["alphas"]]
     return ("Mean accuracy over the ablated fraction of each layer's units (area under the curve), averaged over "
             "layers; mean ± std over seeds.\n\n" +
@@ -91,9 +78,9 @@ def _per_alpha(per_run: list[dict[str, Any]], value) -> list[dict[str, Any]]:
     for alpha, results in by_alpha(per_run).items():
         values = [value(r) for r in results]
         row = {"alpha": alpha, "seeds": [r["seed"] for r in results],
-               "test_selectivity": _mean_std([r["test_selectivity"] for r in results])}
+               "test_selectivity": seed_stat([r["test_selectivity"] for r in results])}
         for key in values[0]:
-            row[key] = _mean_std([v[key] for v in values])
+            row[key] = seed_stat([v[key] for v in values])
         rows.append(row)
     return rows
 
@@ -155,8 +142,8 @@ def basis_run_table(result: dict[str, Any]) -> str:
 
 
 def basis_sweep_table(comparison: dict[str, Any]) -> str:
-    rows = [[f"{row['alpha']:g}", str(len(row["seeds"])), _pm(row["paper_index"]),
-             *(_pm(row[name]) for name in BASES)] for row in comparison["alphas"]]
+    rows = [[f"{row['alpha']:g}", str(len(row["seeds"])), format_stat(row["paper_index"]),
+             *(format_stat(row[name]) for name in BASES)] for row in comparison["alphas"]]
     return (f"Mean over layers of the mean unit selectivity in each basis, responses made non-negative by "
             f"'{comparison['negatives']}' in every basis (configs/analysis.py); 'paper index' is the unit axes "
             f"without that rule. Mean ± std over seeds.\n\n" +
@@ -237,8 +224,8 @@ def rotation_run_table(result: dict[str, Any]) -> str:
 
 
 def rotation_sweep_table(comparison: dict[str, Any]) -> str:
-    rows = [[f"{row['alpha']:g}", str(len(row["seeds"])), _pm(row["paper_index"]), _pm(row["selectivity_t0"]),
-             _pm(row["selectivity_t1"])] for row in comparison["alphas"]]
+    rows = [[f"{row['alpha']:g}", str(len(row["seeds"])), format_stat(row["paper_index"]),
+             format_stat(row["selectivity_t0"]), format_stat(row["selectivity_t1"])] for row in comparison["alphas"]]
     return (f"Mean over layers of the mean unit selectivity at t = 0 (unit axes) and t = 1 (a random rotation), "
             f"responses made non-negative by '{comparison['negatives']}'; 'paper index' is the unit axes without "
             f"that rule. Mean ± std over seeds.\n\n" +
@@ -296,11 +283,11 @@ def compare_similarity(per_run: list[dict[str, Any]], config: ml_collections.Con
                  if r["seed"] in reference]
         if pairs:
             rows.append({"alpha": alpha, "seeds": [r["seed"] for r in results if r["seed"] in reference],
-                         "layers": {layer: {m: _mean_std([p[layer][m] for p in pairs]) for m in settings.measures}
+                         "layers": {layer: {m: seed_stat([p[layer][m] for p in pairs]) for m in settings.measures}
                                     for layer in layers}})
     seeds = sorted(reference)
     floor_pairs = [measure(loaded[(0.0, a)], loaded[(0.0, b)]) for i, a in enumerate(seeds) for b in seeds[i + 1:]]
-    floor = ({layer: {m: _mean_std([p[layer][m] for p in floor_pairs]) for m in settings.measures}
+    floor = ({layer: {m: seed_stat([p[layer][m] for p in floor_pairs]) for m in settings.measures}
               for layer in layers} if floor_pairs else None)
     return {"analysis": "similarity", "measures": list(settings.measures), "layers": layers, "alphas": rows,
             "seed_floor": floor, "floor_pairs": len(floor_pairs), "conv": settings.conv}
@@ -380,7 +367,7 @@ def compare_rs(per_run: list[dict[str, Any]], config: ml_collections.ConfigDict)
         per_layer[objective] = []
         for alpha, results in by_alpha(per_run).items():
             per_layer[objective].append({"alpha": alpha, "layers": {
-                layer: _mean_std([r["layers"][layer][objective]["spearman"] for r in results])
+                layer: seed_stat([r["layers"][layer][objective]["spearman"] for r in results])
                 for layer in results[0]["layers"]}})
     return {"analysis": "rs", "objectives": objectives, "layers": list(per_run[0]["layers"]),
             "alphas": _per_alpha(per_run, lambda r: r["summary"]), "spearman_by_layer": per_layer}
@@ -397,8 +384,8 @@ def rs_run_table(result: dict[str, Any]) -> str:
 
 def rs_sweep_table(comparison: dict[str, Any]) -> str:
     objectives = comparison["objectives"]
-    rows = [[f"{row['alpha']:g}", str(len(row["seeds"])), _pm(row["test_selectivity"]),
-             *(f"{_pm(row[f'{o}_mean_rs'])} / {_pm(row[f'{o}_spearman'], 2)}" for o in objectives)]
+    rows = [[f"{row['alpha']:g}", str(len(row["seeds"])), format_stat(row["test_selectivity"]),
+             *(f"{format_stat(row[f'{o}_mean_rs'])} / {format_stat(row[f'{o}_spearman'], 2)}" for o in objectives)]
             for row in comparison["alphas"]]
     return ("Mean over layers of the mean RS / the Spearman ρ between RS and unit selectivity; mean ± std over "
             "seeds.\n\n" + markdown_table(["alpha", "n", "test selectivity", *(o.upper() for o in objectives)], rows))
