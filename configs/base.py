@@ -61,6 +61,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.num_train_steps = 0       # Training length in steps; 0: use num_epochs.
     config.num_epochs = 1.0
     config.compute_dtype = "float32"  # 'bfloat16': bf16 activations, float32 params and selectivity math.
+    # Training steps per jitted call (a lax.scan; the same results at any value); 0: the platform's default
+    # (train/loop.py default_steps_per_call: 1 on CPU, 16 on GPU/TPU) [ours].
+    config.steps_per_call = 0
+    # How the convolutions of a vmapped group of models run: 'grouped' (plain vmap: one grouped convolution),
+    # 'per_model' (one convolution per model) or 'im2col' (patches x kernels, one batched matmul); 'auto': the
+    # platform's default (models/vmap_conv.py default_strategy: per_model on CPU, grouped on GPU/TPU) [ours].
+    config.vmap_conv = "auto"
 
     config.eval_every_epochs = 1     # Validation cadence.
     config.eval_batch_size = 500     # Any size: padding rows are masked out.

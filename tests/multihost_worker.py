@@ -35,7 +35,7 @@ state, losses = run.initial_state, []
 order = run.permutation(state, 0)
 for _ in range(3):
     state, metrics = run.train_step(state, data, order)
-    losses.append(float(np.asarray(jax.device_get(metrics["loss"]))[0]))
+    losses.append(float(np.asarray(jax.device_get(metrics["loss"]))[0, 0]))  # [steps, models]
 leaves = [np.asarray(jax.device_get(leaf)) for leaf in jax.tree.leaves((state.params, state.batch_stats))]
 if jax.process_index() == 0:
     np.savez(out, losses=np.asarray(losses), devices=jax.device_count(), processes=jax.process_count(),

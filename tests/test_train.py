@@ -11,7 +11,7 @@ import pytest
 from configs import quickstart
 from helpers import with_overrides
 from selectivity_jax.data import synthetic_images
-from selectivity_jax.data.on_device import put_train_arrays
+from selectivity_jax.data.on_device import put_eval_arrays, put_train_arrays
 from selectivity_jax.parallel import make_data_mesh
 from selectivity_jax.train.checkpoint import checkpoint_manager, restore_latest
 from selectivity_jax.train.loop import Preempted, prepare_workdir, setup_run, train_and_evaluate
@@ -137,7 +137,7 @@ def _three_steps(num_devices):
     losses = []
     for _ in range(3):
         state, metrics = run.train_step(state, data, order)
-        losses.append(float(metrics["loss"][0]))  # one model: the leading model axis has size 1
+        losses.append(float(metrics["loss"][0, 0]))  # metrics [steps, models]: one step of one model
     assert run.train_step._cache_size() == 1  # no recompilation between steps
     return losses, state
 
@@ -151,6 +151,59 @@ def test_eight_devices_equal_one_device():
     for x, y in zip(jax.tree.leaves((state_1.params, state_1.batch_stats)),
                     jax.tree.leaves((state_8.params, state_8.batch_stats))):
         np.testing.assert_allclose(np.asarray(y), np.asarray(x), atol=1e-5, rtol=0)
+
+
+def test_steps_per_call_gives_identical_files(finished_run, tmp_path):
+    """4 steps per jitted call (6 steps per epoch: 4 + 1 + 1) write the same bits as 1, through a preemption too."""
+    workdir, uninterrupted = finished_run
+    whole, resumed = str(tmp_path / "whole"), str(tmp_path / "resumed")
+    results = train_and_evaluate(tiny_config(steps_per_call=4), whole, log=_quiet)
+    for key in set(uninterrupted) - RESULT_KEYS_THAT_VARY:
+        assert results[key] == uninterrupted[key], key
+    timings = {"epoch_seconds", "images_per_second"}
+    rows = lambda d: [{k: v for k, v in json.loads(line).items() if k not in timings}
+                      for line in open(os.path.join(d, "metrics.jsonl"))]
+    assert rows(whole) == rows(workdir)
+    with pytest.raises(Preempted, match="step 9"):  # one call of 4 steps, then single steps up to the stop
+        train_and_evaluate(tiny_config(steps_per_call=4), resumed, stop_after_steps=9, log=_quiet)
+    train_and_evaluate(tiny_config(steps_per_call=4), resumed, log=_quiet)
+    for directory in (whole, resumed):
+        with open(os.path.join(directory, "results.json")) as f:
+            stored = json.load(f)
+        assert {k: v for k, v in stored.items() if k not in RESULT_KEYS_THAT_VARY} == {
+            k: v for k, v in json.load(open(os.path.join(workdir, "results.json"))).items()
+            if k not in RESULT_KEYS_THAT_VARY}
+        a, b = np.load(os.path.join(workdir, "selectivity.npz")), np.load(os.path.join(directory, "selectivity.npz"))
+        assert a.files == b.files
+        for name in a.files:
+            np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_train_steps_stay_on_device_donate_their_state_and_compile_once():
+    """The hot path: several steps per call with no host transfer (transfer guard), the state's buffers donated,
+    one compilation however often it is called; evaluation likewise."""
+    config = tiny_config(steps_per_call=3, learning_rate=0.002)
+    mesh = make_data_mesh(1)
+    images, labels = synthetic_images(10, 24, seed=0)
+    run = setup_run(config, num_classes=10, image_shape=(32, 32, 3), num_train=240, mean=(0.5,) * 3,
+                    std=(0.25,) * 3, mesh=mesh)
+    data = put_train_arrays(images, labels, mesh)
+    eval_data = put_eval_arrays(images[:80], labels[:80], 40, mesh)
+    state = run.initial_state
+    order = run.permutation(state, 0)
+    with jax.transfer_guard("disallow"):
+        for _ in range(2):
+            previous = state
+            state, metrics = run.train_steps(state, data, order)
+            assert all(leaf.is_deleted() for leaf in jax.tree.leaves(previous.params))
+        totals, _ = run.evaluate(state, eval_data)
+        jax.block_until_ready(totals)
+    assert run.steps_per_call == 3 and metrics["loss"].shape == (3, 1)
+    assert int(state.step[0]) == 6
+    assert run.train_steps._cache_size() == 1
+    with pytest.raises(Exception, match="[Dd]isallowed"):  # the guard does catch a host array
+        with jax.transfer_guard("disallow"):
+            run.train_steps(state, data, np.asarray(order))
 
 
 def test_alpha_moves_test_selectivity(tmp_path):

@@ -1,21 +1,67 @@
-"""A convolution that stays a plain convolution when a group of models is vmapped (the sweep's vmap mode).
+"""How the convolutions of a vmapped group of models run (the sweep's vmap mode), chosen per platform.
 
 ``jax.vmap`` over models that each have their own kernels turns every convolution into one grouped convolution
-(``feature_group_count = K``). GPUs and TPUs run those well, but XLA:CPU expands a grouped kernel into a
-block-diagonal dense one, so K models cost K^2 single-model convolutions: 5 vmapped ResNet20s trained at 0.2x the
-total throughput of one. `conv_general_dilated` is ``lax.conv_general_dilated`` with one change: on the CPU
-backend, under ``vmap``, it runs one ordinary convolution per mapped index (forward and backward), so a vmapped
-group costs what its models cost one after another, and each model's convolutions are exactly those it would run
-alone. Elsewhere it is ``lax.conv_general_dilated``.
+(``feature_group_count = K``). XLA:CPU expands a grouped kernel into a block-diagonal dense one, so K models cost
+K^2 single-model convolutions (5 vmapped ResNet20s trained at 0.2x the total throughput of one); GPUs run grouped
+convolutions with kernels of their own, fast for some shapes and slow for others. `conv_general_dilated` is
+``lax.conv_general_dilated`` (same arguments, for ``nn.Conv``'s ``conv_general_dilated`` field) run by one of these
+strategies:
+
+- ``'grouped'``: plain ``lax.conv_general_dilated``; under vmap, one grouped convolution for the whole group.
+- ``'per_model'``: under vmap, one ordinary convolution per model (forward and backward), so a group costs what its
+  models cost one after another and each model's convolutions are exactly those it would run alone.
+- ``'im2col'``: the input's patches (strided slices, no convolution) times the kernel as one matrix product; under
+  vmap the products become one batched matmul. Equal to the others
+  up to float32 summation order.
+
+``'auto'`` (the default) is `default_strategy()` of the platform. The strategy in force is set with
+`conv_strategy`, entered inside the traced function (the training and evaluation steps do so with their
+``StepSpec.vmap_conv``); it acts when the model is traced, like `selectivity_jax.models.edit_layers`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import contextlib
+import contextvars
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+STRATEGIES = ("grouped", "per_model", "im2col")
+
+_STRATEGY: contextvars.ContextVar[str] = contextvars.ContextVar("selectivity_jax_vmap_conv", default="auto")
+
+# The layout flax's nn.Conv uses for 2-D inputs; im2col handles this one and leaves any other to lax.
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def default_strategy(backend: str | None = None) -> str:
+    """The strategy ``'auto'`` means on ``backend`` (default: JAX's default backend): ``'per_model'`` on CPU (grouped
+    convolutions cost K^2 there), ``'grouped'`` on GPU and TPU (their own grouped-convolution kernels;
+    ``python -m experiments.accelerator_check`` measures every strategy on the device at hand)."""
+    return "per_model" if (backend or jax.default_backend()) == "cpu" else "grouped"
+
+
+def resolve_strategy(name: str) -> str:
+    """``name`` checked, with ``'auto'`` replaced by `default_strategy`."""
+    if name == "auto":
+        return default_strategy()
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown vmap_conv strategy {name!r}; expected 'auto' or one of {list(STRATEGIES)}")
+    return name
+
+
+@contextlib.contextmanager
+def conv_strategy(name: str) -> Iterator[None]:
+    """While active (at trace time), `conv_general_dilated` runs by strategy ``name`` (``'auto'`` or one of
+    `STRATEGIES`)."""
+    token = _STRATEGY.set(resolve_strategy(name))
+    try:
+        yield
+    finally:
+        _STRATEGY.reset(token)
 
 
 def per_index_under_vmap(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -50,16 +96,53 @@ def _per_model_conv(lhs: jax.Array, rhs: jax.Array, **conv_kwargs: Any) -> jax.A
     return conv(lhs, rhs)
 
 
+def _is_plain_nhwc(lhs: jax.Array, rhs: jax.Array, conv_kwargs: dict[str, Any]) -> bool:
+    """True for an ungrouped, undilated 2-D convolution in flax's NHWC / HWIO layout (what `_im2col_conv`
+    handles)."""
+    if lhs.ndim != 4 or conv_kwargs["feature_group_count"] != 1 or conv_kwargs["batch_group_count"] != 1:
+        return False
+    if any(d not in (None, (1, 1), [1, 1]) for d in (conv_kwargs["lhs_dilation"], conv_kwargs["rhs_dilation"])):
+        return False
+    given = lax.conv_dimension_numbers(lhs.shape, rhs.shape, conv_kwargs["dimension_numbers"])
+    return given == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+
+
+def _im2col_conv(lhs: jax.Array, rhs: jax.Array, **conv_kwargs: Any) -> jax.Array:
+    """[B, H, W, C] x [kh, kw, C, O] -> [B, H', W', O] as patches [B, H', W', kh*kw*C] (strided slices of the padded
+    input, spatial-major like the kernel's HWIO order) times the kernel reshaped to [kh*kw*C, O]."""
+    if not _is_plain_nhwc(lhs, rhs, conv_kwargs):
+        return lax.conv_general_dilated(lhs, rhs, **conv_kwargs)
+    kh, kw, channels, features = rhs.shape
+    strides = tuple(conv_kwargs["window_strides"])
+    padding = conv_kwargs["padding"]
+    if isinstance(padding, str):
+        padding = lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), strides, padding)
+    padded = jnp.pad(lhs, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
+    out_h = (padded.shape[1] - kh) // strides[0] + 1
+    out_w = (padded.shape[2] - kw) // strides[1] + 1
+    patches = jnp.concatenate([
+        lax.slice(padded, (0, i, j, 0),
+                  (padded.shape[0], i + strides[0] * (out_h - 1) + 1, j + strides[1] * (out_w - 1) + 1, channels),
+                  (1, strides[0], strides[1], 1))
+        for i in range(kh) for j in range(kw)], axis=-1)
+    kernel = rhs.reshape(kh * kw * channels, features)
+    return lax.dot_general(patches, kernel, (((3,), (0,)), ((), ())), precision=conv_kwargs["precision"],
+                           preferred_element_type=conv_kwargs["preferred_element_type"])
+
+
 def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Any, padding: Any, lhs_dilation: Any = None,
                          rhs_dilation: Any = None, dimension_numbers: Any = None, feature_group_count: int = 1,
                          batch_group_count: int = 1, precision: Any = None,
                          preferred_element_type: Any = None) -> jax.Array:
-    """``lax.conv_general_dilated`` (same arguments), run per model under vmap on CPU; for ``nn.Conv``'s
+    """``lax.conv_general_dilated`` (same arguments) run by the strategy in force (see module doc); for ``nn.Conv``'s
     ``conv_general_dilated`` field."""
     conv_kwargs = dict(window_strides=window_strides, padding=padding, lhs_dilation=lhs_dilation,
                        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                        feature_group_count=feature_group_count, batch_group_count=batch_group_count,
                        precision=precision, preferred_element_type=preferred_element_type)
-    if jax.default_backend() != "cpu":
-        return lax.conv_general_dilated(lhs, rhs, **conv_kwargs)
-    return _per_model_conv(lhs, rhs, **conv_kwargs)
+    strategy = resolve_strategy(_STRATEGY.get())
+    if strategy == "per_model":
+        return _per_model_conv(lhs, rhs, **conv_kwargs)
+    if strategy == "im2col":
+        return _im2col_conv(lhs, rhs, **conv_kwargs)
+    return lax.conv_general_dilated(lhs, rhs, **conv_kwargs)

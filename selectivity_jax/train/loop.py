@@ -32,6 +32,7 @@ import numpy as np
 from selectivity_jax.data import load_splits
 from selectivity_jax.data.on_device import normalization_stats, put_eval_arrays, put_train_arrays
 from selectivity_jax.models import get_model
+from selectivity_jax.models.vmap_conv import resolve_strategy
 from selectivity_jax.parallel import (batch_sharded, check_batch_size, make_data_mesh, maybe_initialize_distributed,
                                       replicated)
 from selectivity_jax.train.checkpoint import checkpoint_manager, restore_latest, save_state
@@ -45,7 +46,18 @@ from selectivity_jax.train.step import (StepSpec, make_batch_train_step, make_ev
 # Config fields (dotted paths) that do not change what a run computes, so a resumed run may differ in them, e.g.
 # after the data moved to another directory.
 NON_RESULT_FIELDS = ("sweep", "checkpoint_every_epochs", "max_checkpoints_to_keep", "distributed", "data.data_dir",
-                     "data.cache_dir", "data.download", "data.corrupted_dir")
+                     "data.cache_dir", "data.download", "data.corrupted_dir", "steps_per_call")
+
+# The train-step dispatches of the loop run under this transfer guard: data, states and the epoch order are on the
+# devices already, so a step that needed anything from the host would be a bug (raised, not silently slow).
+HOT_LOOP_TRANSFER_GUARD = "disallow"
+
+
+def default_steps_per_call(backend: str | None = None) -> int:
+    """Training steps per jitted call when ``config.steps_per_call`` is 0: 1 on CPU, where a step takes far longer
+    than its dispatch; 16 on GPU and TPU, where a small model's step is short enough for per-call host overhead
+    to matter."""
+    return 1 if (backend or jax.default_backend()) == "cpu" else 16
 
 
 class Preempted(Exception):
@@ -153,7 +165,9 @@ class RunSetup:
     total_steps: int
     num_epochs: int
     initial_state: TrainState  # [K, ...]: one model per alpha
-    train_step: Callable
+    train_step: Callable   # one step per call: train_step(states, data, order) -> (states, metrics [1, K])
+    train_steps: Callable  # steps_per_call steps per call (the same function when steps_per_call == 1)
+    steps_per_call: int
     batch_train_step: Callable
     permutation: Callable
     evaluate: Callable
@@ -164,6 +178,11 @@ def setup_run(config: ml_collections.ConfigDict, *, num_classes: int, image_shap
               selectivity_term: bool = True) -> RunSetup:
     """Builds the model, learning-rate schedule, optimizer, jitted steps and the replicated initial states of a
     group of runs at ``alphas`` (default: ``(config.alpha,)``, a single run)."""
+    steps_per_call = int(config.get("steps_per_call", 0)) or default_steps_per_call()
+    if steps_per_call < 1:
+        raise ValueError(f"steps_per_call must be >= 0 (0: the platform's default); got {config.steps_per_call}")
+    vmap_conv = config.get("vmap_conv", "auto")
+    resolve_strategy(vmap_conv)  # refuses an unknown name
     check_batch_size(config.batch_size, mesh, num_train)
     check_batch_size(config.eval_batch_size, mesh, what="eval_batch_size")
     steps_per_epoch = num_train // config.batch_size
@@ -182,15 +201,15 @@ def setup_run(config: ml_collections.ConfigDict, *, num_classes: int, image_shap
                     crop_padding=config.augment.crop_padding, flip=config.augment.flip,
                     alpha_warmup_steps=int(config.alpha_warmup_epochs * steps_per_epoch),
                     compute_dtype=jnp.dtype(config.compute_dtype), selectivity_term=selectivity_term,
-                    batch_sharding=batch_sharded(mesh))
+                    batch_sharding=batch_sharded(mesh), vmap_conv=vmap_conv)
     parts = _compiled_parts(config.model.name, tuple(sorted(model_kwargs.items())), spec, schedule_args,
-                            optimizer_args, (1,) + tuple(image_shape), replicated(mesh), num_train)
+                            optimizer_args, (1,) + tuple(image_shape), replicated(mesh), num_train, steps_per_call)
     states = parts.init(jnp.asarray(config.seed, jnp.uint32), jnp.asarray(alphas, jnp.float32))
     return RunSetup(model=parts.model, layer_names=parts.model.selectivity_layer_names(), spec=spec,
                     schedule=parts.schedule, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                     num_epochs=math.ceil(total_steps / steps_per_epoch), initial_state=states,
-                    train_step=parts.train_step, batch_train_step=parts.batch_train_step,
-                    permutation=parts.permutation, evaluate=parts.evaluate)
+                    train_step=parts.train_step, train_steps=parts.train_steps, steps_per_call=steps_per_call,
+                    batch_train_step=parts.batch_train_step, permutation=parts.permutation, evaluate=parts.evaluate)
 
 
 class _Parts(NamedTuple):
@@ -198,6 +217,7 @@ class _Parts(NamedTuple):
     schedule: Callable
     init: Callable
     train_step: Callable
+    train_steps: Callable
     batch_train_step: Callable
     permutation: Callable
     evaluate: Callable
@@ -206,7 +226,7 @@ class _Parts(NamedTuple):
 @functools.lru_cache(maxsize=8)
 def _compiled_parts(model_name: str, model_kwargs: tuple, spec: StepSpec, schedule_args: tuple,
                     optimizer_args: tuple, input_shape: tuple[int, ...], state_sharding: Any,
-                    num_train: int) -> _Parts:
+                    num_train: int, steps_per_call: int) -> _Parts:
     """Model, optimizer and jitted functions for one recipe, built once: the runs of a serial sweep (or a resumed
     run) that differ only in alpha and seed reuse the compiled steps instead of compiling them again."""
     model = get_model(model_name, num_classes=spec.num_classes, dtype=spec.compute_dtype, **dict(model_kwargs))
@@ -215,7 +235,9 @@ def _compiled_parts(model_name: str, model_kwargs: tuple, spec: StepSpec, schedu
     init = jax.jit(lambda seed, alphas: create_group_state(model, tx, seed=seed, alphas=alphas,
                                                            input_shape=input_shape),
                    out_shardings=state_sharding)
-    return _Parts(model=model, schedule=schedule, init=init, train_step=make_train_step(spec, schedule),
+    train_step = make_train_step(spec, schedule)
+    train_steps = make_train_step(spec, schedule, steps_per_call) if steps_per_call > 1 else train_step
+    return _Parts(model=model, schedule=schedule, init=init, train_step=train_step, train_steps=train_steps,
                   batch_train_step=make_batch_train_step(spec, schedule),
                   permutation=make_permutation_fn(num_train), evaluate=make_evaluate(spec))
 
@@ -305,7 +327,9 @@ def train_group(config: ml_collections.ConfigDict, alphas: list[float], workdirs
     val_data = put_eval_arrays(*splits.val, config.eval_batch_size, mesh) if len(splits.val[1]) else None
     log(f"{config.model.name}, alpha {', '.join(f'{a:g}' for a in alphas)}, seed "
         f"{config.seed}: {splits.sizes()} examples, {total_steps} steps ({num_epochs} epochs of {steps_per_epoch}), "
-        f"batch {config.batch_size} on {mesh.devices.size} {jax.devices()[0].device_kind} device(s); "
+        f"batch {config.batch_size} on {mesh.devices.size} {jax.devices()[0].device_kind} device(s) "
+        f"(data parallel), {setup.steps_per_call} step(s) per call, {resolve_strategy(setup.spec.vmap_conv)} "
+        f"convolutions; "
         f"selectivity layers {setup.layer_names}")
 
     progress = Progress(num_epochs)
@@ -317,17 +341,22 @@ def train_group(config: ml_collections.ConfigDict, alphas: list[float], workdirs
             order = setup.permutation(states, epoch)
             epoch_end = min((epoch + 1) * steps_per_epoch, total_steps)
             epoch_start_step, epoch_start_time = step, time.time()
-            step_metrics = []
+            step_metrics = []  # per call: metrics [steps, K], kept on the devices until the epoch ends
             while step < epoch_end:
-                states, metrics = setup.train_step(states, train_data, order)
+                left = epoch_end - step
+                if stop_after_steps is not None:
+                    left = min(left, stop_after_steps - steps_this_call)
+                steps = setup.steps_per_call if left >= setup.steps_per_call else 1
+                with jax.transfer_guard(HOT_LOOP_TRANSFER_GUARD):
+                    states, metrics = (setup.train_steps if steps > 1 else setup.train_step)(states, train_data, order)
                 step_metrics.append(metrics)
-                step += 1
-                steps_this_call += 1
+                step += steps
+                steps_this_call += steps
                 if sigterm.raised or (stop_after_steps is not None and steps_this_call >= stop_after_steps):
                     _save_group(runs, states, wait=True)
                     raise Preempted(step)
-            train = jax.device_get(jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs), axis=0), *step_metrics))
-            learning_rate = float(jax.device_get(step_metrics[-1]["learning_rate"])[0])
+            train = jax.device_get(jax.tree.map(lambda *xs: jnp.mean(jnp.concatenate(xs), axis=0), *step_metrics))
+            learning_rate = float(jax.device_get(step_metrics[-1]["learning_rate"])[-1, 0])
             seconds = time.time() - epoch_start_time
             images_per_second = (step - epoch_start_step) * config.batch_size / seconds
             last = step >= total_steps
@@ -372,6 +401,7 @@ def train_group(config: ml_collections.ConfigDict, alphas: list[float], workdirs
             "model": config.model.name, "steps": total_steps, "epochs": num_epochs, "split_sizes": splits.sizes(),
             "models_in_group": len(runs), "wall_time_seconds_this_call": time.time() - start_time,
             "device_kind": jax.devices()[0].device_kind, "device_count": mesh.devices.size,
+            "vmap_conv": resolve_strategy(setup.spec.vmap_conv),
             "process_count": jax.process_count(), "versions": _library_versions(),
         }
         if vals is not None:

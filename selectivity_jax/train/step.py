@@ -18,6 +18,7 @@ import optax
 from selectivity_jax.capture import apply_with_activations
 from selectivity_jax.data.on_device import (EvalArrays, TrainArrays, epoch_permutation, gather_batch, normalize,
                                             random_crop_flip)
+from selectivity_jax.models.vmap_conv import conv_strategy
 from selectivity_jax.selectivity import SelectivityStats, selectivity_fn
 from selectivity_jax.train.state import TrainState
 
@@ -38,6 +39,7 @@ class StepSpec:
     compute_dtype: Any = jnp.float32
     selectivity_term: bool = True  # False: plain cross-entropy step (the benchmark's baseline); no SI computed
     batch_sharding: Any = None     # NamedSharding that splits a batch over the 'data' mesh axis (None: no mesh)
+    vmap_conv: str = "auto"        # How a group's convolutions run (selectivity_jax/models/vmap_conv.py)
 
 
 def alpha_in_force(alpha: Array, step: Array, warmup_steps: int) -> Array:
@@ -96,25 +98,37 @@ def _group_update(spec: StepSpec, schedule: optax.Schedule, states: TrainState, 
     """A step of every model of a group on one uint8 batch.
 
     A group's models share their seed (so their data order and augmentation, which depend on seed and step only)
-    and differ in alpha: the batch is prepared once, and ``jax.vmap`` runs the update of each model. A group of
-    one is a single run.
+    and differ in alpha: the batch is prepared once, and ``jax.vmap`` runs the update of each model, its
+    convolutions run by the strategy ``spec.vmap_conv``. A group of one is a single run.
     """
     x, labels = prepare_batch(spec, first_model(states), images, labels)
-    return jax.vmap(functools.partial(sgd_update, spec, schedule), in_axes=(0, None, None))(states, x, labels)
+    with conv_strategy(spec.vmap_conv):
+        return jax.vmap(functools.partial(sgd_update, spec, schedule), in_axes=(0, None, None))(states, x, labels)
 
 
-def make_train_step(spec: StepSpec, schedule: optax.Schedule) -> Callable[[TrainState, TrainArrays, Array],
-                                                                           tuple[TrainState, dict[str, Array]]]:
-    """``train_step(states, data, permutation) -> (states, metrics)`` for data held on device; states and metrics
-    have a leading model axis. The batch is number ``step % steps_per_epoch`` of the epoch order ``permutation``
-    (see `make_permutation_fn`)."""
+def make_train_step(spec: StepSpec, schedule: optax.Schedule, num_steps: int = 1) -> Callable[
+        [TrainState, TrainArrays, Array], tuple[TrainState, dict[str, Array]]]:
+    """``train_steps(states, data, permutation) -> (states, metrics)``: ``num_steps`` consecutive steps of a group
+    in one jitted call (a ``lax.scan``), for data held on device. States have a leading model axis, metrics the
+    axes [num_steps, K]. Step ``s`` trains on batch ``s % steps_per_epoch`` of the epoch order ``permutation`` (see
+    `make_permutation_fn`), so the steps of one call must lie in one epoch. The states are donated: their buffers
+    are reused for the result.
 
-    def train_step(states: TrainState, data: TrainArrays, permutation: Array) -> tuple[TrainState, dict[str, Array]]:
+    Several steps per call spare the host a dispatch per step (the ``steps_per_call`` config field); each step
+    computes exactly what a call of one step computes.
+    """
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1; got {num_steps}")
+
+    def one_step(data: TrainArrays, permutation: Array, states: TrainState, _) -> tuple[TrainState, dict]:
         step_in_epoch = states.step[0] % spec.steps_per_epoch
         images, labels = gather_batch(data, permutation, step_in_epoch, spec.batch_size)
         return _group_update(spec, schedule, states, images, labels)
 
-    return jax.jit(train_step, donate_argnums=0)
+    def train_steps(states: TrainState, data: TrainArrays, permutation: Array) -> tuple[TrainState, dict[str, Array]]:
+        return jax.lax.scan(functools.partial(one_step, data, permutation), states, length=num_steps)
+
+    return jax.jit(train_steps, donate_argnums=0)
 
 
 def make_batch_train_step(spec: StepSpec, schedule: optax.Schedule) -> Callable[[TrainState, Array, Array],
@@ -147,7 +161,8 @@ def make_evaluate(spec: StepSpec) -> Callable[[TrainState, EvalArrays], tuple[di
             totals, stats = carry
             images, labels, mask = batch
             x = normalize(images, spec.mean, spec.std, spec.compute_dtype)
-            logits, acts, _ = apply_with_activations(state.apply_fn, variables, x, train=False, filter=None)
+            with conv_strategy(spec.vmap_conv):
+                logits, acts, _ = apply_with_activations(state.apply_fn, variables, x, train=False, filter=None)
             logits = logits.astype(jnp.float32)
             ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
             totals = {"correct": totals["correct"] + jnp.sum((jnp.argmax(logits, -1) == labels) * mask),
