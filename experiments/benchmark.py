@@ -1,42 +1,61 @@
 """Train/eval throughput and the cost of the selectivity term, or the throughput of vmapped model groups:
 
     python -m experiments.benchmark --config configs/cifar10_resnet20.py [--steps 50] [--alpha 1.0]
-    python -m experiments.benchmark --config configs/cifar10_resnet20.py --vmap 1,2,4,8,16
+    python -m experiments.benchmark --config configs/cifar10_resnet20.py --vmap 1,2,4,8,16 [--strategies all]
+
+The first form also times the PyTorch reference (selectivity_jax/train/torch_reference.py, eager) on the same
+device when torch is installed, for a ResNet20 config.
 """
 
+import dataclasses
 import json
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from selectivity_jax.train.benchmark import benchmark, benchmark_groups
+from experiments.cli import run_reporting_errors
+from selectivity_jax.models.vmap_conv import STRATEGIES
+from selectivity_jax.train import torch_reference
+from selectivity_jax.train.benchmark import benchmark, benchmark_groups, fastest_strategy
 
 config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).", lock_config=True)
 flags.DEFINE_integer("steps", 20, "Timed training steps per variant (after warm-up).")
 flags.DEFINE_float("alpha", 1.0, "The non-zero alpha to time.")
 flags.DEFINE_string("output", None, "Optional JSON file for the figures.")
 flags.DEFINE_list("vmap", None, "Group sizes K to time (models trained together in one vmapped step).")
+flags.DEFINE_list("strategies", None, f"With --vmap: convolution strategies to compare ({', '.join(STRATEGIES)}, "
+                  "or 'all'); default: the config's vmap_conv.")
 flags.mark_flags_as_required(["config"])
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-    del argv
-    if FLAGS.vmap:
-        groups = benchmark_groups(FLAGS.config, tuple(int(k) for k in FLAGS.vmap), timed_steps=FLAGS.steps)
-        print(f"{FLAGS.config.model.name}, batch {FLAGS.config.batch_size} per model, {FLAGS.config.compute_dtype}")
-        base = groups[min(groups)]["images_per_second_total"]
-        for size, row in groups.items():
-            print(f"  K={size:<3d} {row['images_per_second_per_model']:9.0f} images/s per model "
-                  f"{row['images_per_second_total']:10.0f} total  ({row['images_per_second_total'] / base:.2f}x "
-                  f"K={min(groups)})  {row['step_ms']:8.1f} ms/step")
-        if FLAGS.output:
-            with open(FLAGS.output, "w") as f:
-                json.dump({str(k): v for k, v in groups.items()}, f, indent=2)
-        return
-    results = benchmark(FLAGS.config, alpha=FLAGS.alpha, timed_steps=FLAGS.steps)
+def _groups(config) -> None:
+    sizes = tuple(int(k) for k in FLAGS.vmap)
+    strategies = STRATEGIES if FLAGS.strategies == ["all"] else FLAGS.strategies
+    for strategy in strategies or ():
+        if strategy not in STRATEGIES + ("auto",):
+            raise ValueError(f"unknown strategy {strategy!r}; expected 'all', 'auto' or some of {list(STRATEGIES)}")
+    groups = benchmark_groups(config, sizes, strategies, timed_steps=FLAGS.steps)
+    print(f"{config.model.name}, batch {config.batch_size} per model, {config.compute_dtype}")
+    for strategy, rows in groups.items():
+        base = rows[min(rows)].images_per_second
+        print(f" {strategy} convolutions:")
+        for size, row in rows.items():
+            print(f"  K={size:<3d} {row.images_per_second_per_model:9.0f} images/s per model "
+                  f"{row.images_per_second:10.0f} total  ({row.images_per_second / base:.2f}x K={min(rows)})  "
+                  f"{row.step_ms:8.1f} ms/step")
+    if len(groups) > 1:
+        print(f" fastest at K={max(sizes)}: {fastest_strategy(groups, max(sizes))}")
+    if FLAGS.output:
+        with open(FLAGS.output, "w") as f:
+            json.dump({strategy: {str(k): dataclasses.asdict(v) for k, v in rows.items()}
+                       for strategy, rows in groups.items()}, f, indent=2)
+
+
+def _steps(config) -> None:
+    results = benchmark(config, alpha=FLAGS.alpha, timed_steps=FLAGS.steps)
     print(f"{results['model']}, batch {results['batch_size']}, {results['compute_dtype']}, "
-          f"{results['device_count']} x {results['device_kind']}")
+          f"{results['device_count']} x {results['device_kind']}, {results['steps_per_call']} step(s) per call")
     for key, value in results.items():
         if key.startswith("train_images_per_second/"):
             name = key.split("/", 1)[1]
@@ -44,9 +63,29 @@ def main(argv):
                   f"  ({results['train_step_compiles/' + name]} compilation)")
     print(f"  selectivity term overhead vs plain cross-entropy: {100 * results['selectivity_term_overhead']:.1f}%")
     print(f"  eval {results['eval_images_per_second']:.0f} images/s")
+    if config.model.name == "resnet20" and config.data.name in ("cifar10", "image_folder", "synthetic"):
+        if torch_reference.torch_version() is None:
+            print("  PyTorch reference: torch not installed")
+        else:
+            width = config.model.get("width", 16) or 16
+            for name, term in (("no_selectivity_term", False), (f"alpha_{FLAGS.alpha:g}", True)):
+                timing = torch_reference.time_train_step(batch_size=config.batch_size, width=width,
+                                                         alpha=FLAGS.alpha, selectivity_term=term,
+                                                         timed_steps=FLAGS.steps)
+                print(f"  PyTorch eager {name:<14s} {timing.images_per_second:10.0f} images/s  "
+                      f"{timing.step_ms:8.2f} ms/step")
+                results[f"torch_eager_images_per_second/{name}"] = timing.images_per_second
+            ratio = results[f"train_images_per_second/alpha_{FLAGS.alpha:g}"] / timing.images_per_second
+            print(f"  JAX / PyTorch eager with the selectivity term: {ratio:.2f}x")
     if FLAGS.output:
         with open(FLAGS.output, "w") as f:
             json.dump(results, f, indent=2)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    run_reporting_errors(lambda: _groups(FLAGS.config) if FLAGS.vmap else _steps(FLAGS.config))
 
 
 if __name__ == "__main__":

@@ -1,96 +1,200 @@
 """Throughput of the training and evaluation steps, measured on random data of a config's shape.
 
-Measures three training steps that differ only in the loss: plain cross-entropy (no selectivity term), and
-cross-entropy minus alpha x selectivity at alpha = 0 and at alpha != 0, so the cost of the selectivity term is the
-ratio of the first to the others. Data sit on the devices as in training; every figure is timed after a warm-up
-(compilation excluded) and after `block_until_ready`.
+`time_train_step` times the jitted train step of a group of models (a single run is a group of one) exactly as the
+loop calls it (``steps_per_call`` steps per call, data on the devices); `benchmark` compares the step without the
+selectivity term (plain cross-entropy) with the step at alpha = 0 and at alpha != 0, so the cost of the term is
+their ratio; `benchmark_groups` times vmapped groups of K models for each convolution strategy; `time_epoch` times
+one whole epoch. Every figure is taken after a warm-up (compilation excluded, its time reported apart) and after
+``block_until_ready``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import ml_collections
 import numpy as np
 
-from selectivity_jax.data.on_device import put_eval_arrays, put_train_arrays
+from selectivity_jax.data.on_device import TrainArrays, put_eval_arrays, put_train_arrays
+from selectivity_jax.models.vmap_conv import resolve_strategy
 from selectivity_jax.parallel import make_data_mesh
-from selectivity_jax.train.loop import setup_run
+from selectivity_jax.train.loop import RunSetup, setup_run, steps_in_next_call, steps_per_call_of
 
 # Input shape and classes by data set name, for benchmarks that need no data on disk.
 DATA_SHAPES = {"cifar10": ((32, 32, 3), 10), "synthetic": ((32, 32, 3), 10), "image_folder": ((32, 32, 3), 10),
                "tiny_imagenet": ((64, 64, 3), 200)}
 
 
-def _time_steps(train_step, state, data, order, steps: int) -> tuple[Any, float]:
+@dataclasses.dataclass(frozen=True)
+class StepTiming:
+    """The timed train step of a group of ``models`` (1: a single run)."""
+    models: int
+    compute_dtype: str
+    selectivity_term: bool
+    vmap_conv: str               # the strategy in force (resolved)
+    steps_per_call: int
+    images_per_second: float     # all models together
+    step_ms: float               # one step of the whole group
+    compilations: int            # of the timed step function: 1 means no recompilation between calls
+    compile_seconds: float       # first call minus a steady call
+
+    @property
+    def images_per_second_per_model(self) -> float:
+        return self.images_per_second / self.models
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochTiming:
+    """Wall time of one epoch of ``num_train`` images for a group of ``models``, compilation excluded."""
+    models: int
+    num_train: int
+    steps: int
+    seconds: float
+    images_per_second: float     # all models together
+
+
+def _data_shape(config: ml_collections.ConfigDict) -> tuple[tuple[int, ...], int]:
+    image_shape, num_classes = DATA_SHAPES[config.data.name]
+    return image_shape, config.data.get("num_classes", num_classes) or num_classes
+
+
+def random_train_data(config: ml_collections.ConfigDict, num_train: int, mesh) -> TrainArrays:
+    """Random uint8 images and labels of the config's data shape, on the devices."""
+    image_shape, num_classes = _data_shape(config)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (num_train,) + image_shape, dtype=np.uint8)
+    labels = rng.integers(0, num_classes, num_train).astype(np.int32)
+    return put_train_arrays(images, labels, mesh)
+
+
+def _setup(config: ml_collections.ConfigDict, alphas: Sequence[float], num_train: int, mesh,
+           selectivity_term: bool = True) -> RunSetup:
+    image_shape, num_classes = _data_shape(config)
+    return setup_run(config, num_classes=num_classes, image_shape=image_shape, num_train=num_train,
+                     mean=(0.5,) * image_shape[-1], std=(0.25,) * image_shape[-1], mesh=mesh, alphas=tuple(alphas),
+                     selectivity_term=selectivity_term)
+
+
+def _call(fn, state, data, order) -> tuple[Any, float]:
     start = time.perf_counter()
-    for _ in range(steps):
-        state, metrics = train_step(state, data, order)
+    state, metrics = fn(state, data, order)
     jax.block_until_ready((state, metrics))
     return state, time.perf_counter() - start
 
 
-def _random_train_arrays(config: ml_collections.ConfigDict, mesh, num_train: int):
-    image_shape, num_classes = DATA_SHAPES[config.data.name]
-    num_classes = config.data.get("num_classes", num_classes) or num_classes
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (num_train,) + image_shape, dtype=np.uint8)
-    labels = rng.integers(0, num_classes, num_train).astype(np.int32)
-    return images, labels, image_shape, num_classes
-
-
-def benchmark_groups(config: ml_collections.ConfigDict, group_sizes: tuple[int, ...] = (1, 2, 4, 8, 16), *,
-                     warmup_steps: int = 3, timed_steps: int = 20) -> dict[int, dict[str, float]]:
-    """Images/s per model and in total when K models (different alphas) train in one vmapped step."""
+def time_train_step(config: ml_collections.ConfigDict, *, alphas: Sequence[float] = (1.0,),
+                    selectivity_term: bool = True, warmup_steps: int = 2, timed_steps: int = 5) -> StepTiming:
+    """Times the group's train step over at least ``timed_steps`` steps (whole calls of ``steps_per_call`` steps)
+    after a warm-up of at least ``warmup_steps``; ``alphas``: one model per alpha."""
     mesh = make_data_mesh(config.get("num_devices", 0))
-    num_train = config.batch_size * (warmup_steps + timed_steps)
-    images, labels, image_shape, num_classes = _random_train_arrays(config, mesh, num_train)
-    data = put_train_arrays(images, labels, mesh)
-    mean, std = (0.5,) * image_shape[-1], (0.25,) * image_shape[-1]
-    results = {}
-    for size in group_sizes:
-        alphas = tuple(np.linspace(-1.0, 1.0, size)) if size > 1 else (0.0,)
-        run = setup_run(config, num_classes=num_classes, image_shape=image_shape, num_train=num_train, mean=mean,
-                        std=std, mesh=mesh, alphas=alphas)
-        order = run.permutation(run.initial_state, 0)
-        state, _ = _time_steps(run.train_step, run.initial_state, data, order, warmup_steps)
-        _, seconds = _time_steps(run.train_step, state, data, order, timed_steps)
-        per_model = timed_steps * config.batch_size / seconds
-        results[size] = {"images_per_second_per_model": per_model, "images_per_second_total": per_model * size,
-                         "step_ms": 1000 * seconds / timed_steps, "compilations": run.train_step._cache_size()}
-    return results
+    steps_per_call = steps_per_call_of(config)
+    warmup_calls, timed_calls = -(-warmup_steps // steps_per_call), max(1, -(-timed_steps // steps_per_call))
+    num_train = config.batch_size * steps_per_call * (warmup_calls + timed_calls + 1)
+    run = _setup(config, alphas, num_train, mesh, selectivity_term)
+    data = random_train_data(config, num_train, mesh)
+    state = run.initial_state
+    order = run.permutation(state, 0)
+    state, first = _call(run.train_steps, state, data, order)
+    steady = first
+    for _ in range(warmup_calls):
+        state, steady = _call(run.train_steps, state, data, order)
+    start = time.perf_counter()
+    for _ in range(timed_calls):
+        state, metrics = run.train_steps(state, data, order)
+    jax.block_until_ready((state, metrics))
+    seconds = time.perf_counter() - start
+    steps = timed_calls * steps_per_call
+    return StepTiming(models=len(alphas), compute_dtype=str(config.compute_dtype),
+                      selectivity_term=selectivity_term, vmap_conv=resolve_strategy(run.spec.vmap_conv),
+                      steps_per_call=steps_per_call,
+                      images_per_second=steps * config.batch_size * len(alphas) / seconds,
+                      step_ms=1000 * seconds / steps, compilations=run.train_steps._cache_size(),
+                      compile_seconds=max(first - steady, 0.0))
+
+
+def time_epoch(config: ml_collections.ConfigDict, *, models: int = 1, num_train: int = 45_000) -> EpochTiming:
+    """One epoch of ``num_train`` random images on the devices for a group of ``models``, called as the loop calls
+    it (``steps_per_call`` steps per call, single steps for the rest); a first epoch compiles."""
+    mesh = make_data_mesh(config.get("num_devices", 0))
+    run = _setup(config, np.linspace(-1.0, 1.0, models) if models > 1 else (0.0,), num_train, mesh)
+    data = random_train_data(config, num_train, mesh)
+
+    def epoch(state, index):
+        order = run.permutation(state, index)
+        step = 0
+        while step < run.steps_per_epoch:
+            steps = steps_in_next_call(run.steps_per_epoch - step, run.steps_per_call)
+            state, metrics = (run.train_steps if steps > 1 else run.train_step)(state, data, order)
+            step += steps
+        jax.block_until_ready((state, metrics))
+        return state
+
+    state = epoch(run.initial_state, 0)
+    start = time.perf_counter()
+    epoch(state, 1)
+    seconds = time.perf_counter() - start
+    return EpochTiming(models=models, num_train=num_train, steps=run.steps_per_epoch, seconds=seconds,
+                       images_per_second=run.steps_per_epoch * config.batch_size * models / seconds)
 
 
 def benchmark(config: ml_collections.ConfigDict, *, alpha: float = 1.0, warmup_steps: int = 3,
               timed_steps: int = 20, eval_examples: int = 2000) -> dict[str, Any]:
-    """Images/s of the train step without the selectivity term, at alpha = 0 and at ``alpha``, and of evaluation."""
+    """Images/s of the train step without the selectivity term, at alpha = 0 and at ``alpha``, and of evaluation
+    (a flat dict, as ``experiments.benchmark --output`` writes it)."""
     mesh = make_data_mesh(config.get("num_devices", 0))
-    num_train = config.batch_size * (warmup_steps + timed_steps)
-    images, labels, image_shape, num_classes = _random_train_arrays(config, mesh, num_train)
-    data = put_train_arrays(images, labels, mesh)
-    mean, std = (0.5,) * image_shape[-1], (0.25,) * image_shape[-1]
+    steps_per_call = steps_per_call_of(config)
     results: dict[str, Any] = {"model": config.model.name, "batch_size": config.batch_size,
                                "compute_dtype": config.compute_dtype, "device_kind": jax.devices()[0].device_kind,
-                               "device_count": mesh.devices.size, "timed_steps": timed_steps}
-    runs = {"no_selectivity_term": (0.0, False), "alpha_0": (0.0, True), f"alpha_{alpha:g}": (alpha, True)}
-    for name, (run_alpha, selectivity_term) in runs.items():
-        run_config = ml_collections.ConfigDict(config.to_dict())
-        run_config.alpha = run_alpha
-        run = setup_run(run_config, num_classes=num_classes, image_shape=image_shape, num_train=num_train,
-                        mean=mean, std=std, mesh=mesh, selectivity_term=selectivity_term)
-        order = run.permutation(run.initial_state, 0)
-        state, _ = _time_steps(run.train_step, run.initial_state, data, order, warmup_steps)
-        state, seconds = _time_steps(run.train_step, state, data, order, timed_steps)
-        results[f"train_images_per_second/{name}"] = timed_steps * config.batch_size / seconds
-        results[f"train_step_ms/{name}"] = 1000 * seconds / timed_steps
-        results[f"train_step_compiles/{name}"] = run.train_step._cache_size()
+                               "device_count": mesh.devices.size, "steps_per_call": steps_per_call}
+    variants = {"no_selectivity_term": (0.0, False), "alpha_0": (0.0, True), f"alpha_{alpha:g}": (alpha, True)}
+    for name, (run_alpha, selectivity_term) in variants.items():
+        timing = time_train_step(config, alphas=(run_alpha,), selectivity_term=selectivity_term,
+                                 warmup_steps=warmup_steps, timed_steps=timed_steps)
+        results[f"train_images_per_second/{name}"] = timing.images_per_second
+        results[f"train_step_ms/{name}"] = timing.step_ms
+        results[f"train_step_compiles/{name}"] = timing.compilations
+    results["timed_steps"] = max(1, -(-timed_steps // steps_per_call)) * steps_per_call
     baseline = results["train_step_ms/no_selectivity_term"]
     results["selectivity_term_overhead"] = results[f"train_step_ms/alpha_{alpha:g}"] / baseline - 1.0
-    eval_data = put_eval_arrays(images[:eval_examples], labels[:eval_examples], config.eval_batch_size, mesh)
-    jax.block_until_ready(run.evaluate(state, eval_data))
-    start = time.perf_counter()
-    jax.block_until_ready(run.evaluate(state, eval_data))
-    results["eval_images_per_second"] = eval_data.labels.size / (time.perf_counter() - start)
+    results["eval_images_per_second"] = time_evaluation(config, eval_examples)
     return results
+
+
+def time_evaluation(config: ml_collections.ConfigDict, num_examples: int = 2000) -> float:
+    """Images/s of the evaluation pass (accuracy and selectivity statistics) of one model."""
+    mesh = make_data_mesh(config.get("num_devices", 0))
+    run = _setup(config, (0.0,), config.batch_size, mesh)
+    image_shape, num_classes = _data_shape(config)
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (num_examples,) + image_shape, dtype=np.uint8)
+    labels = rng.integers(0, num_classes, num_examples).astype(np.int32)
+    eval_data = put_eval_arrays(images, labels, config.eval_batch_size, mesh)
+    jax.block_until_ready(run.evaluate(run.initial_state, eval_data))
+    start = time.perf_counter()
+    jax.block_until_ready(run.evaluate(run.initial_state, eval_data))
+    return num_examples / (time.perf_counter() - start)
+
+
+def benchmark_groups(config: ml_collections.ConfigDict, group_sizes: Sequence[int] = (1, 2, 4, 8, 16),
+                     strategies: Sequence[str] | None = None, *, warmup_steps: int = 2,
+                     timed_steps: int = 5) -> dict[str, dict[int, StepTiming]]:
+    """The train step of K models (alphas spread over [-1, 1]) in one vmapped step, for each K of ``group_sizes``
+    and each convolution strategy (default: ``config.vmap_conv`` alone): {strategy: {K: StepTiming}}."""
+    results: dict[str, dict[int, StepTiming]] = {}
+    for strategy in strategies or (config.get("vmap_conv", "auto"),):
+        strategy_config = ml_collections.ConfigDict(config.to_dict())
+        strategy_config.vmap_conv = strategy
+        results[resolve_strategy(strategy)] = {
+            size: time_train_step(strategy_config, alphas=tuple(np.linspace(-1.0, 1.0, size)) if size > 1 else (0.0,),
+                                  warmup_steps=warmup_steps, timed_steps=timed_steps)
+            for size in group_sizes}
+    return results
+
+
+def fastest_strategy(groups: dict[str, dict[int, StepTiming]], size: int) -> str:
+    """The strategy with the highest total throughput for groups of ``size``."""
+    return max(groups, key=lambda strategy: groups[strategy][size].images_per_second)
+

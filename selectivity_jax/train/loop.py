@@ -60,6 +60,21 @@ def default_steps_per_call(backend: str | None = None) -> int:
     return 1 if (backend or jax.default_backend()) == "cpu" else 16
 
 
+def steps_per_call_of(config: ml_collections.ConfigDict) -> int:
+    """``config.steps_per_call``, or the platform's default when it is 0 (or absent)."""
+    steps = int(config.get("steps_per_call", 0))
+    if steps < 0:
+        raise ValueError(f"steps_per_call must be >= 0 (0: the platform's default); got {steps}")
+    return steps or default_steps_per_call()
+
+
+def steps_in_next_call(steps_left: int, steps_per_call: int) -> int:
+    """How many steps the next jitted call runs when ``steps_left`` remain before the loop must stop (epoch end,
+    preemption): ``steps_per_call`` while that many remain, then single steps, so that two compiled step functions
+    serve every run."""
+    return steps_per_call if steps_left >= steps_per_call else 1
+
+
 class Preempted(Exception):
     """Raised after a SIGTERM (or ``stop_after_steps``) once the checkpoint of the current step is saved."""
 
@@ -178,9 +193,7 @@ def setup_run(config: ml_collections.ConfigDict, *, num_classes: int, image_shap
               selectivity_term: bool = True) -> RunSetup:
     """Builds the model, learning-rate schedule, optimizer, jitted steps and the replicated initial states of a
     group of runs at ``alphas`` (default: ``(config.alpha,)``, a single run)."""
-    steps_per_call = int(config.get("steps_per_call", 0)) or default_steps_per_call()
-    if steps_per_call < 1:
-        raise ValueError(f"steps_per_call must be >= 0 (0: the platform's default); got {config.steps_per_call}")
+    steps_per_call = steps_per_call_of(config)
     vmap_conv = config.get("vmap_conv", "auto")
     resolve_strategy(vmap_conv)  # refuses an unknown name
     check_batch_size(config.batch_size, mesh, num_train)
@@ -346,7 +359,7 @@ def train_group(config: ml_collections.ConfigDict, alphas: list[float], workdirs
                 left = epoch_end - step
                 if stop_after_steps is not None:
                     left = min(left, stop_after_steps - steps_this_call)
-                steps = setup.steps_per_call if left >= setup.steps_per_call else 1
+                steps = steps_in_next_call(left, setup.steps_per_call)
                 with jax.transfer_guard(HOT_LOOP_TRANSFER_GUARD):
                     states, metrics = (setup.train_steps if steps > 1 else setup.train_step)(states, train_data, order)
                 step_metrics.append(metrics)
