@@ -179,6 +179,43 @@ def test_steps_per_call_gives_identical_files(finished_run, tmp_path):
             np.testing.assert_array_equal(a[name], b[name])
 
 
+def test_scanned_steps_equal_single_steps_within_rounding():
+    """The accelerators' path (one lax.scan per call), run on CPU: the same training as single-step calls up to
+    float32 rounding, one compiled loop, metrics [steps, models]."""
+    from selectivity_jax.train.step import make_train_step
+    config = tiny_config(learning_rate=0.002, alpha=-1.0)
+    mesh = make_data_mesh(1)
+    images, labels = synthetic_images(10, 24, seed=0)
+    run = setup_run(config, num_classes=10, image_shape=(32, 32, 3), num_train=240, mean=(0.5,) * 3,
+                    std=(0.25,) * 3, mesh=mesh)
+    data = put_train_arrays(images, labels, mesh)
+    scanned = make_train_step(run.spec, run.schedule, 3, scan=True)
+    order = run.permutation(run.initial_state, 0)
+    assert "stablehlo.while" in scanned.lower(run.initial_state, data, order).as_text()
+    single = jax.tree.map(jnp.copy, run.initial_state)
+    losses = []
+    for _ in range(3):
+        single, metrics = run.train_step(single, data, order)
+        losses.append(float(metrics["loss"][0, 0]))
+    state, metrics = scanned(run.initial_state, data, order)
+    assert metrics["loss"].shape == (3, 1) and int(state.step[0]) == 3 and scanned._cache_size() == 1
+    np.testing.assert_allclose(np.asarray(metrics["loss"][:, 0]), losses, rtol=1e-5)
+    for x, y in zip(jax.tree.leaves((state.params, state.batch_stats)),
+                    jax.tree.leaves((single.params, single.batch_stats))):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5, rtol=0)
+
+
+def test_calls_are_aligned_to_the_epoch():
+    from selectivity_jax.train.loop import steps_in_next_call
+    chunks, step = [], 0
+    while step < 11:  # an epoch of 11 steps at 4 per call
+        chunks.append(steps_in_next_call(step, 11 - step, 4))
+        step += chunks[-1]
+    assert chunks == [4, 4, 1, 1, 1]
+    # a run resumed at step 2 (stopped there by the test hook) takes single steps until it rejoins the chunks at 4
+    assert [steps_in_next_call(s, 11 - s, 4) for s in (2, 3, 4)] == [1, 1, 4]
+
+
 def test_train_steps_stay_on_device_donate_their_state_and_compile_once():
     """The hot path: several steps per call with no host transfer (transfer guard), the state's buffers donated,
     one compilation however often it is called; evaluation likewise."""

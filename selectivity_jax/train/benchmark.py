@@ -126,7 +126,7 @@ def time_epoch(config: ml_collections.ConfigDict, *, models: int = 1, num_train:
         order = run.permutation(state, index)
         step = 0
         while step < run.steps_per_epoch:
-            steps = steps_in_next_call(run.steps_per_epoch - step, run.steps_per_call)
+            steps = steps_in_next_call(step, run.steps_per_epoch - step, run.steps_per_call)
             state, metrics = (run.train_steps if steps > 1 else run.train_step)(state, data, order)
             step += steps
         jax.block_until_ready((state, metrics))

@@ -68,11 +68,14 @@ def steps_per_call_of(config: ml_collections.ConfigDict) -> int:
     return steps or default_steps_per_call()
 
 
-def steps_in_next_call(steps_left: int, steps_per_call: int) -> int:
-    """How many steps the next jitted call runs when ``steps_left`` remain before the loop must stop (epoch end,
-    preemption): ``steps_per_call`` while that many remain, then single steps, so that two compiled step functions
-    serve every run."""
-    return steps_per_call if steps_left >= steps_per_call else 1
+def steps_in_next_call(step_in_epoch: int, steps_left: int, steps_per_call: int) -> int:
+    """How many steps the next jitted call runs, at ``step_in_epoch`` with ``steps_left`` before the loop must stop
+    (epoch end, preemption): ``steps_per_call`` from each multiple of it in the epoch while that many remain, single
+    steps otherwise. Two compiled step functions serve every run, and a run resumed from any checkpoint the loop
+    saved calls the same chunks as an uninterrupted one."""
+    if step_in_epoch % steps_per_call == 0 and steps_left >= steps_per_call:
+        return steps_per_call
+    return 1
 
 
 class Preempted(Exception):
@@ -359,7 +362,7 @@ def train_group(config: ml_collections.ConfigDict, alphas: list[float], workdirs
                 left = epoch_end - step
                 if stop_after_steps is not None:
                     left = min(left, stop_after_steps - steps_this_call)
-                steps = steps_in_next_call(left, setup.steps_per_call)
+                steps = steps_in_next_call(step - epoch * steps_per_epoch, left, setup.steps_per_call)
                 with jax.transfer_guard(HOT_LOOP_TRANSFER_GUARD):
                     states, metrics = (setup.train_steps if steps > 1 else setup.train_step)(states, train_data, order)
                 step_metrics.append(metrics)

@@ -106,19 +106,45 @@ def _group_update(spec: StepSpec, schedule: optax.Schedule, states: TrainState, 
         return jax.vmap(functools.partial(sgd_update, spec, schedule), in_axes=(0, None, None))(states, x, labels)
 
 
-def make_train_step(spec: StepSpec, schedule: optax.Schedule, num_steps: int = 1) -> Callable[
-        [TrainState, TrainArrays, Array], tuple[TrainState, dict[str, Array]]]:
-    """``train_steps(states, data, permutation) -> (states, metrics)``: ``num_steps`` consecutive steps of a group
-    in one jitted call (a ``lax.scan``), for data held on device. States have a leading model axis, metrics the
-    axes [num_steps, K]. Step ``s`` trains on batch ``s % steps_per_epoch`` of the epoch order ``permutation`` (see
-    `make_permutation_fn`), so the steps of one call must lie in one epoch. The states are donated: their buffers
-    are reused for the result.
+class _DispatchedSteps:
+    """``num_steps`` calls of a one-step function as one callable with the scanned steps' signature and output
+    (metrics [num_steps, K]); ``_cache_size`` is the one-step function's."""
 
-    Several steps per call spare the host a dispatch per step (the ``steps_per_call`` config field); each step
-    computes exactly what a call of one step computes.
+    def __init__(self, one_step: Callable, num_steps: int):
+        self.one_step, self.num_steps = one_step, num_steps
+
+    def __call__(self, states: TrainState, data: TrainArrays, permutation: Array) -> tuple[TrainState, dict]:
+        metrics = []
+        for _ in range(self.num_steps):
+            states, step_metrics = self.one_step(states, data, permutation)
+            metrics.append(step_metrics)
+        return states, jax.tree.map(lambda *xs: jnp.concatenate(xs), *metrics)
+
+    def _cache_size(self) -> int:
+        return self.one_step._cache_size()
+
+
+def make_train_step(spec: StepSpec, schedule: optax.Schedule, num_steps: int = 1, *,
+                    scan: bool | None = None) -> Callable[[TrainState, TrainArrays, Array],
+                                                          tuple[TrainState, dict[str, Array]]]:
+    """``train_steps(states, data, permutation) -> (states, metrics)``: ``num_steps`` consecutive steps of a group
+    for data held on device. States have a leading model axis, metrics the axes [num_steps, K]. Step ``s`` trains on
+    batch ``s % steps_per_epoch`` of the epoch order ``permutation`` (see `make_permutation_fn`), so the steps of
+    one call must lie in one epoch. The states are donated: their buffers are reused for the result.
+
+    ``scan`` (default: everywhere but on CPU): the steps run in one jitted ``lax.scan``, which spares the host a
+    dispatch per step (the ``steps_per_call`` config field). On CPU a step takes far longer than its dispatch, and
+    XLA:CPU runs a step inside a loop about 30x slower (and rounds differently), so there the steps are dispatched
+    one by one and give the bits of single-step calls. A scanned chain may differ from single steps in the last
+    bits; runs stay bitwise reproducible for a fixed ``steps_per_call``, since the loop aligns its calls to the
+    epoch (`selectivity_jax.train.loop.steps_in_next_call`).
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1; got {num_steps}")
+    if scan is None:
+        scan = jax.default_backend() != "cpu"
+    if num_steps > 1 and not scan:
+        return _DispatchedSteps(make_train_step(spec, schedule), num_steps)
 
     def one_step(data: TrainArrays, permutation: Array, states: TrainState, _) -> tuple[TrainState, dict]:
         step_in_epoch = states.step[0] % spec.steps_per_epoch
@@ -126,7 +152,7 @@ def make_train_step(spec: StepSpec, schedule: optax.Schedule, num_steps: int = 1
         return _group_update(spec, schedule, states, images, labels)
 
     def train_steps(states: TrainState, data: TrainArrays, permutation: Array) -> tuple[TrainState, dict[str, Array]]:
-        if num_steps == 1:  # no loop: XLA:CPU runs the step's convolutions much slower inside a while loop
+        if num_steps == 1:
             states, metrics = one_step(data, permutation, states, None)
             return states, jax.tree.map(lambda x: x[None], metrics)
         return jax.lax.scan(functools.partial(one_step, data, permutation), states, length=num_steps)
