@@ -42,7 +42,7 @@ from selectivity_jax.train import torch_reference
 from selectivity_jax.train.benchmark import (EpochTiming, StepTiming, benchmark_groups, fastest_strategy, time_epoch,
                                              time_train_step)
 from selectivity_jax.train.loop import default_steps_per_call
-from selectivity_jax.train.metrics import RESULTS_FILE, format_duration, write_json
+from selectivity_jax.train.metrics import RESULTS_FILE, format_duration, run_dirname, write_json
 
 JSON_FILE = "accelerator_check.json"
 MARKDOWN_FILE = "accelerator_check.md"
@@ -125,7 +125,7 @@ def step_config(base: ml_collections.ConfigDict, sizes: CheckSizes,
     config = ml_collections.ConfigDict(base.to_dict())
     config.model.width = sizes.width
     config.batch_size = sizes.batch_size
-    config.eval_batch_size = max(sizes.batch_size, 100)
+    config.eval_batch_size = sizes.batch_size * max(1, 128 // sizes.batch_size)  # divisible like the batch
     config.compute_dtype = compute_dtype
     return config
 
@@ -285,7 +285,7 @@ def _run_grid(base: ml_collections.ConfigDict, check: AcceleratorCheck, sizes: C
     written = write_sweep_report(sweep_dir, workdir)
     results = {}
     for alpha in alphas:
-        with open(os.path.join(sweep_dir, f"alpha_{alpha:g}_seed_0", RESULTS_FILE)) as f:
+        with open(os.path.join(sweep_dir, run_dirname(alpha, 0), RESULTS_FILE)) as f:
             results[f"{alpha:g}"] = json.load(f)
     return GridResult(sweep_dir, alphas, epochs, group_size, strategy, planned, seconds,
                       {a: r["test_accuracy"] for a, r in results.items()},

@@ -44,9 +44,10 @@ from selectivity_jax.train.step import (StepSpec, make_batch_train_step, make_ev
                                         make_train_step)
 
 # Config fields (dotted paths) that do not change what a run computes, so a resumed run may differ in them, e.g.
-# after the data moved to another directory.
+# after the data moved to another directory, or when it resumes on another platform (steps_per_call and vmap_conv
+# change how the steps run, at most float32 rounding of what they compute).
 NON_RESULT_FIELDS = ("sweep", "checkpoint_every_epochs", "max_checkpoints_to_keep", "distributed", "data.data_dir",
-                     "data.cache_dir", "data.download", "data.corrupted_dir", "steps_per_call")
+                     "data.cache_dir", "data.download", "data.corrupted_dir", "steps_per_call", "vmap_conv")
 
 # The train-step dispatches of the loop run under this transfer guard: data, states and the epoch order are on the
 # devices already, so a step that needed anything from the host would be a bug (raised, not silently slow).
@@ -358,6 +359,7 @@ def train_group(config: ml_collections.ConfigDict, alphas: list[float], workdirs
             epoch_end = min((epoch + 1) * steps_per_epoch, total_steps)
             epoch_start_step, epoch_start_time = step, time.time()
             step_metrics = []  # per call: metrics [steps, K], kept on the devices until the epoch ends
+            stopping = False
             while step < epoch_end:
                 left = epoch_end - step
                 if stop_after_steps is not None:
@@ -368,9 +370,12 @@ def train_group(config: ml_collections.ConfigDict, alphas: list[float], workdirs
                 step_metrics.append(metrics)
                 step += steps
                 steps_this_call += steps
-                if sigterm.raised or (stop_after_steps is not None and steps_this_call >= stop_after_steps):
+                stopping = sigterm.raised or (stop_after_steps is not None and steps_this_call >= stop_after_steps)
+                if stopping and step < epoch_end:
                     _save_group(runs, states, wait=True)
                     raise Preempted(step)
+                if stopping:  # at the epoch's end: log and evaluate the epoch first, then stop below
+                    break
             train = jax.device_get(jax.tree.map(lambda *xs: jnp.mean(jnp.concatenate(xs), axis=0), *step_metrics))
             learning_rate = float(jax.device_get(step_metrics[-1]["learning_rate"])[-1, 0])
             seconds = time.time() - epoch_start_time
@@ -395,8 +400,10 @@ def train_group(config: ml_collections.ConfigDict, alphas: list[float], workdirs
                 rows.append(row)
             if jax.process_index() == 0:
                 progress.epoch(epoch + 1, rows)
-            if (epoch + 1) % config.checkpoint_every_epochs == 0 or last:
-                _save_group(runs, states)
+            if (epoch + 1) % config.checkpoint_every_epochs == 0 or last or stopping:
+                _save_group(runs, states, wait=stopping)
+            if stopping:
+                raise Preempted(step)
     for run in runs:
         run.manager.wait_until_finished()
 
