@@ -344,8 +344,9 @@ def train_group(config: ml_collections.ConfigDict, alphas: list[float], workdirs
     val_data = put_eval_arrays(*splits.val, config.eval_batch_size, mesh) if len(splits.val[1]) else None
     log(f"{config.model.name}, alpha {', '.join(f'{a:g}' for a in alphas)}, seed "
         f"{config.seed}: {splits.sizes()} examples, {total_steps} steps ({num_epochs} epochs of {steps_per_epoch}), "
-        f"batch {config.batch_size} on {mesh.devices.size} {jax.devices()[0].device_kind} device(s) "
-        f"(data parallel), {setup.steps_per_call} step(s) per call, {resolve_strategy(setup.spec.vmap_conv)} "
+        f"batch {config.batch_size} on {mesh.devices.size} {jax.devices()[0].device_kind} device(s)"
+        f"{' (data parallel)' if mesh.devices.size > 1 else ''}, {setup.steps_per_call} step(s) per call, "
+        f"{resolve_strategy(setup.spec.vmap_conv)} "
         f"convolutions; "
         f"selectivity layers {setup.layer_names}")
 
