@@ -253,7 +253,8 @@ def _compiled_parts(model_name: str, model_kwargs: tuple, spec: StepSpec, schedu
                                                            input_shape=input_shape),
                    out_shardings=state_sharding)
     train_step = make_train_step(spec, schedule)
-    train_steps = make_train_step(spec, schedule, steps_per_call) if steps_per_call > 1 else train_step
+    train_steps = (make_train_step(spec, schedule, steps_per_call, single_step=train_step) if steps_per_call > 1
+                   else train_step)
     return _Parts(model=model, schedule=schedule, init=init, train_step=train_step, train_steps=train_steps,
                   batch_train_step=make_batch_train_step(spec, schedule),
                   permutation=make_permutation_fn(num_train), evaluate=make_evaluate(spec))

@@ -124,8 +124,8 @@ class _DispatchedSteps:
         return self.one_step._cache_size()
 
 
-def make_train_step(spec: StepSpec, schedule: optax.Schedule, num_steps: int = 1, *,
-                    scan: bool | None = None) -> Callable[[TrainState, TrainArrays, Array],
+def make_train_step(spec: StepSpec, schedule: optax.Schedule, num_steps: int = 1, *, scan: bool | None = None,
+                    single_step: Callable | None = None) -> Callable[[TrainState, TrainArrays, Array],
                                                           tuple[TrainState, dict[str, Array]]]:
     """``train_steps(states, data, permutation) -> (states, metrics)``: ``num_steps`` consecutive steps of a group
     for data held on device. States have a leading model axis, metrics the axes [num_steps, K]. Step ``s`` trains on
@@ -137,14 +137,15 @@ def make_train_step(spec: StepSpec, schedule: optax.Schedule, num_steps: int = 1
     XLA:CPU runs a step inside a loop about 30x slower (and rounds differently), so there the steps are dispatched
     one by one and give the bits of single-step calls. A scanned chain may differ from single steps in the last
     bits; runs stay bitwise reproducible for a fixed ``steps_per_call``, since the loop aligns its calls to the
-    epoch (`selectivity_jax.train.loop.steps_in_next_call`).
+    epoch (`selectivity_jax.train.loop.steps_in_next_call`). ``single_step``: the spec's one-step function, if
+    already built, for the dispatched steps to reuse (no second compilation).
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1; got {num_steps}")
     if scan is None:
         scan = jax.default_backend() != "cpu"
     if num_steps > 1 and not scan:
-        return _DispatchedSteps(make_train_step(spec, schedule), num_steps)
+        return _DispatchedSteps(single_step or make_train_step(spec, schedule), num_steps)
 
     def one_step(data: TrainArrays, permutation: Array, states: TrainState, _) -> tuple[TrainState, dict]:
         step_in_epoch = states.step[0] % spec.steps_per_epoch
