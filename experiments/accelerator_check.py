@@ -8,13 +8,13 @@ into DIR; see selectivity_jax/report/accelerator_check.py for the sections. Runn
 resumes an unfinished grid.
 """
 
+from experiments import cli  # noqa: I001 - first: installs the SIGTERM handler before slow imports
 import os
 
 import jax
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from experiments.cli import run_reporting_errors
 from selectivity_jax.report.accelerator_check import run_check
 
 config_flags.DEFINE_config_file("config", "configs/cifar10_resnet20.py", "The ResNet20 training config whose "
@@ -30,14 +30,13 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.no_extra_arguments(argv)
     if not jax.config.jax_compilation_cache_dir:  # the sections compile the same programs again: cache them
         jax.config.update("jax_compilation_cache_dir", os.path.join(FLAGS.workdir, "jax_cache"))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    run_reporting_errors(lambda: run_check(FLAGS.config, FLAGS.workdir, budget_minutes=FLAGS.budget_minutes,
+    cli.run_reporting_errors(lambda: run_check(FLAGS.config, FLAGS.workdir, budget_minutes=FLAGS.budget_minutes,
                                            smoke=FLAGS.smoke, data_root=FLAGS.data_root))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -6,10 +6,10 @@ Writes ``analysis/<name>.json`` and figures into every finished run directory an
 alphas into ``<sweep>/analysis/``. Settings: configs/analysis.py. Re-running skips what is done.
 """
 
-from absl import app, flags
+from experiments import cli  # noqa: I001 - first: installs the SIGTERM handler before slow imports
+from absl import flags
 from ml_collections import config_flags
 
-from experiments.cli import run_reporting_errors
 from selectivity_jax.analysis.pipeline import run_analyses
 from selectivity_jax.analysis.tasks import ANALYSES, get_analyses
 
@@ -22,11 +22,10 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    run_reporting_errors(lambda: run_analyses(FLAGS.workdir, get_analyses(FLAGS.analysis), FLAGS.config,
+    cli.no_extra_arguments(argv)
+    cli.run_reporting_errors(lambda: run_analyses(FLAGS.workdir, get_analyses(FLAGS.analysis), FLAGS.config,
                                               report_analyses=list(ANALYSES.values())))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -7,13 +7,13 @@ The first form also times the PyTorch reference (selectivity_jax/train/torch_ref
 device when torch is installed, for a ResNet20 config.
 """
 
+from experiments import cli  # noqa: I001 - first: installs the SIGTERM handler before slow imports
 import dataclasses
 import json
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from experiments.cli import run_reporting_errors
 from selectivity_jax.models.vmap_conv import STRATEGIES
 from selectivity_jax.train import torch_reference
 from selectivity_jax.train.benchmark import benchmark, benchmark_groups, fastest_strategy
@@ -83,10 +83,9 @@ def _steps(config) -> None:
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    run_reporting_errors(lambda: _groups(FLAGS.config) if FLAGS.vmap else _steps(FLAGS.config))
+    cli.no_extra_arguments(argv)
+    cli.run_reporting_errors(lambda: _groups(FLAGS.config) if FLAGS.vmap else _steps(FLAGS.config))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -1,24 +1,165 @@
-"""What every entry point does with its outcome: exit 143 after a preemption, one line for bad input; and quiet
-library logs (orbax and absl INFO lines) unless ``--verbosity`` asks for them."""
+"""What every entry point does around its work: flags parsed with one-line errors, SIGTERM at any moment ending
+with exit 143 and one line, an expected failure (bad input) printed as one ``error: ...`` line with exit 2, and
+quiet library logs. ``--verbosity=1`` (or the environment variable SELECTIVITY_JAX_TRACEBACK=1) shows tracebacks
+for bug reports.
 
+Every command's module imports this one first and runs ``cli.run(main)``; ``main`` wraps its work in
+`run_reporting_errors`.
+"""
+
+import os
+import signal
 import sys
-from typing import Callable
-
-from absl import flags, logging
-
-from selectivity_jax.train.loop import Preempted
 
 
-def run_reporting_errors(fn: Callable[[], object]) -> None:
-    """Calls ``fn``; a SIGTERM-saved stop exits with status 143, a ValueError (bad config or input) prints one
-    ``error:`` line and exits with status 2."""
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
+class Terminated(BaseException):
+    """SIGTERM outside the training loop (which saves a checkpoint itself and raises `Preempted`). A BaseException,
+    so that no ``except Exception`` on the way swallows it."""
+
+
+def _raise_terminated(signum, frame):
+    del signum, frame
+    raise Terminated()
+
+
+_SIGTERM_LINE = "stopped by SIGTERM; what was saved is kept: run the same command again to resume"
+
+
+def _report_uncaught(kind, value, tb):
+    """A SIGTERM while the command's modules are still being imported: one line, exit 143."""
+    if issubclass(kind, Terminated):
+        print(_SIGTERM_LINE, file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(143)
+    sys.__excepthook__(kind, value, tb)
+
+
+# Installed when the command's module is imported, before the slow imports below, so that a SIGTERM at start-up is
+# reported like any other.
+signal.signal(signal.SIGTERM, _raise_terminated)
+sys.excepthook = _report_uncaught
+
+import re  # noqa: E402
+import traceback  # noqa: E402
+from typing import Any, Callable  # noqa: E402
+
+from absl import app, flags, logging  # noqa: E402
+
+from selectivity_jax.train.loop import Preempted  # noqa: E402
+
+TRACEBACK_ENV = "SELECTIVITY_JAX_TRACEBACK"
+EXIT_BAD_INPUT = 2
+EXIT_SIGTERM = 143  # 128 + SIGTERM, what a shell reports for a process SIGTERM ended
+EXIT_BUG = 1
+
+# Exceptions that mean bad input or a missing resource, not a bug: one line, exit 2.
+EXPECTED_ERRORS = (ValueError, OSError, app.UsageError, flags.Error)
+
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_FRACTION = re.compile(rf"({_NUMBER})\s*/\s*({_NUMBER})")
+_ARITHMETIC_VALUE = re.compile(r"^[\s\d.eE+\-/(),\[\]]*$")
+
+
+def _show_tracebacks(argv: list[str] | None = None) -> bool:
+    if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+        return True
+    if argv is not None:  # before the flags are parsed
+        return any(re.match(r"^--?(verbosity|v)=?[1-9]", arg) for arg in argv)
+    return flags.FLAGS["verbosity"].present and flags.FLAGS.verbosity >= 1
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
+    """Prints ``error: message`` as one line to stderr and exits with ``code``."""
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def numbers_written_as_fractions(argv: list[str]) -> list[str]:
+    """``--config.x=2/255`` (or a tuple ``(1/255,2/255)``) -> the float, as a user writes attack budgets; other
+    arguments unchanged."""
+    def convert(value: str) -> str:
+        if "/" not in value or not _ARITHMETIC_VALUE.match(value):
+            return value
+
+        def divide(match: re.Match) -> str:
+            numerator, denominator = float(match.group(1)), float(match.group(2))
+            if denominator == 0:
+                raise ValueError(f"division by zero in {value!r}")
+            return repr(numerator / denominator)
+        return _FRACTION.sub(divide, value)
+
+    converted = []
+    for arg in argv:
+        if arg.startswith("--config.") and "=" in arg:
+            name, value = arg.split("=", 1)
+            arg = f"{name}={convert(value)}"
+        converted.append(arg)
+    return converted
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing with one-line errors (unknown flags or config fields, missing config files, values of
+    the wrong type) and exit 2."""
+    show = _show_tracebacks(argv)
     try:
-        fn()
+        return flags.FLAGS(numbers_written_as_fractions(argv))
+    except Terminated:
+        raise
+    except Exception as error:  # noqa: BLE001 - any failure while parsing is the command line's
+        if show:
+            traceback.print_exc()
+        fail(f"{_describe(error, argv)} (see --help)")
+    raise AssertionError("unreachable")
+
+
+def _describe(error: BaseException, argv: list[str] | None = None) -> str:
+    """One line saying what went wrong, with the innermost cause config_flags wraps errors in."""
+    message = str(error).strip() or type(error).__name__
+    if isinstance(error, KeyError | AttributeError):
+        field = message.strip("\"'")
+        overrides = [arg.split("=", 1)[0] for arg in argv or () if arg.startswith("--config.")
+                     and arg.split("=", 1)[0].split(".")[-1] == field]
+        return (f"{overrides[0] if overrides else field}: the config has no field {field!r} (--config.<field> "
+                "overrides must name a field of the config file)")
+    cause = error.__cause__ or error.__context__
+    if cause is not None and str(cause).strip() and str(cause).strip() not in message:
+        message += f" ({str(cause).strip()})"
+    return message
+
+
+def run_reporting_errors(fn: Callable[[], Any]) -> Any:
+    """Calls ``fn``: a SIGTERM-saved stop exits 143 with its line; a ValueError or OSError (bad input, something
+    missing) prints one ``error:`` line and exits 2; any other exception is a bug: one line asking for a report,
+    exit 1 (with ``--verbosity=1`` the traceback instead)."""
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.ERROR)
+    try:
+        return fn()
     except Preempted as stop:
-        print(str(stop), file=sys.stderr)
-        sys.exit(143)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        print(str(stop), file=sys.stderr, flush=True)
+        sys.exit(EXIT_SIGTERM)
+    except EXPECTED_ERRORS as error:
+        if _show_tracebacks():
+            raise
+        fail(_describe(error))
+    except Exception as error:  # noqa: BLE001 - a bug: one line unless the traceback is asked for
+        if _show_tracebacks():
+            raise
+        fail(f"internal error {type(error).__name__}: {_describe(error)}; please report it with the traceback "
+             f"(rerun with --verbosity=1 or {TRACEBACK_ENV}=1)", EXIT_BUG)
+
+
+def run(main: Callable[[list[str]], Any]) -> None:
+    """``absl.app.run(main)`` with `_parse_flags`, and a SIGTERM outside the training loop (start-up, evaluation,
+    writing results) ending with one line and exit 143."""
+    try:
+        app.run(main, flags_parser=_parse_flags)
+    except Terminated:
+        print(_SIGTERM_LINE, file=sys.stderr, flush=True)
+        sys.exit(EXIT_SIGTERM)
+
+
+def no_extra_arguments(argv: list[str]) -> None:
+    """Raises for positional arguments, which no command takes (a typo such as a missing ``--``)."""
+    if len(argv) > 1:
+        fail(f"unexpected arguments: {' '.join(argv[1:])} (flags start with --)")

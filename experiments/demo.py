@@ -8,12 +8,12 @@ Prints the network selectivity of one batch (`selectivity_fn`) and of the whole 
 
 from __future__ import annotations
 
+from experiments import cli  # noqa: I001 - first: installs the SIGTERM handler before slow imports
 import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from absl import app, flags
+from absl import flags
 
 from selectivity_jax import SelectivityStats, apply_with_activations, selectivity_fn
 from selectivity_jax.data import synthetic_images
@@ -28,7 +28,11 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    del argv
+    cli.no_extra_arguments(argv)
+    cli.run_reporting_errors(_demo)
+
+
+def _demo() -> None:
     start = time.time()
     images, labels = synthetic_images(FLAGS.num_classes, FLAGS.num_per_class, seed=FLAGS.seed)
     model = get_model(FLAGS.model, num_classes=FLAGS.num_classes)
@@ -59,4 +63,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -4,10 +4,10 @@ Reads the run directories of DIR (see selectivity_jax/report/runs.py) and writes
 ``report.md``, ``report.csv`` and ``figures/<name>.png|.svg``. Unfinished runs are listed as missing.
 """
 
+from experiments import cli  # noqa: I001 - first: installs the SIGTERM handler before slow imports
 import os
-import sys
 
-from absl import app, flags
+from absl import flags
 
 from selectivity_jax.report.sweep_report import write_sweep_report
 
@@ -18,14 +18,9 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.no_extra_arguments(argv)
     out_dir = FLAGS.out or FLAGS.sweep
-    try:
-        written = write_sweep_report(FLAGS.sweep, out_dir)
-    except (ValueError, FileNotFoundError) as error:  # bad input: one clear line, no traceback
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    written = cli.run_reporting_errors(lambda: write_sweep_report(FLAGS.sweep, out_dir))
     print(f"report: {written['tables'][0]}")
     print(f"table: {written['tables'][1]}")
     print(f"figures ({len(written['figures'])} files): {os.path.join(out_dir, 'figures')}")
@@ -34,4 +29,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

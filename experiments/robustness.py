@@ -10,10 +10,10 @@ robustness analysis done so far) and, for a sweep, the comparisons across alphas
 Re-running skips what is done; corruptions and attacks also resume inside a run (``analysis/<name>.partial.json``).
 """
 
-from absl import app, flags
+from experiments import cli  # noqa: I001 - first: installs the SIGTERM handler before slow imports
+from absl import flags
 from ml_collections import config_flags
 
-from experiments.cli import run_reporting_errors
 from selectivity_jax.analysis.robustness import ROBUSTNESS_ANALYSES, run_robustness
 
 config_flags.DEFINE_config_file("config", "configs/analysis.py", "Analysis settings (configs/analysis.py).",
@@ -26,10 +26,9 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    run_reporting_errors(lambda: run_robustness(FLAGS.workdir, FLAGS.only, FLAGS.config))
+    cli.no_extra_arguments(argv)
+    cli.run_reporting_errors(lambda: run_robustness(FLAGS.workdir, FLAGS.only, FLAGS.config))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -6,10 +6,10 @@ Re-running the same command skips finished runs and resumes unfinished ones. The
 `python -m experiments.report --sweep runs/quickstart_sweep`.
 """
 
-from absl import app, flags
+from experiments import cli  # noqa: I001 - first: installs the SIGTERM handler before slow imports
+from absl import flags
 from ml_collections import config_flags
 
-from experiments.cli import run_reporting_errors
 from selectivity_jax.sweep import MODES, run_sweep
 
 config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py) with config.sweep.",
@@ -24,12 +24,11 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    run_reporting_errors(lambda: run_sweep(FLAGS.config, FLAGS.workdir, mode=FLAGS.mode,
+    cli.no_extra_arguments(argv)
+    cli.run_reporting_errors(lambda: run_sweep(FLAGS.config, FLAGS.workdir, mode=FLAGS.mode,
                                            group_size=FLAGS.group_size))
     print(f"done; report with: python -m experiments.report --sweep {FLAGS.workdir}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -4,10 +4,10 @@ Any config field can be overridden, e.g. ``--config.alpha=-1.0 --config.seed=3``
 the same DIR resumes; ``--overwrite`` starts afresh. See selectivity_jax/train/loop.py for what DIR receives.
 """
 
-from absl import app, flags
+from experiments import cli  # noqa: I001 - first: installs the SIGTERM handler before slow imports
+from absl import flags
 from ml_collections import config_flags
 
-from experiments.cli import run_reporting_errors
 from selectivity_jax.train.loop import train_and_evaluate
 
 config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).", lock_config=True)
@@ -18,10 +18,9 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    run_reporting_errors(lambda: train_and_evaluate(FLAGS.config, FLAGS.workdir, overwrite=FLAGS.overwrite))
+    cli.no_extra_arguments(argv)
+    cli.run_reporting_errors(lambda: train_and_evaluate(FLAGS.config, FLAGS.workdir, overwrite=FLAGS.overwrite))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -28,8 +28,11 @@ import ml_collections
 from selectivity_jax.data import load_splits
 from selectivity_jax.data.on_device import TrainArrays
 from selectivity_jax.parallel import make_data_mesh
-from selectivity_jax.train.loop import setup_run, train_group
-from selectivity_jax.train.metrics import CHECKPOINT_DIR, RESULTS_FILE, SWEEP_FILE, run_dirname, write_json
+from selectivity_jax.train.loop import check_group, setup_run, train_group
+from selectivity_jax.rundir import (RESULTS_FILE, SWEEP_ENTRIES, SWEEP_FILE, DirectoryLock, check_writable_dir,
+                                    is_finished, latest_step, project_dir_kind, read_json, run_dirname)
+from selectivity_jax.train.metrics import write_json
+from selectivity_jax.train.validation import validate_config
 
 MODES = ("vmap", "serial")
 DEFAULT_MAX_GROUP = 16  # the automatic group size's cap
@@ -44,17 +47,6 @@ def seed_config(config: ml_collections.ConfigDict, seed: int) -> ml_collections.
     config = ml_collections.ConfigDict(config.to_dict())
     config.seed = int(seed)
     return config
-
-
-def latest_step(run_dir: str) -> int:
-    """The newest checkpointed step of a run directory (0 when none)."""
-    directory = os.path.join(run_dir, CHECKPOINT_DIR)
-    steps = [int(name) for name in os.listdir(directory) if name.isdigit()] if os.path.isdir(directory) else []
-    return max(steps, default=0)
-
-
-def is_finished(run_dir: str) -> bool:
-    return os.path.exists(os.path.join(run_dir, RESULTS_FILE))
 
 
 def train_step_bytes(config: ml_collections.ConfigDict, num_models: int) -> int:
@@ -118,12 +110,33 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str, *, mode: str | 
     mode = mode or default_mode()
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
-    alphas, seeds = list(config.sweep.alphas), list(config.sweep.seeds)
-    if not alphas or not seeds:
-        raise ValueError("config.sweep.alphas and config.sweep.seeds must not be empty")
     if group_size < 0:
         raise ValueError(f"group_size must be >= 0 (0: automatic); got {group_size}")
-    os.makedirs(sweep_dir, exist_ok=True)
+    validate_config(config, sweep=True)
+    check_sweep_dir(sweep_dir)
+    alphas, seeds = list(config.sweep.alphas), list(config.sweep.seeds)
+    for seed in seeds:
+        check_group(seed_config(config, seed), alphas, [os.path.join(sweep_dir, run_dirname(a, seed)) for a in alphas])
+    with DirectoryLock(sweep_dir, log):
+        return _run_locked(config, sweep_dir, mode, group_size, log)
+
+
+def check_sweep_dir(sweep_dir: str) -> None:
+    """Raises ValueError, writing nothing, unless ``sweep_dir`` is new, empty or a sweep directory (sweep.json, run
+    directories, reports)."""
+    check_writable_dir(sweep_dir)
+    if os.path.isdir(sweep_dir) and os.listdir(sweep_dir) and project_dir_kind(sweep_dir) != "sweep":
+        names = sorted(os.listdir(sweep_dir))
+        foreign = [n for n in names if n not in SWEEP_ENTRIES and not os.path.isdir(os.path.join(sweep_dir, n))]
+        if SWEEP_FILE not in names or foreign:
+            raise ValueError(f"{sweep_dir} is not empty and is not a sweep directory of this project (no {SWEEP_FILE}"
+                             f"{'; it holds ' + ', '.join(foreign[:5]) if foreign else ''}); use a new or empty one")
+
+
+def _run_locked(config: ml_collections.ConfigDict, sweep_dir: str, mode: str, group_size: int,
+                log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """`run_sweep` once the sweep directory is checked and locked."""
+    alphas, seeds = list(config.sweep.alphas), list(config.sweep.seeds)
     write_json(os.path.join(sweep_dir, SWEEP_FILE), {"alphas": alphas, "seeds": seeds, "mode": mode,
                                                      "config": json.loads(config.to_json_best_effort())})
     size = 1 if mode == "serial" else group_size
@@ -137,9 +150,5 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str, *, mode: str | 
         log(f"group {index + 1}/{len(groups)}: seed {seed}, alpha {', '.join(f'{a:g}' for a in group)}")
         train_group(seed_config(config, seed), group,
                     [os.path.join(sweep_dir, run_dirname(alpha, seed)) for alpha in group], log=log)
-    results = []
-    for seed in seeds:
-        for alpha in alphas:
-            with open(os.path.join(sweep_dir, run_dirname(alpha, seed), RESULTS_FILE)) as f:
-                results.append(json.load(f))
-    return results
+    return [read_json(os.path.join(sweep_dir, run_dirname(alpha, seed), RESULTS_FILE))
+            for seed in seeds for alpha in alphas]

@@ -17,7 +17,8 @@ import pytest
 from matplotlib.figure import Figure
 
 from selectivity_jax.report import figures
-from selectivity_jax.report.runs import MissingRun, load_sweep, run_dirname
+from selectivity_jax.report.runs import MissingRun, load_sweep
+from selectivity_jax.rundir import run_dirname
 from selectivity_jax.report.tables import csv_columns, markdown_report, mean_std, summarize, write_csv
 from selectivity_jax.train.metrics import write_json
 

@@ -10,7 +10,7 @@ import pytest
 from selectivity_jax.report import load_sweep
 from selectivity_jax.sweep import DEFAULT_MAX_GROUP, default_group_size, plan_groups, run_sweep, train_step_bytes
 from selectivity_jax.train.checkpoint import checkpoint_manager, restore_latest
-from selectivity_jax.train.metrics import run_dirname
+from selectivity_jax.rundir import run_dirname
 from helpers import TINY_SWEEP_ALPHAS, tiny_sweep_config
 
 ALPHAS = TINY_SWEEP_ALPHAS

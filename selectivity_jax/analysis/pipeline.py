@@ -28,7 +28,8 @@ from selectivity_jax.data.splits import subset
 from selectivity_jax.report.runs import find_run_dirs
 from selectivity_jax.report.tables import mean_std
 from selectivity_jax.selectivity import selectivity_fn
-from selectivity_jax.train.metrics import CONFIG_FILE, RESULTS_FILE, to_jsonable, write_json
+from selectivity_jax.rundir import CONFIG_FILE, RESULTS_FILE, read_json
+from selectivity_jax.train.metrics import to_jsonable, write_json
 
 ANALYSIS_DIR = "analysis"
 
@@ -120,10 +121,6 @@ def analysis_settings(config: ml_collections.ConfigDict, name: str) -> dict[str,
     return json.loads(json.dumps(to_jsonable({**shared, name: section})))
 
 
-def _read_json(path: str) -> Any:
-    with open(path) as f:
-        return json.load(f)
-
 
 Section = tuple[str, Callable[[dict[str, Any]], str] | None, dict[str, Any], list[str]]
 
@@ -162,9 +159,9 @@ def analyze_run(run_dir: str, analyses: Sequence[Analysis], config: ml_collectio
     for analysis in analyses:
         path = os.path.join(out_dir, f"{analysis.name}.json")
         settings = analysis_settings(config, analysis.name)
-        if os.path.exists(path) and _read_json(path).get("settings") == settings:
+        if os.path.exists(path) and read_json(path).get("settings") == settings:
             log(f"  {analysis.name}: done before, {path}")
-            results[analysis.name] = {**_read_json(path), "run_dir": run_dir}
+            results[analysis.name] = {**read_json(path), "run_dir": run_dir}
             continue
         start = time.time()
         log(f"  {analysis.name}: computing ...")
@@ -235,7 +232,7 @@ def run_analyses(workdir: str, analyses: Sequence[Analysis], config: ml_collecti
         path = os.path.join(out_dir, f"{analysis.name}.json")
         if os.path.exists(path) and (is_sweep or not analysis.needs_sweep):
             sections.append((analysis.title or analysis.name, analysis.sweep_table if is_sweep else analysis.run_table,
-                             _read_json(path), figure_paths(out_dir, analysis.name)))
+                             read_json(path), figure_paths(out_dir, analysis.name)))
     name = os.path.basename(os.path.normpath(workdir))
     title = f"Analyses of the sweep {name}" if is_sweep else f"Analyses of the run {name}"
     path = write_report(os.path.join(out_dir, f"{report}.md"), title, sections)

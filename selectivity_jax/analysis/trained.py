@@ -26,7 +26,7 @@ from selectivity_jax.models.common import edit_layers
 from selectivity_jax.parallel import make_data_mesh
 from selectivity_jax.selectivity import unit_responses
 from selectivity_jax.train.checkpoint import checkpoint_manager, restore_latest
-from selectivity_jax.train.metrics import CHECKPOINT_DIR, CONFIG_FILE, RESULTS_FILE
+from selectivity_jax.rundir import CHECKPOINT_DIR, CONFIG_FILE, RESULTS_FILE
 from selectivity_jax.train.loop import setup_run
 from selectivity_jax.train.state import unstack_state
 

@@ -70,7 +70,7 @@ def _load_cifar10(config: Any) -> TrainTest:
     """CIFAR-10 through TFDS (TF-free), cached as arrays."""
     def build() -> TrainTest:
         from selectivity_jax.data.cifar10 import load_cifar10  # imports TFDS: only when needed
-        data = load_cifar10(config.get("data_dir", None))
+        data = load_cifar10(config.get("data_dir", None), download=config.get("download", True))
         return TrainTest(data["train"], data["test"], tuple(data["class_names"]))
     return _cached(config, "cifar10", build)
 
@@ -108,20 +108,54 @@ def _load_image_folder(config: Any) -> TrainTest:
     return _cached(config, _folder_cache_key(root, image_size), build)
 
 
+def _cache_hit(config: Any, key: str) -> bool:
+    cache_dir = config.get("cache_dir", None)
+    return bool(cache_dir) and os.path.exists(os.path.join(cache_dir, f"{key}.npz"))
+
+
+def _check_synthetic(config: Any) -> None:
+    if config.get("num_classes", 10) < 2:
+        raise ValueError(f"data.num_classes={config.get('num_classes')}: class selectivity needs at least 2 classes")
+
+
+def _check_cifar10(config: Any) -> None:
+    if not _cache_hit(config, "cifar10"):
+        from selectivity_jax.data.cifar10 import check_cifar10_available  # imports TFDS: only when needed
+        check_cifar10_available(config.get("data_dir", None), download=config.get("download", True))
+
+
+def _check_tiny_imagenet(config: Any) -> None:
+    if not _cache_hit(config, "tiny_imagenet"):
+        from selectivity_jax.data.tiny_imagenet import check_tiny_imagenet_available  # imports TFDS
+        check_tiny_imagenet_available(config.get("data_dir", None), download=config.get("download", True))
+
+
+def _check_image_folder(config: Any) -> None:
+    root = config.get("root", None)
+    if not root:
+        raise ValueError("data.root must name the image folder (directory or .tar/.tar.gz archive)")
+    if not os.path.exists(root):
+        raise FileNotFoundError(f"data.root: image folder {root} does not exist")
+    if not os.access(root, os.R_OK):
+        raise PermissionError(f"data.root: {root} is not readable")
+
+
 @dataclasses.dataclass(frozen=True)
 class Source:
-    """How to load one data set, and its validation protocol when the config sets none."""
+    """How to load one data set, check that it can be loaded (without writing anything), and its validation
+    protocol when the config sets none."""
     load: Callable[[Any], TrainTest]
+    check: Callable[[Any], None]
     num_val: int = 0
     val_per_class: int = 0
 
 
 # Data sets by config name.
 SOURCES: dict[str, Source] = {
-    "synthetic": Source(_load_synthetic),
-    "cifar10": Source(_load_cifar10, num_val=5000),
-    "tiny_imagenet": Source(_load_tiny_imagenet, val_per_class=50),
-    "image_folder": Source(_load_image_folder),
+    "synthetic": Source(_load_synthetic, _check_synthetic),
+    "cifar10": Source(_load_cifar10, _check_cifar10, num_val=5000),
+    "tiny_imagenet": Source(_load_tiny_imagenet, _check_tiny_imagenet, val_per_class=50),
+    "image_folder": Source(_load_image_folder, _check_image_folder),
 }
 
 
@@ -133,15 +167,33 @@ def _validation_sizes(config: Any, source: Source) -> tuple[int, int]:
     return num_val or 0, val_per_class or 0
 
 
+def _source(data_config: Any) -> Source:
+    name = data_config.get("name", None)
+    if name not in SOURCES:
+        raise ValueError(f"unknown data set {name!r}; known: {sorted(SOURCES)}")
+    return SOURCES[name]
+
+
+def check_available(data_config: Any) -> None:
+    """Raises (ValueError or an OSError naming what is missing) when the data set of ``data_config`` cannot be
+    loaded, quickly and without writing anything: run before a run's first file is written."""
+    _source(data_config).check(data_config)
+
+
+def _check_classes(labels: np.ndarray, split: str, name: str) -> None:
+    classes = len(np.unique(labels))
+    if classes < 2:
+        raise ValueError(f"the {split} split of {name} has {classes} class(es): class selectivity needs at least 2")
+
+
 def load_splits(data_config: Any, seed: int) -> ArraySplits:
     """Loads the data set named ``data_config.name`` as train / val / test arrays; ``seed`` picks the validation
     split (drawn from the training split) and the optional ``train_subset`` (0 = all); an optional ``test_subset``
     is the same for every seed, so runs stay comparable."""
-    name = data_config.get("name", None)
-    if name not in SOURCES:
-        raise ValueError(f"unknown data set {name!r}; known: {sorted(SOURCES)}")
-    source = SOURCES[name]
+    source = _source(data_config)
     data = source.load(data_config)
+    _check_classes(data.train[1], "train", data_config.name)
+    _check_classes(data.test[1], "test", data_config.name)
     num_val, val_per_class = _validation_sizes(data_config, source)
     train, val = split_train_val(*data.train, num_val=num_val, val_per_class=val_per_class, seed=seed)
     train = subset(*train, data_config.get("train_subset", 0), seed)
@@ -150,6 +202,6 @@ def load_splits(data_config: Any, seed: int) -> ArraySplits:
                        class_names=data.class_names)
 
 
-__all__ = ["ArraySplits", "SOURCES", "Source", "TrainTest", "cached_arrays", "load_image_folder",
+__all__ = ["ArraySplits", "SOURCES", "Source", "TrainTest", "cached_arrays", "check_available", "load_image_folder",
            "load_image_folder_splits", "load_splits", "split_train_val", "subset", "synthetic_images",
            "tail_per_class"]

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import tarfile
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -93,7 +95,11 @@ class Cifar10Numpy(tfds.core.GeneratorBasedBuilder):
             manual = None
         if manual is not None and manual.exists():
             return manual
-        return dl_manager.download(ARCHIVE_URL)
+        try:
+            return dl_manager.download(ARCHIVE_URL)
+        except Exception as error:  # noqa: BLE001 - any download failure: say where to put the file
+            raise FileNotFoundError(_missing_archive_message(os.path.join(self.data_dir_root, "downloads", "manual"),
+                                                             download=True)) from error
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:
         archive = self._archive_path(dl_manager)
@@ -120,12 +126,46 @@ def _stock_is_random_access(data_root: os.PathLike) -> bool:
     return bool(formats & set(tfds.core.FileFormat.with_random_access()))
 
 
-def prepare_cifar10_numpy(data_dir: str | None) -> tfds.core.DatasetBuilder:
+def _missing_archive_message(manual_dir: str, download: bool) -> str:
+    how = "is not there and cannot be downloaded" if download else "is not there and data.download is False"
+    return (f"CIFAR-10 is not prepared and {os.path.join(manual_dir, ARCHIVE_NAME)} {how}: download {ARCHIVE_URL} "
+            "and put it there (do not extract it)")
+
+
+def is_reachable(url: str, timeout: float = 5.0) -> bool:
+    """Whether the host of ``url`` accepts a connection within ``timeout`` seconds (a download would fail after
+    minutes of retries otherwise)."""
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def check_cifar10_available(data_dir: str | None, *, download: bool = True) -> None:
+    """Raises FileNotFoundError, without writing anything, when CIFAR-10 is neither prepared in ``data_dir`` nor in
+    its manual directory as the archive, and cannot be downloaded (``download`` False, or no connection)."""
+    builder = tfds.builder("cifar10_numpy", data_dir=data_dir, file_format="array_record")
+    manual_dir = os.path.join(builder.data_dir_root, "downloads", "manual")
+    if (builder.is_prepared() or _stock_is_random_access(builder.data_dir_root)
+            or os.path.exists(os.path.join(manual_dir, ARCHIVE_NAME))):
+        return
+    if download and is_reachable(ARCHIVE_URL):
+        return
+    raise FileNotFoundError(_missing_archive_message(manual_dir, download=download))
+
+
+def prepare_cifar10_numpy(data_dir: str | None, *, download: bool = True) -> tfds.core.DatasetBuilder:
     """Prepares ``cifar10_numpy`` as ArrayRecord in ``data_dir`` unless it already is, from
-    ``<data_dir>/downloads/manual/cifar-10-binary.tar.gz`` when present, else by downloading; returns the builder."""
+    ``<data_dir>/downloads/manual/cifar-10-binary.tar.gz`` when present, else by downloading (``download``);
+    returns the builder."""
     builder = tfds.builder("cifar10_numpy", data_dir=data_dir, file_format="array_record")
     if not builder.is_prepared():
         manual_dir = os.path.join(builder.data_dir_root, "downloads", "manual")
+        if not download and not os.path.exists(os.path.join(manual_dir, ARCHIVE_NAME)):
+            raise FileNotFoundError(_missing_archive_message(manual_dir, download=False))
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     return builder
 
@@ -159,13 +199,14 @@ def source_to_arrays(source: Sequence[dict[str, Any]], batch_size: int = 1000) -
     return images, labels
 
 
-def load_cifar10(data_dir: str | None, *, builder: str = "auto",
+def load_cifar10(data_dir: str | None, *, builder: str = "auto", download: bool = True,
                  batch_size: int = 1000) -> dict[str, Any]:
     """Returns {'train': (images, labels), 'test': (images, labels), 'class_names': tuple} via ``tfds.data_source``.
 
     ``builder``: 'cifar10' reads the stock TFDS data (must already be prepared as ArrayRecord: preparing it needs
-    TensorFlow), 'cifar10_numpy' reads the project builder (preparing it first when needed), 'auto' takes the stock
-    data when present in ``data_dir`` and ``cifar10_numpy`` otherwise.
+    TensorFlow), 'cifar10_numpy' reads the project builder (preparing it first when needed, downloading the archive
+    only when ``download``), 'auto' takes the stock data when present in ``data_dir`` and ``cifar10_numpy``
+    otherwise.
     """
     if builder not in _BUILDERS:
         raise ValueError(f"unknown CIFAR-10 builder {builder!r}; expected one of {_BUILDERS}")
@@ -173,7 +214,7 @@ def load_cifar10(data_dir: str | None, *, builder: str = "auto",
         data_root = tfds.builder("cifar10_numpy", data_dir=data_dir).data_dir_root
         builder = "cifar10" if _stock_is_random_access(data_root) else "cifar10_numpy"
     if builder == "cifar10_numpy":
-        prepare_cifar10_numpy(data_dir)
+        prepare_cifar10_numpy(data_dir, download=download)
     try:
         sources = tfds.data_source(builder, split=["train", "test"], data_dir=data_dir, download=False)
     except (AssertionError, NotImplementedError, ValueError) as error:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -33,7 +34,7 @@ def decode_image(data: bytes, name: str, image_size: int | None = None) -> np.nd
         image = Image.open(io.BytesIO(data), formats=_PIL_FORMATS)
         image = image.convert("RGB") if image.mode != "RGB" else image
         image.load()
-    except OSError as error:
+    except (OSError, ValueError, Image.DecompressionBombError) as error:  # not an image, truncated, too large
         raise ValueError(f"cannot decode image {name}: {error}") from error
     if image_size is not None and image.size != (image_size, image_size):
         image = image.resize((image_size, image_size), Image.BILINEAR)
@@ -138,7 +139,12 @@ def load_image_folder_splits(root: str | os.PathLike, splits: Sequence[str] = ("
         entries = _directory_entries(root, splits)
     else:
         raise ValueError(f"{root} is neither a directory nor a {'/'.join(ARCHIVE_SUFFIXES)} archive")
-    images = _collect(entries, splits, image_size, os.path.basename(root))
+    try:
+        images = _collect(entries, splits, image_size, os.path.basename(root))
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
+        if not is_archive(root):
+            raise
+        raise ValueError(f"cannot read the archive {root} (truncated, or not a tar archive?): {error}") from error
     return {split: _to_arrays(images[split], split, root) for split in splits}
 
 

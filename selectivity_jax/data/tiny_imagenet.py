@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from selectivity_jax.data.cifar10 import read_batch
+from selectivity_jax.data.cifar10 import is_reachable, read_batch
 
 ARCHIVE_NAME = "tiny-imagenet-200.zip"
 ARCHIVE_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
@@ -314,6 +314,18 @@ def ordered(examples: Examples, by_label: bool = False) -> Examples:
     images, labels, ids = examples
     order = example_order(ids, labels if by_label else None)
     return images[order], labels[order], [ids[i] for i in order]
+
+
+def check_tiny_imagenet_available(data_dir: str | None, *, download: bool = True) -> None:
+    """Raises FileNotFoundError, without writing anything, when Tiny ImageNet is neither prepared in ``data_dir``
+    nor in its manual directory as the archive, and cannot be downloaded (``download`` False, or no connection)."""
+    builder = tfds.builder("tiny_imagenet", data_dir=data_dir, file_format="array_record")
+    manual_dir = os.path.join(os.fspath(builder.data_dir_root), "downloads", "manual")
+    if builder.is_prepared() or os.path.exists(os.path.join(manual_dir, ARCHIVE_NAME)):
+        return
+    if download and is_reachable(ARCHIVE_URL):
+        return
+    raise FileNotFoundError(_missing_archive_message(manual_dir))
 
 
 def prepare_tiny_imagenet(data_dir: str | None, *, download: bool = True) -> tfds.core.DatasetBuilder:

@@ -7,7 +7,7 @@ accuracy against selectivity, selectivity against depth and per-unit selectivity
 `selectivity_jax.report.figures`.
 """
 
-from selectivity_jax.report.runs import MissingRun, Run, Sweep, load_run, load_sweep, run_dirname
+from selectivity_jax.report.runs import MissingRun, Run, Sweep, load_run, load_sweep
 from selectivity_jax.report.tables import (AlphaSummary, csv_columns, markdown_report, mean_std, summarize,
                                            write_csv, write_markdown)
 
@@ -21,7 +21,6 @@ __all__ = [
     "load_sweep",
     "markdown_report",
     "mean_std",
-    "run_dirname",
     "summarize",
     "write_csv",
     "write_markdown",

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import os
 from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 
-from selectivity_jax.train.metrics import (CONFIG_FILE, METRICS_FILE, RESULTS_FILE, SELECTIVITY_FILE, SWEEP_FILE,
-                                           read_jsonl, run_dirname)
+from selectivity_jax.rundir import (CONFIG_FILE, METRICS_FILE, RESULTS_FILE, SELECTIVITY_FILE, SWEEP_FILE, read_json)
+from selectivity_jax.train.metrics import read_jsonl
 
 
 def grid_key(alpha: float, seed: int) -> tuple[float, int]:
@@ -99,10 +98,6 @@ class Sweep:
         return [run for run in self.runs if run.alpha == float(alpha)]
 
 
-def _read_json(path: str) -> dict[str, Any]:
-    with open(path) as f:
-        return json.load(f)
-
 
 def load_unit_selectivity(path: str) -> dict[str, np.ndarray]:
     """Per-unit selectivity arrays by layer name from a ``selectivity.npz`` ({} if the file is absent)."""
@@ -117,9 +112,9 @@ def load_run(run_dir: str) -> Run | None:
     results_path = os.path.join(run_dir, RESULTS_FILE)
     if not os.path.exists(results_path):
         return None
-    results = _read_json(results_path)
+    results = read_json(results_path)
     config_path = os.path.join(run_dir, CONFIG_FILE)
-    config = _read_json(config_path) if os.path.exists(config_path) else {}
+    config = read_json(config_path) if os.path.exists(config_path) else {}
     alpha, seed = grid_key(results.get("alpha", config.get("alpha")), results.get("seed", config.get("seed")))
     return Run(alpha=alpha, seed=seed, path=run_dir, results=results,
                unit_selectivity=load_unit_selectivity(os.path.join(run_dir, SELECTIVITY_FILE)),
@@ -133,7 +128,7 @@ def find_run_dirs(sweep_dir: str) -> dict[tuple[float, int], str]:
         config_path = os.path.join(sweep_dir, name, CONFIG_FILE)
         if not os.path.isfile(config_path):
             continue
-        config = _read_json(config_path)
+        config = read_json(config_path)
         key = grid_key(config["alpha"], config["seed"])
         if key in found:
             raise ValueError(f"two run directories hold alpha {key[0]:g}, seed {key[1]}: "
@@ -166,7 +161,7 @@ def load_sweep(sweep_dir: str) -> Sweep:
     if not os.path.isdir(sweep_dir):
         raise FileNotFoundError(f"{sweep_dir} is not a directory")
     sweep_path = os.path.join(sweep_dir, SWEEP_FILE)
-    sweep_file = _read_json(sweep_path) if os.path.exists(sweep_path) else None
+    sweep_file = read_json(sweep_path) if os.path.exists(sweep_path) else None
     found = find_run_dirs(sweep_dir)
     runs = [run for run in (load_run(path) for path in found.values()) if run is not None]
     if not runs:

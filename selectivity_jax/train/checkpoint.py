@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -24,10 +25,35 @@ def save_state(manager: ocp.CheckpointManager, state: Any, *, wait: bool = False
         manager.wait_until_finished()
 
 
-def restore_latest(manager: ocp.CheckpointManager, target: Any) -> Any | None:
-    """The newest saved state, restored with the shapes, dtypes and shardings of ``target``; None if none."""
-    step = manager.latest_step()
-    if step is None:
-        return None
+@dataclasses.dataclass(frozen=True)
+class Restored:
+    """What `restore_newest` found: the state (None when no checkpoint restored) and the checkpoints it skipped,
+    as (step, why) newest first."""
+    state: Any | None
+    skipped: tuple[tuple[int, str], ...] = ()
+
+    @property
+    def step(self) -> int | None:
+        return None if self.state is None else int(jax.device_get(self.state.step))
+
+
+def restore_newest(manager: ocp.CheckpointManager, target: Any, *, at_most: int | None = None) -> Restored:
+    """The newest checkpoint (at a step <= ``at_most`` when given) that restores, with the shapes, dtypes and
+    shardings of ``target``; a checkpoint that fails to restore (truncated, garbled, half-written) is skipped and
+    the next older one tried."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-    return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    skipped = []
+    for step in sorted(manager.all_steps(), reverse=True):
+        if at_most is not None and step > at_most:
+            continue
+        try:
+            return Restored(manager.restore(step, args=ocp.args.StandardRestore(abstract)), tuple(skipped))
+        except Exception as error:  # noqa: BLE001 - orbax/tensorstore raise many types for a damaged checkpoint
+            reason = " ".join(f"{type(error).__name__}: {error}".split())
+            skipped.append((step, reason[:200]))
+    return Restored(None, tuple(skipped))
+
+
+def restore_latest(manager: ocp.CheckpointManager, target: Any) -> Any | None:
+    """The newest saved state that restores (see `restore_newest`); None if none."""
+    return restore_newest(manager, target).state

@@ -3,22 +3,27 @@
 ``train_group(config, alphas, workdirs)`` trains K models that share the config and seed and differ in alpha
 (Leavitt & Morcos, ICLR 2021, Sec. 2.3: loss = CE - alpha * network selectivity) inside one jitted, vmapped step;
 ``train_and_evaluate(config, workdir)`` is a group of one, and a sweep (selectivity_jax/sweep.py) is a sequence of
-groups. Each run's directory receives ``config.json``, ``metrics.jsonl`` (one line per epoch), ``results.json``
-(final test figures), ``selectivity.npz`` (per-unit test selectivity per layer) and orbax checkpoints under
-``checkpoints/``, the same whether it trained alone or in a group. Running again on the same directories resumes
-from the newest checkpoints and ends with the same results as an uninterrupted run; SIGTERM saves checkpoints
-before the process exits.
+groups. Each run's directory (selectivity_jax/rundir.py) receives ``config.json``, ``metrics.jsonl`` (one line per epoch),
+``timing.jsonl`` (wall-clock seconds), ``results.json`` (final test figures), ``selectivity.npz`` (per-unit test
+selectivity per layer) and orbax checkpoints under ``checkpoints/``, the same whether it trained alone or in a
+group.
+
+Reliability: everything is validated (config, directories, data, batch against devices) before the first file is
+written; a process holds a lock on each of its directories; running again on the same directories resumes from the
+newest checkpoint that restores and ends with the same files, bit for bit (timing.jsonl aside), as an uninterrupted
+run; SIGTERM saves a checkpoint (and the epoch's metrics so far) before the process exits; a non-finite loss stops
+the run without saving the non-finite state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import math
 import os
 import platform
-import shutil
 import signal
 import time
 from importlib import metadata
@@ -28,20 +33,24 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 
-from selectivity_jax.data import load_splits
+from selectivity_jax import rundir
+from selectivity_jax.data import check_available, load_splits
 from selectivity_jax.data.on_device import normalization_stats, put_eval_arrays, put_train_arrays
 from selectivity_jax.models import get_model
 from selectivity_jax.models.vmap_conv import resolve_strategy
 from selectivity_jax.parallel import (batch_sharded, check_batch_size, make_data_mesh, maybe_initialize_distributed,
                                       replicated)
-from selectivity_jax.train.checkpoint import checkpoint_manager, restore_latest, save_state
-from selectivity_jax.train.metrics import (CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, RESULTS_FILE, SELECTIVITY_FILE,
-                                           MetricsWriter, Progress, write_json)
+from selectivity_jax.rundir import (CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, PARTIAL_EPOCH_FILE, RESULTS_FILE,
+                                    SELECTIVITY_FILE, TIMING_FILE, DirectoryLock)
+from selectivity_jax.train.checkpoint import checkpoint_manager, restore_newest, save_state
+from selectivity_jax.train.metrics import MetricsWriter, Progress, write_json, write_npz
 from selectivity_jax.train.state import (TrainState, create_group_state, learning_rate_schedule, make_optimizer,
                                          stack_states, unstack_state)
 from selectivity_jax.train.step import (StepSpec, make_batch_train_step, make_evaluate, make_permutation_fn,
                                         make_train_step)
+from selectivity_jax.train.validation import validate_config
 
 # Config fields (dotted paths) that do not change what a run computes, so a resumed run may differ in them, e.g.
 # after the data moved to another directory, or when it resumes on another platform (steps_per_call and vmap_conv
@@ -87,6 +96,10 @@ class Preempted(Exception):
         self.step = step
 
 
+class NonFiniteLoss(ValueError):
+    """Raised when a training loss is NaN or infinite; the non-finite state is not saved."""
+
+
 def _comparable(config: dict) -> dict[str, Any]:
     """The config flattened to {dotted path: value}, without `NON_RESULT_FIELDS`."""
     flat: dict[str, Any] = {}
@@ -104,22 +117,37 @@ def _comparable(config: dict) -> dict[str, Any]:
     return flat
 
 
-def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, overwrite: bool = False) -> None:
-    """Creates ``workdir`` and stores the config; refuses a directory that holds a different config."""
-    config_json = json.loads(config.to_json_best_effort(sort_keys=True))
+def check_workdir(workdir: str, config: ml_collections.ConfigDict, overwrite: bool = False) -> None:
+    """Raises ValueError, writing nothing, unless ``workdir`` can take the run of ``config``: new or empty, a run
+    of the same config (resumed), or, with ``overwrite``, a run or sweep directory of this project."""
+    rundir.check_writable_dir(workdir)
+    if overwrite:
+        rundir.check_overwritable(workdir)
+        return
     path = os.path.join(workdir, CONFIG_FILE)
-    if overwrite and os.path.isdir(workdir):
-        shutil.rmtree(workdir)
-    if os.path.exists(path):
-        with open(path) as f:
-            stored = json.load(f)
-        stored, current = _comparable(stored), _comparable(config_json)
+    if os.path.isfile(path):
+        stored = rundir.read_json(path)
+        if not isinstance(stored, dict):
+            raise ValueError(f"{path} is not a run config")
+        stored, current = _comparable(stored), _comparable(json.loads(config.to_json_best_effort(sort_keys=True)))
         changed = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))  # absent = None
         if changed:
             raise ValueError(f"{workdir} holds a run with a different config (fields {changed} differ); "
                              f"use another --workdir, or --overwrite to start it afresh")
+    elif os.path.isdir(workdir) and rundir.project_dir_kind(workdir) is None and (
+            set(os.listdir(workdir)) - rundir.RUN_ENTRIES):
+        raise ValueError(f"{workdir} is not empty and holds no run of this project (no {CONFIG_FILE}); "
+                         "use a new or empty directory")
+
+
+def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, overwrite: bool = False) -> None:
+    """Checks ``workdir`` (`check_workdir`), then, with ``overwrite``, deletes the project's files there, and stores
+    the config. The caller holds the directory's lock."""
+    check_workdir(workdir, config, overwrite)
+    if overwrite:
+        rundir.clear_project_dir(workdir)
     os.makedirs(workdir, exist_ok=True)
-    write_json(path, config_json)
+    write_json(os.path.join(workdir, CONFIG_FILE), json.loads(config.to_json_best_effort(sort_keys=True)))
 
 
 def summarize_evals(totals: dict, stats) -> list[dict[str, Any]]:
@@ -267,38 +295,48 @@ def run_config(config: ml_collections.ConfigDict, alpha: float) -> ml_collection
     return config
 
 
-def _read_json(path: str) -> Any:
-    with open(path) as f:
-        return json.load(f)
-
-
 class _Run:
-    """One run's files: work directory, checkpoint manager and metrics writer."""
+    """One run's files: work directory, checkpoint manager and metrics and timing writers."""
 
     def __init__(self, workdir: str, max_to_keep: int):
         self.workdir = workdir
         self.manager = checkpoint_manager(os.path.join(workdir, CHECKPOINT_DIR), max_to_keep)
         self.writer = MetricsWriter(os.path.join(workdir, METRICS_FILE))
+        self.timing = MetricsWriter(os.path.join(workdir, TIMING_FILE))
         self.results_path = os.path.join(workdir, RESULTS_FILE)
+        self.partial_epoch_path = os.path.join(workdir, PARTIAL_EPOCH_FILE)
+
+
+def _restore_run(run: _Run, target: TrainState, log: Callable[[str], None], at_most: int | None = None):
+    restored = restore_newest(run.manager, target, at_most=at_most)
+    for step, why in restored.skipped:
+        log(f"warning: {run.workdir}: checkpoint {step} does not restore ({why}); deleted, trying an older one")
+        run.manager.delete(step)
+    return restored
 
 
 def _restore_group(runs: list[_Run], states: TrainState, log: Callable[[str], None]) -> TrainState:
-    """Newest checkpoints of a group's runs, stacked; all runs must stand at the same step (or none saved)."""
-    restored = [restore_latest(run.manager, unstack_state(states, k)) for k, run in enumerate(runs)]
-    steps = {None if state is None else int(state.step) for state in restored}
-    if steps == {None}:
-        for run in runs:
-            if os.path.exists(run.writer.path):
-                os.remove(run.writer.path)
-        return states
-    if len(steps) > 1:
-        raise ValueError(f"runs {[run.workdir for run in runs]} stand at different steps {sorted(map(str, steps))}; "
-                         f"train them in separate groups")
-    step = steps.pop()
+    """Newest checkpoints of a group's runs that restore, at one step for all, stacked (the initial states when no
+    run has one). A run whose newest checkpoints are damaged falls back to an older one, and the others to the same
+    step."""
+    targets = [unstack_state(states, k) for k in range(len(runs))]
+    restored = [_restore_run(run, target, log) for run, target in zip(runs, targets)]
+    step = min(r.step or 0 for r in restored)
+    if any((r.step or 0) != step for r in restored) and step:
+        restored = [r if r.step == step else _restore_run(run, target, log, at_most=step)
+                    for r, run, target in zip(restored, runs, targets)]
+        if any(r.step != step for r in restored):
+            raise ValueError(f"runs {[run.workdir for run in runs]} have no checkpoint at one common step; "
+                             "train them in separate groups")
     for run in runs:
+        for newer in [s for s in run.manager.all_steps() if s > step]:
+            run.manager.delete(newer)  # newer than the step resumed from: replayed and saved again
         run.writer.truncate_after(step)
+        run.timing.truncate_after(step)
+    if not step:
+        return states
     log(f"resuming {len(runs)} run(s) from step {step}")
-    return jax.device_put(stack_states(restored), jax.tree.map(lambda leaf: leaf.sharding, states))
+    return jax.device_put(stack_states([r.state for r in restored]), jax.tree.map(lambda leaf: leaf.sharding, states))
 
 
 def _save_group(runs: list[_Run], states: TrainState, wait: bool = False) -> None:
@@ -309,6 +347,83 @@ def _save_group(runs: list[_Run], states: TrainState, wait: bool = False) -> Non
             run.manager.wait_until_finished()
 
 
+@jax.jit
+def _finite_models(params: Any) -> jax.Array:
+    """[K] bool: whether every parameter of each model of a group is finite."""
+    return jnp.stack([jnp.all(jnp.isfinite(leaf).reshape(leaf.shape[0], -1), axis=1)
+                      for leaf in jax.tree.leaves(params)]).all(axis=0)
+
+
+def _check_finite(runs: list[_Run], alphas: tuple[float, ...], states: TrainState, losses: np.ndarray,
+                  first_step: int, learning_rates: np.ndarray) -> None:
+    """Raises `NonFiniteLoss` (nothing saved) when a model's per-step losses [steps, K] or parameters are not
+    finite; ``first_step`` is the step of row 0, ``learning_rates`` [steps] the rates the steps used."""
+    finite_params = np.asarray(jax.device_get(_finite_models(states.params)))
+    for k, run in enumerate(runs):
+        bad = np.flatnonzero(~np.isfinite(losses[:, k]))
+        if not len(bad) and finite_params[k]:
+            continue
+        index = int(bad[0]) if len(bad) else len(losses) - 1
+        saved = [s for s in run.manager.all_steps()]
+        last = f"checkpoint {max(saved)} in {os.path.join(run.workdir, CHECKPOINT_DIR)}" if saved else "none"
+        raise NonFiniteLoss(
+            f"{run.workdir}: the loss became non-finite at step {first_step + index + 1} (alpha {alphas[k]:g}, "
+            f"learning rate {float(learning_rates[index]):g}); the state was not saved, last finite checkpoint: "
+            f"{last}. Lower learning_rate or |alpha| (or add lr_warmup_epochs / alpha_warmup_epochs) and start "
+            "afresh with --overwrite")
+
+
+def _save_partial_epoch(runs: list[_Run], step: int, step_metrics: list[dict[str, Any]]) -> None:
+    """Stores each run's per-step metrics of the unfinished epoch, so that the resumed run's row for the epoch
+    averages every step of it, as an uninterrupted run's does."""
+    metrics = jax.device_get(jax.tree.map(lambda *xs: jnp.concatenate(xs), *step_metrics))
+    for k, run in enumerate(runs):
+        write_npz(run.partial_epoch_path, {"step": np.asarray(step), **{name: np.asarray(value[:, k])
+                                                                         for name, value in metrics.items()}})
+
+
+def _load_partial_epoch(runs: list[_Run], step: int, steps_done: int,
+                        log: Callable[[str], None]) -> list[dict[str, np.ndarray]]:
+    """The per-step metrics [steps_done, K] `_save_partial_epoch` stored at ``step`` ([] when not all runs have
+    them: the epoch's row then averages the steps after the resume only, with a warning)."""
+    parts = []
+    for run in runs:
+        try:
+            with np.load(run.partial_epoch_path) as stored:
+                part = {name: stored[name] for name in stored.files}
+        except (OSError, ValueError):
+            part = None
+        if part is None or int(part.pop("step")) != step or any(len(v) != steps_done for v in part.values()):
+            log(f"warning: {run.workdir}: no metrics of the steps before {step} in this epoch; its metrics.jsonl "
+                "row averages the steps after the resume only")
+            return []
+        parts.append(part)
+    return [{name: np.stack([part[name] for part in parts], axis=1) for name in parts[0]}]
+
+
+def _remove_partial_epoch(runs: list[_Run]) -> None:
+    for run in runs:
+        if os.path.exists(run.partial_epoch_path):
+            os.remove(run.partial_epoch_path)
+
+
+def check_group(config: ml_collections.ConfigDict, alphas: list[float], workdirs: list[str],
+                overwrite: bool = False) -> None:
+    """Everything about a group that can be checked before a file is written: the config, the alphas, the work
+    directories, the batch against the devices and the data's presence; raises ValueError (or an OSError naming
+    what is missing)."""
+    if len(alphas) != len(workdirs) or not alphas:
+        raise ValueError(f"need one work directory per alpha; got {len(alphas)} alphas, {len(workdirs)} directories")
+    validate_config(config)
+    if not all(isinstance(a, (int, float)) and math.isfinite(a) for a in alphas):
+        raise ValueError(f"alphas must be finite numbers; got {list(alphas)}")
+    if len({os.path.realpath(w) for w in workdirs}) != len(workdirs):
+        raise ValueError(f"the work directories of a group must differ; got {workdirs}")
+    for alpha, workdir in zip(alphas, workdirs):
+        check_workdir(workdir, run_config(config, alpha), overwrite)
+    check_available(config.data)
+
+
 def train_group(config: ml_collections.ConfigDict, alphas: list[float], workdirs: list[str], *,
                 overwrite: bool = False, stop_after_steps: int | None = None,
                 log: Callable[[str], None] = print) -> list[dict[str, Any]]:
@@ -317,31 +432,53 @@ def train_group(config: ml_collections.ConfigDict, alphas: list[float], workdirs
     Args:
       config: see configs/base.py; ``config.alpha`` is replaced by each run's alpha.
       alphas, workdirs: one per run; an existing directory with the same config is resumed.
-      overwrite: delete the directories first.
+      overwrite: delete the project's files in the directories first (refused for other directories).
       stop_after_steps: simulate a preemption after this many steps in this call (tests): save and raise
         `Preempted`, as a SIGTERM does.
     """
-    if len(alphas) != len(workdirs) or not alphas:
-        raise ValueError(f"need one work directory per alpha; got {len(alphas)} alphas, {len(workdirs)} directories")
+    check_group(config, alphas, workdirs, overwrite)
     maybe_initialize_distributed(config.get("distributed", False))
-    for alpha, workdir in zip(alphas, workdirs):
-        prepare_workdir(workdir, run_config(config, alpha), overwrite)
-    runs = [_Run(workdir, config.max_checkpoints_to_keep) for workdir in workdirs]
-    if all(os.path.exists(run.results_path) for run in runs):
+    results_paths = [os.path.join(workdir, RESULTS_FILE) for workdir in workdirs]
+    if not overwrite and all(os.path.exists(path) for path in results_paths):
         log(f"already finished: {', '.join(workdirs)}")
-        return [_read_json(run.results_path) for run in runs]
+        return [rundir.read_json(path) for path in results_paths]
 
     mesh = make_data_mesh(config.get("num_devices", 0))
+    check_batch_size(config.batch_size, mesh)
+    check_batch_size(config.eval_batch_size, mesh, what="eval_batch_size")
     splits = load_splits(config.data, seed=config.seed)
     train_images, train_labels = splits.train
     mean, std = normalization_stats(config.data, train_images)
+    if len(mean) != train_images.shape[-1]:
+        raise ValueError(f"data.mean has {len(mean)} channels; the images have {train_images.shape[-1]}")
     setup = setup_run(config, num_classes=splits.num_classes, image_shape=splits.image_shape,
                       num_train=len(train_labels), mean=mean, std=std, mesh=mesh, alphas=tuple(alphas))
+    with contextlib.ExitStack() as locks:
+        if jax.process_index() == 0:  # one holder on shared storage
+            for workdir in workdirs:
+                locks.enter_context(DirectoryLock(workdir, log))
+            for alpha, workdir in zip(alphas, workdirs):
+                prepare_workdir(workdir, run_config(config, alpha), overwrite)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("selectivity_jax: work directories ready")
+        return _train_locked(config, tuple(float(a) for a in alphas), workdirs, splits, setup, mesh,
+                             stop_after_steps, log)
+
+
+def _train_locked(config: ml_collections.ConfigDict, alphas: tuple[float, ...], workdirs: list[str], splits: Any,
+                  setup: RunSetup, mesh: jax.sharding.Mesh, stop_after_steps: int | None,
+                  log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """`train_group` once its directories are validated, locked and hold the config."""
+    runs = [_Run(workdir, config.max_checkpoints_to_keep) for workdir in workdirs]
+    if all(os.path.exists(run.results_path) for run in runs):
+        log(f"already finished: {', '.join(workdirs)}")
+        return [rundir.read_json(run.results_path) for run in runs]
     total_steps, steps_per_epoch, num_epochs = setup.total_steps, setup.steps_per_epoch, setup.num_epochs
     states = _restore_group(runs, setup.initial_state, log)
     step = int(states.step[0])
+    writer = jax.process_index() == 0  # one writer on shared storage
 
-    train_data = put_train_arrays(train_images, train_labels, mesh)
+    train_data = put_train_arrays(*splits.train, mesh)
     val_data = put_eval_arrays(*splits.val, config.eval_batch_size, mesh) if len(splits.val[1]) else None
     log(f"{config.model.name}, alpha {', '.join(f'{a:g}' for a in alphas)}, seed "
         f"{config.seed}: {splits.sizes()} examples, {total_steps} steps ({num_epochs} epochs of {steps_per_epoch}), "
@@ -360,7 +497,10 @@ def train_group(config: ml_collections.ConfigDict, alphas: list[float], workdirs
             order = setup.permutation(states, epoch)
             epoch_end = min((epoch + 1) * steps_per_epoch, total_steps)
             epoch_start_step, epoch_start_time = step, time.time()
-            step_metrics = []  # per call: metrics [steps, K], kept on the devices until the epoch ends
+            # per call: metrics [steps, K], kept on the devices until the epoch ends (after a SIGTERM mid-epoch,
+            # the steps before it come from the run directories)
+            step_metrics = (_load_partial_epoch(runs, step, step - epoch * steps_per_epoch, log)
+                            if step > epoch * steps_per_epoch else [])
             stopping = False
             while step < epoch_end:
                 left = epoch_end - step
@@ -374,12 +514,20 @@ def train_group(config: ml_collections.ConfigDict, alphas: list[float], workdirs
                 steps_this_call += steps
                 stopping = sigterm.raised or (stop_after_steps is not None and steps_this_call >= stop_after_steps)
                 if stopping and step < epoch_end:
+                    losses = np.asarray(jax.device_get(jnp.concatenate([m["loss"] for m in step_metrics])))
+                    rates = np.asarray(jax.device_get(jnp.concatenate([m["learning_rate"] for m in step_metrics])))
+                    _check_finite(runs, alphas, states, losses, step - len(losses), rates[:, 0])
+                    if writer:
+                        _save_partial_epoch(runs, step, step_metrics)
                     _save_group(runs, states, wait=True)
                     raise Preempted(step)
                 if stopping:  # at the epoch's end: log and evaluate the epoch first, then stop below
                     break
+            per_step = jax.device_get(jax.tree.map(lambda *xs: jnp.concatenate(xs), *step_metrics))
+            _check_finite(runs, alphas, states, np.asarray(per_step["loss"]), step - len(per_step["loss"]),
+                          np.asarray(per_step["learning_rate"])[:, 0])
             train = jax.device_get(jax.tree.map(lambda *xs: jnp.mean(jnp.concatenate(xs), axis=0), *step_metrics))
-            learning_rate = float(jax.device_get(step_metrics[-1]["learning_rate"])[-1, 0])
+            learning_rate = float(per_step["learning_rate"][-1, 0])
             seconds = time.time() - epoch_start_time
             images_per_second = (step - epoch_start_step) * config.batch_size / seconds
             last = step >= total_steps
@@ -391,17 +539,19 @@ def train_group(config: ml_collections.ConfigDict, alphas: list[float], workdirs
                 row = {"epoch": epoch + 1, "step": step, "train_loss": train["loss"][k],
                        "train_cross_entropy": train["cross_entropy"][k], "train_selectivity": train["selectivity"][k],
                        "train_accuracy": train["accuracy"][k], "alpha": train["alpha"][k],
-                       "learning_rate": learning_rate, "images_per_second": images_per_second,
-                       "models_in_group": len(runs), "epoch_seconds": seconds}
+                       "learning_rate": learning_rate, "models_in_group": len(runs)}
                 if val is not None:
                     row.update({"val_accuracy": val[k]["accuracy"], "val_cross_entropy": val[k]["cross_entropy"],
                                 "val_selectivity": val[k]["selectivity"],
                                 "val_dead_unit_fraction": val[k]["dead_unit_fraction"]})
-                if jax.process_index() == 0:  # one writer on shared storage
+                if writer:
                     run.writer.write(row)
+                    run.timing.write({"epoch": epoch + 1, "step": step, "epoch_seconds": seconds,
+                                      "images_per_second": images_per_second, "models_in_group": len(runs)})
                 rows.append(row)
-            if jax.process_index() == 0:
-                progress.epoch(epoch + 1, rows)
+            if writer:
+                _remove_partial_epoch(runs)
+                progress.epoch(epoch + 1, rows, images_per_second * len(runs))
             if (epoch + 1) % config.checkpoint_every_epochs == 0 or last or stopping:
                 _save_group(runs, states, wait=stopping)
             if stopping:
@@ -424,16 +574,16 @@ def train_group(config: ml_collections.ConfigDict, alphas: list[float], workdirs
             "per_layer_dead_fraction": test["per_layer_dead_fraction"], "test_examples": test["count"],
             "layer_names": setup.layer_names, "alpha": float(alpha), "seed": config.seed,
             "model": config.model.name, "steps": total_steps, "epochs": num_epochs, "split_sizes": splits.sizes(),
-            "models_in_group": len(runs), "wall_time_seconds_this_call": time.time() - start_time,
-            "device_kind": jax.devices()[0].device_kind, "device_count": mesh.devices.size,
-            "vmap_conv": resolve_strategy(setup.spec.vmap_conv),
+            "models_in_group": len(runs), "device_kind": jax.devices()[0].device_kind,
+            "device_count": mesh.devices.size, "vmap_conv": resolve_strategy(setup.spec.vmap_conv),
             "process_count": jax.process_count(), "versions": _library_versions(),
         }
         if vals is not None:
             results.update({"val_accuracy": vals[k]["accuracy"], "val_selectivity": vals[k]["selectivity"]})
-        if jax.process_index() == 0:
-            np.savez(os.path.join(run.workdir, SELECTIVITY_FILE),
-                     **{name: np.asarray(per_unit[name][k]) for name in setup.layer_names})
+        if writer:
+            write_npz(os.path.join(run.workdir, SELECTIVITY_FILE),
+                      {name: np.asarray(per_unit[name][k]) for name in setup.layer_names})
+            run.timing.write({"step": total_steps, "wall_time_seconds_this_call": time.time() - start_time})
             write_json(run.results_path, results)
         log(f"alpha {alpha:g}: test accuracy {results['test_accuracy']:.4f}, test selectivity "
             f"{results['test_selectivity']:.4f}; results in {run.results_path}")

@@ -11,38 +11,42 @@ from typing import Any, Mapping, Sequence, TextIO
 
 import numpy as np
 
-# The files of a run directory (written by selectivity_jax/train/loop.py) and of a sweep directory.
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
-RESULTS_FILE = "results.json"
-SELECTIVITY_FILE = "selectivity.npz"
-CHECKPOINT_DIR = "checkpoints"
-SWEEP_FILE = "sweep.json"
-
-
-def run_dirname(alpha: float, seed: int) -> str:
-    """The directory of one run inside a sweep directory, e.g. ``alpha_-1_seed_0`` or ``alpha_0.5_seed_3``."""
-    return f"alpha_{alpha:g}_seed_{seed}"
-
 
 def to_jsonable(value: Any) -> Any:
-    """numpy/jax scalars and arrays -> Python numbers and lists (NaN/inf stay floats)."""
+    """numpy/jax scalars and arrays -> Python numbers and lists; NaN and infinities -> None (JSON null), so that
+    every file the project writes is strict JSON."""
     if isinstance(value, Mapping):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [to_jsonable(v) for v in value]
     if hasattr(value, "shape") and hasattr(value, "dtype"):
         value = np.asarray(value)
-        return value.item() if value.ndim == 0 else value.tolist()
+        return to_jsonable(value.item() if value.ndim == 0 else value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 
+def json_line(row: Mapping[str, Any]) -> str:
+    """One strict-JSON line (keys sorted) for a .jsonl file."""
+    return json.dumps(to_jsonable(row), sort_keys=True, allow_nan=False) + "\n"
+
+
 def write_json(path: str, payload: Mapping[str, Any]) -> None:
-    """Writes ``payload`` atomically (temp file + rename), so a killed run never leaves half a file."""
+    """Writes ``payload`` as strict JSON atomically (temp file + rename), so a killed run never leaves half a
+    file."""
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
-        json.dump(to_jsonable(payload), f, indent=2, sort_keys=True)
+        json.dump(to_jsonable(payload), f, indent=2, sort_keys=True, allow_nan=False)
         f.write("\n")
+    os.replace(tmp, path)
+
+
+def write_npz(path: str, arrays: Mapping[str, Any]) -> None:
+    """``np.savez`` atomically (temp file + rename)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
     os.replace(tmp, path)
 
 
@@ -60,14 +64,27 @@ class MetricsWriter:
         self.path = path
 
     def truncate_after(self, step: int) -> None:
-        """Drops lines logged after ``step`` (a resumed run replays those steps and logs them again)."""
-        kept = [row for row in read_jsonl(self.path) if row.get("step", 0) <= step]
-        with open(self.path, "w") as f:
-            f.writelines(json.dumps(row, sort_keys=True) + "\n" for row in kept)
+        """Drops lines logged after ``step`` (a resumed run replays those steps and logs them again), and a last
+        line a killed process left unfinished; atomically."""
+        if not os.path.exists(self.path):
+            return
+        kept = []
+        with open(self.path) as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    break
+                if row.get("step", 0) <= step:
+                    kept.append(line if line.endswith("\n") else line + "\n")
+        tmp = f"{self.path}.tmp"
+        with open(tmp, "w") as f:
+            f.writelines(kept)
+        os.replace(tmp, self.path)
 
     def write(self, row: Mapping[str, Any]) -> None:
         with open(self.path, "a") as f:
-            f.write(json.dumps(to_jsonable(row), sort_keys=True) + "\n")
+            f.write(json_line(row))
             f.flush()
 
 
@@ -81,8 +98,8 @@ def format_duration(seconds: float) -> str:
 
 
 class Progress:
-    """Prints one line per epoch: epoch, loss, accuracy, selectivity, images/s and the time left (for a group of
-    runs, the range over its models)."""
+    """Prints one line per epoch: epoch, loss, accuracy, selectivity, images/s (of the whole group) and the time
+    left (for a group of runs, the range over its models)."""
 
     def __init__(self, total_epochs: int, stream: TextIO = sys.stdout):
         self.total_epochs = total_epochs
@@ -90,7 +107,7 @@ class Progress:
         self.start = time.time()
         self.epochs_done = 0
 
-    def epoch(self, epoch: int, rows: Sequence[Mapping[str, Any]]) -> None:
+    def epoch(self, epoch: int, rows: Sequence[Mapping[str, Any]], images_per_second: float) -> None:
         self.epochs_done += 1
         per_epoch = (time.time() - self.start) / self.epochs_done
         eta = per_epoch * (self.total_epochs - epoch)
@@ -107,6 +124,5 @@ class Progress:
                   f"sel {field('train_selectivity', '.3f')}"]
         if "val_accuracy" in rows[0]:
             parts += [f"val acc {field('val_accuracy', '.3f')}", f"val sel {field('val_selectivity', '.3f')}"]
-        images_per_second = rows[0]["images_per_second"] * len(rows)
         parts += [f"{images_per_second:.0f} img/s", f"ETA {format_duration(eta)}"]
         print(" | ".join(parts), file=self.stream, flush=True)

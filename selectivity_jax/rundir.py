@@ -1,0 +1,202 @@
+"""Run and sweep directories: their file names, which files the project writes there, the checks made before
+anything is written, and the lock a process holds on a directory while it works in it.
+
+A run directory (``train.loop``) holds ``config.json``, ``metrics.jsonl``, ``timing.jsonl``, ``results.json``,
+``selectivity.npz``, ``checkpoints/`` and, after the analyses, ``analysis/`` and ``robustness.json``; a sweep
+directory holds ``sweep.json``, one run directory per (alpha, seed) and its reports. ``--overwrite`` deletes only
+what this module recognises as the project's (`clear_project_dir`), and a directory another process works in is
+refused (`DirectoryLock`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import re
+import shutil
+import socket
+from typing import Any, Callable
+
+import filelock
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"       # one row per epoch; the same bits whether or not the run was interrupted
+TIMING_FILE = "timing.jsonl"         # wall-clock seconds per epoch and per call (differ between any two runs)
+RESULTS_FILE = "results.json"        # written last: its presence means the run is finished
+SELECTIVITY_FILE = "selectivity.npz"
+CHECKPOINT_DIR = "checkpoints"
+PARTIAL_EPOCH_FILE = "partial_epoch.npz"  # per-step metrics of an epoch a SIGTERM interrupted
+SWEEP_FILE = "sweep.json"
+LOCK_FILE = ".lock"
+LOCK_OWNER_FILE = ".lock.owner"
+
+# What the project writes into a run directory (training and the analyses) and into a sweep directory (besides the
+# run directories); `clear_project_dir` deletes nothing else.
+RUN_ENTRIES = frozenset({CONFIG_FILE, METRICS_FILE, TIMING_FILE, RESULTS_FILE, SELECTIVITY_FILE, CHECKPOINT_DIR,
+                         PARTIAL_EPOCH_FILE, LOCK_FILE, LOCK_OWNER_FILE, "analysis", "robustness.json"})
+SWEEP_ENTRIES = frozenset({SWEEP_FILE, LOCK_FILE, LOCK_OWNER_FILE, "analysis", "robustness.json", "report.md",
+                           "report.csv", "figures"})
+_RUN_DIRNAME = re.compile(r"^alpha_[-+0-9.e]+(inf|nan)?_seed_\d+$")
+_TEMPORARY = re.compile(r"\.tmp$")  # atomic writes in progress when a process was killed
+
+
+def run_dirname(alpha: float, seed: int) -> str:
+    """The directory of one run inside a sweep directory, e.g. ``alpha_-1_seed_0`` or ``alpha_0.5_seed_3``."""
+    return f"alpha_{alpha:g}_seed_{seed}"
+
+
+def is_finished(run_dir: str) -> bool:
+    return os.path.exists(os.path.join(run_dir, RESULTS_FILE))
+
+
+def latest_step(run_dir: str) -> int:
+    """The newest checkpointed step of a run directory (0 when none)."""
+    directory = os.path.join(run_dir, CHECKPOINT_DIR)
+    steps = [int(name) for name in os.listdir(directory) if name.isdigit()] if os.path.isdir(directory) else []
+    return max(steps, default=0)
+
+
+def read_json(path: str) -> Any:
+    """The JSON document at ``path``; a file that is not JSON is a ValueError naming it."""
+    with open(path) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON ({error})") from None
+
+
+def _foreign_entries(directory: str, known: frozenset[str], subdirectory_ok: Callable[[str], bool]) -> list[str]:
+    """Entries of ``directory`` the project did not write (``subdirectory_ok`` accepts the project's folders)."""
+    foreign = []
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if name in known or _TEMPORARY.search(name):
+            continue
+        if os.path.isdir(path) and not os.path.islink(path) and subdirectory_ok(name):
+            continue
+        foreign.append(name)
+    return foreign
+
+
+def project_dir_kind(directory: str) -> str | None:
+    """'run' or 'sweep' when ``directory`` holds only what the project writes there (and its config.json, or
+    sweep.json), else None."""
+    if not os.path.isdir(directory) or os.path.islink(directory):
+        return None
+    names = set(os.listdir(directory))
+    if CONFIG_FILE in names and not _foreign_entries(directory, RUN_ENTRIES, lambda name: False):
+        return "run"
+    if SWEEP_FILE in names:
+        def is_run(name: str) -> bool:
+            return bool(_RUN_DIRNAME.match(name)) and not _foreign_entries(os.path.join(directory, name),
+                                                                           RUN_ENTRIES, lambda n: False)
+        if not _foreign_entries(directory, SWEEP_ENTRIES, is_run):
+            return "sweep"
+    return None
+
+
+def check_overwritable(directory: str) -> None:
+    """Raises ValueError unless ``--overwrite`` may delete ``directory``: absent, empty, or a run or sweep
+    directory of this project holding nothing else."""
+    if not os.path.lexists(directory):
+        return
+    if not os.path.isdir(directory) or os.path.islink(directory):
+        raise ValueError(f"--overwrite refuses {directory}: it is not a directory")
+    if not os.listdir(directory) or project_dir_kind(directory):
+        return
+    known = RUN_ENTRIES | SWEEP_ENTRIES
+    foreign = _foreign_entries(directory, known, lambda name: bool(_RUN_DIRNAME.match(name)))
+    what = f"it holds files this project did not write ({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''})"
+    if not foreign:
+        what = "it is not a run or sweep directory of this project (no config.json or sweep.json)"
+    raise ValueError(f"--overwrite refuses to delete {directory}: {what}; delete it yourself or use another directory")
+
+
+def clear_project_dir(directory: str) -> None:
+    """Deletes the project's entries of ``directory`` (checked by `check_overwritable` first), keeping the lock."""
+    check_overwritable(directory)
+    if not os.path.isdir(directory):
+        return
+    for name in os.listdir(directory):
+        if name in (LOCK_FILE, LOCK_OWNER_FILE):
+            continue
+        path = os.path.join(directory, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+
+
+def check_writable_dir(directory: str) -> None:
+    """Raises ValueError unless ``directory`` is a writable directory or could be created as one."""
+    path = os.path.abspath(directory)
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise ValueError(f"{directory} exists and is not a directory")
+    existing = path
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f"cannot create {directory}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write to {directory}: {existing} is not writable")
+
+
+@dataclasses.dataclass(frozen=True)
+class LockOwner:
+    """Who holds a directory's lock: written to ``.lock.owner`` by the holder."""
+    pid: int
+    host: str
+    since: str
+
+    def __str__(self) -> str:
+        return f"pid {self.pid} on {self.host} since {self.since}"
+
+
+def _read_owner(directory: str) -> LockOwner | None:
+    try:
+        with open(os.path.join(directory, LOCK_OWNER_FILE)) as f:
+            return LockOwner(**json.load(f))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+class DirectoryLock:
+    """An exclusive lock on a run or sweep directory for as long as a process works in it (a context manager).
+
+    A second process is refused with ``DIR is in use by pid N on HOST since TIME``; the operating system releases
+    the lock of a process that died, and its stale ``.lock.owner`` is taken over with a warning through ``log``.
+    Creates ``directory`` when missing (validate before locking).
+    """
+
+    def __init__(self, directory: str, log: Callable[[str], None] = print):
+        self.directory = directory
+        self.log = log
+        self._lock = filelock.FileLock(os.path.join(directory, LOCK_FILE))
+
+    def __enter__(self) -> "DirectoryLock":
+        os.makedirs(self.directory, exist_ok=True)
+        try:
+            self._lock.acquire(timeout=0)
+        except filelock.Timeout:
+            owner = _read_owner(self.directory)
+            raise ValueError(f"{self.directory} is in use by {owner or 'another process'}; wait for it to finish, "
+                             "or use another directory") from None
+        stale = _read_owner(self.directory)
+        if stale is not None:
+            self.log(f"warning: taking over the lock of {self.directory} from {stale} (no longer running)")
+        owner = LockOwner(os.getpid(), socket.gethostname(),
+                          datetime.datetime.now().astimezone().isoformat(timespec="seconds"))
+        tmp = os.path.join(self.directory, LOCK_OWNER_FILE + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(dataclasses.asdict(owner), f)
+        os.replace(tmp, os.path.join(self.directory, LOCK_OWNER_FILE))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            os.remove(os.path.join(self.directory, LOCK_OWNER_FILE))
+        except OSError:
+            pass
+        self._lock.release()
