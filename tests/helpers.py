@@ -2,6 +2,12 @@
 nothing in the environment, so subprocess workers (tests/multihost_worker.py) may import the test modules that use
 it."""
 
+import os
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
 from configs import quickstart
 
 
@@ -27,3 +33,47 @@ def tiny_sweep_config():
     config.sweep.alphas = TINY_SWEEP_ALPHAS
     config.sweep.seeds = (0,)
     return config
+
+
+# Files of a run directory whose bits may differ between two runs of the same config: wall-clock seconds, and the
+# lock (present or not after a killed process).
+VARYING_FILES = {"timing.jsonl", ".lock", ".lock.owner"}
+
+
+def run_files(run_dir):
+    """{relative path: bytes} of every file of a run directory outside checkpoints/, but `VARYING_FILES`."""
+    files = {}
+    for root, dirs, names in os.walk(run_dir):
+        rel_root = os.path.relpath(root, run_dir)
+        if rel_root.split(os.sep)[0] == "checkpoints":
+            continue
+        for name in names:
+            if name not in VARYING_FILES:
+                with open(os.path.join(root, name), "rb") as f:
+                    files[os.path.normpath(os.path.join(rel_root, name))] = f.read()
+    return files
+
+
+def checkpoint_arrays(run_dir):
+    """{step: [arrays of the saved train state]} of a run directory's checkpoints (orbax metadata holds times)."""
+    directory = os.path.join(run_dir, "checkpoints")
+    steps = sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+    checkpointer = ocp.PyTreeCheckpointer()
+    return {step: [np.asarray(leaf) for leaf in
+                   jax.tree.leaves(checkpointer.restore(os.path.join(directory, str(step), "default")))]
+            for step in steps}
+
+
+def assert_same_run_files(run_dir, reference_dir, differing=()):
+    """Every output file of ``run_dir`` has the bits of ``reference_dir``'s (timing and ``differing`` aside), and both
+    keep the same checkpoints with bitwise equal arrays."""
+    files, reference = run_files(run_dir), run_files(reference_dir)
+    assert sorted(files) == sorted(reference)
+    for name in set(reference) - set(differing):
+        assert files[name] == reference[name], name
+    arrays, reference_arrays = checkpoint_arrays(run_dir), checkpoint_arrays(reference_dir)
+    assert sorted(arrays) == sorted(reference_arrays)
+    for step in reference_arrays:
+        assert len(arrays[step]) == len(reference_arrays[step])
+        for x, y in zip(arrays[step], reference_arrays[step]):
+            np.testing.assert_array_equal(x, y)

@@ -161,7 +161,7 @@ def load_trained_run(run_dir: str, *, require_finished: bool = True, cache_dir: 
     config.num_devices = 1
     setup = setup_run(config, num_classes=splits.num_classes, image_shape=splits.image_shape,
                       num_train=len(splits.train[1]), mean=mean, std=std, mesh=make_data_mesh(1))
-    state = restore_latest(checkpoint_manager(os.path.join(run_dir, CHECKPOINT_DIR)),
+    state = restore_latest(checkpoint_manager(os.path.join(run_dir, CHECKPOINT_DIR), create=False),
                            unstack_state(setup.initial_state, 0))
     if state is None:
         raise FileNotFoundError(f"{run_dir} holds no checkpoint")

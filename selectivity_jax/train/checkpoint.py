@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
 
 
-def checkpoint_manager(directory: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
-    """A manager over ``directory`` (created if missing), keeping the newest ``max_to_keep`` steps."""
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+def checkpoint_manager(directory: str, *, create: bool = True) -> ocp.CheckpointManager:
+    """A manager over ``directory`` (created if missing and ``create``); it deletes nothing itself: the loop keeps
+    what `prune_checkpoints` says."""
+    options = ocp.CheckpointManagerOptions(max_to_keep=None, create=create)
     return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+def prune_checkpoints(manager: ocp.CheckpointManager, max_to_keep: int, is_regular: Callable[[int], bool]) -> None:
+    """Keeps the newest ``max_to_keep`` regular checkpoints (``is_regular(step)``: on the run's checkpoint cadence)
+    and the newest checkpoint when it is not regular (saved by a SIGTERM); deletes the others. So a run resumed
+    from any checkpoint keeps the same steps as an uninterrupted one."""
+    steps = sorted(manager.all_steps())
+    regular = [step for step in steps if is_regular(step)]
+    keep = set(regular[-max_to_keep:]) | ({steps[-1]} if steps else set())
+    for step in steps:
+        if step not in keep:
+            manager.delete(step)
 
 
 def save_state(manager: ocp.CheckpointManager, state: Any, *, wait: bool = False) -> None:

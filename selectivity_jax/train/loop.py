@@ -44,7 +44,7 @@ from selectivity_jax.parallel import (batch_sharded, check_batch_size, make_data
                                       replicated)
 from selectivity_jax.rundir import (CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, PARTIAL_EPOCH_FILE, RESULTS_FILE,
                                     SELECTIVITY_FILE, TIMING_FILE, DirectoryLock)
-from selectivity_jax.train.checkpoint import checkpoint_manager, restore_newest, save_state
+from selectivity_jax.train.checkpoint import checkpoint_manager, prune_checkpoints, restore_newest, save_state
 from selectivity_jax.train.metrics import MetricsWriter, Progress, write_json, write_npz
 from selectivity_jax.train.state import (TrainState, create_group_state, learning_rate_schedule, make_optimizer,
                                          stack_states, unstack_state)
@@ -298,9 +298,9 @@ def run_config(config: ml_collections.ConfigDict, alpha: float) -> ml_collection
 class _Run:
     """One run's files: work directory, checkpoint manager and metrics and timing writers."""
 
-    def __init__(self, workdir: str, max_to_keep: int):
+    def __init__(self, workdir: str):
         self.workdir = workdir
-        self.manager = checkpoint_manager(os.path.join(workdir, CHECKPOINT_DIR), max_to_keep)
+        self.manager = checkpoint_manager(os.path.join(workdir, CHECKPOINT_DIR))
         self.writer = MetricsWriter(os.path.join(workdir, METRICS_FILE))
         self.timing = MetricsWriter(os.path.join(workdir, TIMING_FILE))
         self.results_path = os.path.join(workdir, RESULTS_FILE)
@@ -339,12 +339,25 @@ def _restore_group(runs: list[_Run], states: TrainState, log: Callable[[str], No
     return jax.device_put(stack_states([r.state for r in restored]), jax.tree.map(lambda leaf: leaf.sharding, states))
 
 
-def _save_group(runs: list[_Run], states: TrainState, wait: bool = False) -> None:
+def _prune_group(runs: list[_Run], config: ml_collections.ConfigDict, setup: RunSetup) -> None:
+    """Waits for the runs' checkpoint writes, then keeps what `prune_checkpoints` says: the newest
+    ``max_checkpoints_to_keep`` on the cadence of ``checkpoint_every_epochs`` (and at the last step), and the newest
+    one when a SIGTERM saved it off the cadence."""
+    every = config.checkpoint_every_epochs * setup.steps_per_epoch
+    for run in runs:
+        run.manager.wait_until_finished()
+        if jax.process_index() == 0:
+            prune_checkpoints(run.manager, config.max_checkpoints_to_keep,
+                              lambda step: step % every == 0 or step == setup.total_steps)
+
+
+def _save_group(runs: list[_Run], states: TrainState, config: ml_collections.ConfigDict, setup: RunSetup,
+                wait: bool = False) -> None:
+    _prune_group(runs, config, setup)  # the previous save (asynchronous) has long finished by now
     for k, run in enumerate(runs):
         save_state(run.manager, unstack_state(states, k))
     if wait:
-        for run in runs:
-            run.manager.wait_until_finished()
+        _prune_group(runs, config, setup)
 
 
 @jax.jit
@@ -469,7 +482,7 @@ def _train_locked(config: ml_collections.ConfigDict, alphas: tuple[float, ...], 
                   setup: RunSetup, mesh: jax.sharding.Mesh, stop_after_steps: int | None,
                   log: Callable[[str], None]) -> list[dict[str, Any]]:
     """`train_group` once its directories are validated, locked and hold the config."""
-    runs = [_Run(workdir, config.max_checkpoints_to_keep) for workdir in workdirs]
+    runs = [_Run(workdir) for workdir in workdirs]
     if all(os.path.exists(run.results_path) for run in runs):
         log(f"already finished: {', '.join(workdirs)}")
         return [rundir.read_json(run.results_path) for run in runs]
@@ -519,7 +532,7 @@ def _train_locked(config: ml_collections.ConfigDict, alphas: tuple[float, ...], 
                     _check_finite(runs, alphas, states, losses, step - len(losses), rates[:, 0])
                     if writer:
                         _save_partial_epoch(runs, step, step_metrics)
-                    _save_group(runs, states, wait=True)
+                    _save_group(runs, states, config, setup, wait=True)
                     raise Preempted(step)
                 if stopping:  # at the epoch's end: log and evaluate the epoch first, then stop below
                     break
@@ -553,11 +566,10 @@ def _train_locked(config: ml_collections.ConfigDict, alphas: tuple[float, ...], 
                 _remove_partial_epoch(runs)
                 progress.epoch(epoch + 1, rows, images_per_second * len(runs))
             if (epoch + 1) % config.checkpoint_every_epochs == 0 or last or stopping:
-                _save_group(runs, states, wait=stopping)
+                _save_group(runs, states, config, setup, wait=stopping)
             if stopping:
                 raise Preempted(step)
-    for run in runs:
-        run.manager.wait_until_finished()
+    _prune_group(runs, config, setup)
 
     test_data = put_eval_arrays(*splits.test, config.eval_batch_size, mesh)
     test_totals, test_stats = setup.evaluate(states, test_data)
