@@ -17,6 +17,7 @@ from ml_collections import config_flags
 from selectivity_jax.models.vmap_conv import STRATEGIES
 from selectivity_jax.train import torch_reference
 from selectivity_jax.train.benchmark import benchmark, benchmark_groups, fastest_strategy
+from selectivity_jax.train.validation import validate_config
 
 config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).", lock_config=True)
 flags.DEFINE_integer("steps", 20, "Timed training steps per variant (after warm-up).")
@@ -84,7 +85,10 @@ def _steps(config) -> None:
 
 def main(argv):
     cli.no_extra_arguments(argv)
-    cli.run_reporting_errors(lambda: _groups(FLAGS.config) if FLAGS.vmap else _steps(FLAGS.config))
+    def bench() -> None:
+        validate_config(FLAGS.config)
+        _groups(FLAGS.config) if FLAGS.vmap else _steps(FLAGS.config)
+    cli.run_reporting_errors(bench)
 
 
 if __name__ == "__main__":

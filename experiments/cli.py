@@ -149,11 +149,11 @@ def run_reporting_errors(fn: Callable[[], Any]) -> Any:
              f"(rerun with --verbosity=1 or {TRACEBACK_ENV}=1)", EXIT_BUG)
 
 
-def run(main: Callable[[list[str]], Any]) -> None:
+def run(main: Callable[[list[str]], Any], argv: list[str] | None = None) -> None:
     """``absl.app.run(main)`` with `_parse_flags`, and a SIGTERM outside the training loop (start-up, evaluation,
-    writing results) ending with one line and exit 143."""
+    writing results) ending with one line and exit 143. ``argv``: default ``sys.argv``."""
     try:
-        app.run(main, flags_parser=_parse_flags)
+        app.run(main, argv=argv, flags_parser=_parse_flags)
     except Terminated:
         print(_SIGTERM_LINE, file=sys.stderr, flush=True)
         sys.exit(EXIT_SIGTERM)

@@ -7,6 +7,8 @@ device, so the hot loop has no host pipeline. Evaluation splits are padded to wh
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -109,10 +111,16 @@ def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np
     return mean.astype(np.float32), np.sqrt(np.maximum(total_sq / count - mean ** 2, 1e-12)).astype(np.float32)
 
 
+def is_unset(value: Any) -> bool:
+    """Whether a ``data.mean`` / ``data.std`` value means "compute from the training images": None, or ``(None,)``
+    (what ``--config.data.mean=None`` gives a tuple field)."""
+    return value is None or (isinstance(value, (list, tuple)) and all(v is None for v in value))
+
+
 def normalization_stats(data_config, train_images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The per-channel (mean, std) a run normalizes with: ``data_config.mean``/``std`` when set, else computed from
     the training images (`channel_stats`)."""
-    if data_config.get("mean"):
+    if not is_unset(data_config.get("mean")):
         return tuple(data_config.mean), tuple(data_config.std)
     mean, std = channel_stats(train_images)
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)

@@ -38,6 +38,7 @@ from jax.experimental import multihost_utils
 from selectivity_jax import rundir
 from selectivity_jax.data import check_available, load_splits
 from selectivity_jax.data.on_device import normalization_stats, put_eval_arrays, put_train_arrays
+from selectivity_jax.faults import fault_point
 from selectivity_jax.models import get_model
 from selectivity_jax.models.vmap_conv import resolve_strategy
 from selectivity_jax.parallel import (batch_sharded, check_batch_size, make_data_mesh, maybe_initialize_distributed,
@@ -346,6 +347,7 @@ def _prune_group(runs: list[_Run], config: ml_collections.ConfigDict, setup: Run
     every = config.checkpoint_every_epochs * setup.steps_per_epoch
     for run in runs:
         run.manager.wait_until_finished()
+        fault_point("checkpoint_saved")
         if jax.process_index() == 0:
             prune_checkpoints(run.manager, config.max_checkpoints_to_keep,
                               lambda step: step % every == 0 or step == setup.total_steps)
@@ -356,6 +358,7 @@ def _save_group(runs: list[_Run], states: TrainState, config: ml_collections.Con
     _prune_group(runs, config, setup)  # the previous save (asynchronous) has long finished by now
     for k, run in enumerate(runs):
         save_state(run.manager, unstack_state(states, k))
+        fault_point("checkpoint_save")
     if wait:
         _prune_group(runs, config, setup)
 
@@ -449,6 +452,7 @@ def train_group(config: ml_collections.ConfigDict, alphas: list[float], workdirs
       stop_after_steps: simulate a preemption after this many steps in this call (tests): save and raise
         `Preempted`, as a SIGTERM does.
     """
+    fault_point("start")
     check_group(config, alphas, workdirs, overwrite)
     maybe_initialize_distributed(config.get("distributed", False))
     results_paths = [os.path.join(workdir, RESULTS_FILE) for workdir in workdirs]
@@ -470,8 +474,10 @@ def train_group(config: ml_collections.ConfigDict, alphas: list[float], workdirs
         if jax.process_index() == 0:  # one holder on shared storage
             for workdir in workdirs:
                 locks.enter_context(DirectoryLock(workdir, log))
+            fault_point("locked")
             for alpha, workdir in zip(alphas, workdirs):
                 prepare_workdir(workdir, run_config(config, alpha), overwrite)
+            fault_point("config_written")
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices("selectivity_jax: work directories ready")
         return _train_locked(config, tuple(float(a) for a in alphas), workdirs, splits, setup, mesh,
@@ -489,6 +495,7 @@ def _train_locked(config: ml_collections.ConfigDict, alphas: tuple[float, ...], 
     total_steps, steps_per_epoch, num_epochs = setup.total_steps, setup.steps_per_epoch, setup.num_epochs
     states = _restore_group(runs, setup.initial_state, log)
     step = int(states.step[0])
+    fault_point("restored")
     writer = jax.process_index() == 0  # one writer on shared storage
 
     train_data = put_train_arrays(*splits.train, mesh)
@@ -524,6 +531,7 @@ def _train_locked(config: ml_collections.ConfigDict, alphas: tuple[float, ...], 
                     states, metrics = (setup.train_steps if steps > 1 else setup.train_step)(states, train_data, order)
                 step_metrics.append(metrics)
                 step += steps
+                fault_point("step")
                 steps_this_call += steps
                 stopping = sigterm.raised or (stop_after_steps is not None and steps_this_call >= stop_after_steps)
                 if stopping and step < epoch_end:
@@ -532,6 +540,7 @@ def _train_locked(config: ml_collections.ConfigDict, alphas: tuple[float, ...], 
                     _check_finite(runs, alphas, states, losses, step - len(losses), rates[:, 0])
                     if writer:
                         _save_partial_epoch(runs, step, step_metrics)
+                    fault_point("partial_epoch")
                     _save_group(runs, states, config, setup, wait=True)
                     raise Preempted(step)
                 if stopping:  # at the epoch's end: log and evaluate the epoch first, then stop below
@@ -559,17 +568,20 @@ def _train_locked(config: ml_collections.ConfigDict, alphas: tuple[float, ...], 
                                 "val_dead_unit_fraction": val[k]["dead_unit_fraction"]})
                 if writer:
                     run.writer.write(row)
+                    fault_point("metrics_row")
                     run.timing.write({"epoch": epoch + 1, "step": step, "epoch_seconds": seconds,
                                       "images_per_second": images_per_second, "models_in_group": len(runs)})
                 rows.append(row)
             if writer:
-                _remove_partial_epoch(runs)
                 progress.epoch(epoch + 1, rows, images_per_second * len(runs))
             if (epoch + 1) % config.checkpoint_every_epochs == 0 or last or stopping:
                 _save_group(runs, states, config, setup, wait=stopping)
             if stopping:
                 raise Preempted(step)
     _prune_group(runs, config, setup)
+    if writer:
+        _remove_partial_epoch(runs)  # only now: a resume from a SIGTERM's checkpoint may need it until here
+    fault_point("evaluation")
 
     test_data = put_eval_arrays(*splits.test, config.eval_batch_size, mesh)
     test_totals, test_stats = setup.evaluate(states, test_data)
@@ -595,6 +607,7 @@ def _train_locked(config: ml_collections.ConfigDict, alphas: tuple[float, ...], 
         if writer:
             write_npz(os.path.join(run.workdir, SELECTIVITY_FILE),
                       {name: np.asarray(per_unit[name][k]) for name in setup.layer_names})
+            fault_point("selectivity_written")
             run.timing.write({"step": total_steps, "wall_time_seconds_this_call": time.time() - start_time})
             write_json(run.results_path, results)
         log(f"alpha {alpha:g}: test accuracy {results['test_accuracy']:.4f}, test selectivity "

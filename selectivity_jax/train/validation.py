@@ -13,6 +13,7 @@ from typing import Any, Callable
 import ml_collections
 
 from selectivity_jax.data import SOURCES
+from selectivity_jax.data.on_device import is_unset
 from selectivity_jax.models import MODELS, get_model
 from selectivity_jax.models.vmap_conv import STRATEGIES
 
@@ -105,6 +106,7 @@ def validate_config(config: ml_collections.ConfigDict, *, sweep: bool = False) -
     for field in ("num_val", "val_per_class", "train_subset", "test_subset"):
         problems.number(f"data.{field}", 0, integer=True, optional=True)
     mean, std = config.data.get("mean"), config.data.get("std")
+    mean, std = (None if is_unset(mean) else mean), (None if is_unset(std) else std)
     if (mean is None) != (std is None):
         problems.found.append("data.mean and data.std must be set together (or both None: computed from the "
                               "training images)")

@@ -1,0 +1,382 @@
+"""Reliability (README, "Reliability"): kill -9 and SIGTERM at named moments of a run and of a sweep, then resume,
+ending with the files of an uninterrupted run; bad input to every command refused in one line with nothing changed
+on disk; two processes on one directory; a damaged newest checkpoint.
+
+The commands run as subprocesses sharing a persistent JAX compilation cache, so that each one costs seconds.
+"""
+
+import hashlib
+import io
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import assert_same_run_files, with_overrides
+from selectivity_jax.faults import FAULT_ENV, POINTS
+from selectivity_jax.rundir import DirectoryLock, run_dirname
+from selectivity_jax.train.loop import train_and_evaluate
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY = "configs/quickstart.py:tiny"  # 6 steps per epoch, batch 40, ResNet20 at width 4, one device
+TWO_EPOCHS = ("--config.num_epochs=2",)
+SWEEP_ARGS = ("--config.sweep.alphas=(-2.0,2.0)", "--config.learning_rate=0.002")
+SIGTERM_LINE = "stopped by SIGTERM"
+
+
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("jax_cache"))
+
+
+def _env(cache, fault=None):
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0", "PYTHONPATH": str(ROOT)}
+    env.pop(FAULT_ENV, None)
+    if fault:
+        env[FAULT_ENV] = fault
+    return env
+
+
+def command(module, *args, cache, fault=None):
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env=_env(cache, fault))
+
+
+def _train(workdir, cache, fault=None):
+    return command("experiments.train", "--config", TINY, "--workdir", str(workdir), *TWO_EPOCHS, cache=cache,
+                   fault=fault)
+
+
+def _expect(result, fault):
+    """A faulted process ended as its fault says: killed (-9), or exit 143 with one line on stderr."""
+    action = fault.split(",")[-1].split(":")[0] if fault else None
+    if action == "kill" or (fault and "kill:" in fault):
+        assert result.returncode == -signal.SIGKILL, (fault, result.returncode, result.stderr[-2000:])
+    elif action == "term":
+        assert result.returncode == 143, (fault, result.returncode, result.stderr[-2000:])
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith(SIGTERM_LINE) or last.startswith("stopped at step"), result.stderr[-2000:]
+        assert "Traceback" not in result.stderr
+    else:
+        assert result.returncode == 0, result.stderr[-3000:]
+
+
+# Each process of the chain resumes the previous one's directory and is stopped at the next moment; the points
+# follow a run's progress (6 steps per epoch, checkpoints at 6 and 12). 12 kills, 4 SIGTERMs.
+RUN_CHAIN = (
+    "term:start:1",                       # SIGTERM at start-up: nothing written
+    "kill:locked:1",                      # directory locked, config.json not yet written
+    "kill:config_written:1",              # config.json only
+    "kill:step:3",                        # mid-epoch 1, no checkpoint
+    "term:step:2,kill:partial_epoch:1",   # killed while a SIGTERM's save was under way (metrics stored, no checkpoint)
+    "term:step:5",                        # SIGTERM at step 5: checkpoint 5 and the epoch's metrics so far
+    "kill:restored:1",                    # resumed from 5, killed before a step
+    "kill:metrics_row:1",                 # epoch 1's row written, its checkpoint not
+    "kill:checkpoint_save:1",             # inside orbax's temporary directory of checkpoint 6
+    "kill:checkpoint_saved:2",            # checkpoint 6 written; killed at epoch 2's end before pruning 5
+    "kill:step:2",                        # mid-epoch 2
+    "term:step:3",                        # SIGTERM at step 9
+    "kill:checkpoint_save:1",             # inside checkpoint 12's write
+    "term:evaluation:1",                  # SIGTERM during the final evaluation
+    "kill:selectivity_written:1",         # selectivity.npz written, results.json not
+)
+
+
+def test_fault_points_are_the_loops():
+    assert {fault.split(":")[1] for chain in RUN_CHAIN for fault in chain.split(",")} <= set(POINTS)
+    assert sum(chain.split(",")[-1].startswith("kill") for chain in RUN_CHAIN) >= 10
+
+
+def test_kill_and_sigterm_anywhere_resume_to_the_same_files(tmp_path, compile_cache):
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    _expect(_train(reference, compile_cache), None)
+    left_inside_orbax = False
+    for fault in RUN_CHAIN:
+        result = _train(resumed, compile_cache, fault)
+        _expect(result, fault)
+        if fault == "term:start:1":
+            assert not resumed.exists()  # stopped before anything was written
+        if fault.startswith("kill:checkpoint_save"):
+            left_inside_orbax |= any("tmp" in p.name for p in (resumed / "checkpoints").iterdir())
+    assert left_inside_orbax  # the kills did land inside orbax's temporary checkpoint directories
+    _expect(_train(resumed, compile_cache), None)
+    assert_same_run_files(str(resumed), str(reference))
+    assert json.loads((resumed / "results.json").read_text()) == json.loads((reference / "results.json").read_text())
+
+
+@pytest.mark.parametrize("mode", ["serial", "vmap"])
+def test_sweep_killed_mid_group_resumes_to_the_same_files(tmp_path, compile_cache, mode):
+    def sweep(directory, fault=None):
+        return command("experiments.sweep", "--config", TINY, "--workdir", str(directory), f"--mode={mode}",
+                       *SWEEP_ARGS, cache=compile_cache, fault=fault)
+
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    _expect(sweep(reference), None)
+    # the second run's checkpoint write (serial: the second run; vmap: the group's second model), then a SIGTERM
+    for fault in ("kill:checkpoint_save:2", "term:step:3"):
+        _expect(sweep(resumed, fault), fault)
+    _expect(sweep(resumed), None)
+    for alpha in (-2.0, 2.0):
+        name = run_dirname(alpha, 0)
+        assert_same_run_files(str(resumed / name), str(reference / name))
+
+
+def test_second_process_on_a_directory_is_refused(tmp_path, compile_cache):
+    workdir = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, "-m", "experiments.train", "--config", TINY, "--workdir", str(workdir),
+                              *TWO_EPOCHS], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=_env(compile_cache))
+    owner = workdir / ".lock.owner"
+    deadline = time.time() + 120
+    while not owner.exists() and time.time() < deadline:
+        assert first.poll() is None, first.stderr.read()[-3000:]
+        time.sleep(0.1)
+    first.send_signal(signal.SIGSTOP)  # holds the lock, paused: the second surely starts while it works
+    try:
+        second = _train(workdir, compile_cache)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert second.returncode == 2, second.stderr[-3000:]
+    assert second.stderr.strip().splitlines()[-1].startswith(f"error: {workdir} is in use by pid {first.pid} on ")
+    _, stderr = first.communicate(timeout=240)
+    assert first.returncode == 0, stderr[-3000:]
+    lone = tmp_path / "lone"
+    _expect(_train(lone, compile_cache), None)
+    assert_same_run_files(str(workdir), str(lone))
+
+
+def test_stale_lock_is_taken_over_with_a_warning(tmp_path):
+    """A process killed while holding a lock leaves its .lock.owner; the operating system released the lock."""
+    (tmp_path / ".lock.owner").write_text(json.dumps({"pid": 999999, "host": "gone", "since": "earlier"}))
+    lines = []
+    with DirectoryLock(str(tmp_path), lines.append):
+        owner = json.loads((tmp_path / ".lock.owner").read_text())
+        assert owner["pid"] == os.getpid()
+        with pytest.raises(ValueError, match=f"is in use by pid {os.getpid()} on "):
+            with DirectoryLock(str(tmp_path)):
+                pass
+    assert len(lines) == 1 and "taking over the lock" in lines[0] and "pid 999999 on gone" in lines[0]
+    assert not (tmp_path / ".lock.owner").exists()
+
+
+def _tiny(**overrides):
+    from configs import quickstart
+    config = quickstart.get_config("tiny")
+    config.num_epochs = 2.0
+    return with_overrides(config, overrides)
+
+
+def test_damaged_newest_checkpoint_falls_back_to_an_older_one(tmp_path):
+    reference = str(tmp_path / "reference")
+    expected = train_and_evaluate(_tiny(), reference, log=lambda _: None)
+    workdir = tmp_path / "damaged"
+    from selectivity_jax.train.loop import Preempted
+    with pytest.raises(Preempted):
+        train_and_evaluate(_tiny(), str(workdir), stop_after_steps=9, log=lambda _: None)
+    steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps == [6, 9]
+    for path in (workdir / "checkpoints" / "9").rglob("*"):  # garble every file of the newest checkpoint
+        if path.is_file():
+            path.write_bytes(b"\0garbage" * 3)
+    lines = []
+    resumed = train_and_evaluate(_tiny(), str(workdir), log=lines.append)
+    assert any("checkpoint 9 does not restore" in line for line in lines), lines
+    assert any("resuming 1 run(s) from step 6" in line for line in lines), lines
+    assert resumed == expected
+    assert_same_run_files(str(workdir), reference)
+
+
+def test_non_finite_loss_stops_without_saving(tmp_path):
+    workdir = tmp_path / "diverges"
+    with pytest.raises(ValueError, match=r"non-finite at step \d+ \(alpha 0, learning rate 1e\+30\).*last finite "
+                                         r"checkpoint: none"):
+        train_and_evaluate(_tiny(learning_rate=1e30), str(workdir), log=lambda _: None)
+    assert not (workdir / "results.json").exists() and not (workdir / "metrics.jsonl").exists()
+    assert not [p for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
+
+
+# --- bad input ------------------------------------------------------------------------------------------------------
+
+def _tree_hash(root: pathlib.Path) -> str:
+    """A hash of every path, kind and content under ``root``."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        digest.update(str(path.relative_to(root)).encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+        elif path.is_dir():
+            digest.update(b"/")
+    return digest.hexdigest()
+
+
+def _png(size=(8, 8), color=(200, 10, 10)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _decompression_bomb() -> bytes:
+    """A valid little PNG whose header claims 30000 x 30000 pixels: Pillow refuses it on opening."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big"))
+    header = (30000).to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(
+        b"IEND", b"")
+
+
+def _image_folder(root: pathlib.Path, classes=("a", "b"), bomb=False) -> pathlib.Path:
+    for split in ("train", "test"):
+        for c, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(3):
+                (folder / f"{i}.png").write_bytes(_png(color=(40 * c, 10 * i, 0)))
+    if bomb:
+        (root / "train" / classes[0] / "9.png").write_bytes(_decompression_bomb())
+    return root
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """What the bad-input cases point at: a finished run, a sweep holding it, image folders and archives."""
+    base = tmp_path_factory.mktemp("inputs")
+    sweep = base / "sweep"
+    run = sweep / run_dirname(0.0, 0)
+    train_and_evaluate(_tiny(num_epochs=1.0), str(run), log=lambda _: None)
+    (sweep / "sweep.json").write_text(json.dumps({"alphas": [0.0], "seeds": [0], "mode": "serial"}))
+    broken_sweep = base / "broken_sweep"
+    shutil.copytree(sweep, broken_sweep)
+    (broken_sweep / run_dirname(0.0, 0) / "results.json").write_text("{not json")
+    unfinished = base / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "config.json").write_text((run / "config.json").read_text())
+    _image_folder(base / "one_class", classes=("only",))
+    _image_folder(base / "bomb", bomb=True)
+    folder = _image_folder(base / "good")
+    with tarfile.open(base / "good.tar.gz", "w:gz") as archive:
+        archive.add(folder, arcname="good")
+    data = (base / "good.tar.gz").read_bytes()
+    (base / "truncated.tar.gz").write_bytes(data[:len(data) // 2])
+    (base / "garbage.tar.gz").write_bytes(b"this is not an archive" * 50)
+    (base / "a_file").write_text("not a directory")
+    (base / "user_dir").mkdir()
+    (base / "user_dir" / "thesis.tex").write_text("precious")
+    return base
+
+
+def _folder_data(root):
+    return ["--config.data.name=image_folder", f"--config.data.root={root}", "--config.data.num_val=0",
+            "--config.batch_size=2", "--config.lr_base_batch_size=2", "--config.eval_batch_size=2"]
+
+
+def _bad_inputs(base):
+    """(command, arguments, what the error line says) for bad inputs across the commands."""
+    new = str(base / "new_run")
+    train = lambda *args, workdir=new: ["--config", TINY, "--workdir", workdir, *args]  # noqa: E731
+    tfds = str(base / "tfds")
+    run, sweep = str(base / "sweep" / run_dirname(0.0, 0)), str(base / "sweep")
+    return [
+        ("experiments.train", train("--config.model.name=resnet2O"), "model.name='resnet2O'"),
+        ("experiments.train", train("--config.foo=1"), "no field 'foo'"),
+        ("experiments.train", ["--config", "configs/nope.py", "--workdir", new], "configs/nope.py"),
+        ("experiments.train", train("--config.compute_dtype=float13"), "compute_dtype='float13'"),
+        ("experiments.train", train("--config.alpha=nan"), "alpha=nan"),
+        ("experiments.train", train("--config.learning_rate=inf"), "learning_rate=inf"),
+        ("experiments.train", train("--config.weight_decay=-1e-4"), "weight_decay=-0.0001"),
+        ("experiments.train", train("--config.data.mean=None"), "data.mean"),
+        ("experiments.train", train("--config.lr_decay_at=(1.5,)"), "lr_decay_at"),
+        ("experiments.train", train("--config.batch_size=0"), "batch_size=0"),
+        ("experiments.train", train("--config.batch_size=400"), "larger than the 240 training examples"),
+        ("experiments.train", train("--config.num_devices=9"), "num_devices=9"),
+        ("experiments.train", train("--config.model.selectivity_layers=bogus"), "selectivity_layers"),
+        ("experiments.train", train("--config.alpha=1/0"), "division by zero"),
+        ("experiments.train", train("--config.seed=-1"), "seed=-1"),
+        ("experiments.train", train("--config.data.name=image_folder", f"--config.data.root={base}/none"),
+         "does not exist"),
+        ("experiments.train", train("--config.data.name=cifar10", "--config.data.download=False",
+                                    f"--config.data.data_dir={tfds}"), "cifar-10-binary.tar.gz"),
+        ("experiments.train", train("--config.data.name=tiny_imagenet", "--config.data.download=False",
+                                    f"--config.data.data_dir={tfds}"), "tiny-imagenet-200.zip"),
+        ("experiments.train", train(*_folder_data(base / "one_class")), "at least 2"),
+        ("experiments.train", train(*_folder_data(base / "bomb")), "decompression bomb"),
+        ("experiments.train", train(*_folder_data(base / "truncated.tar.gz")), "cannot read the archive"),
+        ("experiments.train", train(*_folder_data(base / "garbage.tar.gz")), "cannot read the archive"),
+        ("experiments.train", train(workdir=str(base / "a_file")), "is not a directory"),
+        ("experiments.train", train(workdir=str(base / "a_file" / "run")), "is not a directory"),
+        ("experiments.train", train(workdir=str(base / "user_dir")), "holds no run of this project"),
+        ("experiments.train", train("--overwrite", workdir=str(base / "user_dir")),
+         "--overwrite refuses to delete"),
+        ("experiments.train", train("--config.alpha=1.0", workdir=run), "different config"),
+        ("experiments.train", train("stray"), "unexpected arguments: stray"),
+        ("experiments.sweep", ["--config", TINY, "--workdir", str(base / "new_sweep"), "--config.sweep.alphas=()"],
+         "sweep.alphas"),
+        ("experiments.sweep", ["--config", TINY, "--workdir", str(base / "new_sweep"),
+                               "--config.sweep.seeds=(0,0)"], "sweep.seeds"),
+        ("experiments.sweep", ["--config", TINY, "--workdir", str(base / "new_sweep"), "--mode=bogus"], "mode"),
+        ("experiments.sweep", ["--config", TINY, "--workdir", str(base / "new_sweep"), "--group_size=-1"],
+         "group_size"),
+        ("experiments.sweep", ["--config", TINY, "--workdir", str(base / "user_dir")], "not a sweep directory"),
+        ("experiments.report", ["--sweep", str(base / "missing")], "is not a directory"),
+        ("experiments.report", ["--sweep", str(base / "a_file")], "is not a directory"),
+        ("experiments.report", ["--sweep", str(base / "broken_sweep")], "is not valid JSON"),
+        ("experiments.analyze", ["--workdir", str(base / "missing"), "--analysis", "ablation"], "is not a directory"),
+        ("experiments.analyze", ["--workdir", run, "--analysis", "bogus"], "bogus"),
+        ("experiments.analyze", ["--workdir", str(base / "unfinished"), "--analysis", "ablation"], "unfinished"),
+        ("experiments.robustness", ["--workdir", str(base / "missing")], "is not a directory"),
+        ("experiments.robustness", ["--workdir", run, "--only", "bogus"], "bogus"),
+        ("experiments.robustness", ["--workdir", run, "--config.attacks.linf_epsilons=(2/0,)"], "division by zero"),
+        ("experiments.benchmark", ["--config", TINY, "--config.model.name=bogus"], "model.name='bogus'"),
+    ]
+
+
+def test_bad_inputs_are_one_line_and_change_nothing(inputs, tmp_path, compile_cache):
+    cases = _bad_inputs(inputs)
+    assert len(cases) >= 30
+    by_module: dict[str, list[int]] = {}
+    for index, (module, _, _) in enumerate(cases):
+        by_module.setdefault(module, []).append(index)
+    before = _tree_hash(inputs)
+    outcomes = {}
+    for module, indices in by_module.items():
+        cases_path, results_path = tmp_path / f"{module}.json", tmp_path / f"{module}.out.json"
+        cases_path.write_text(json.dumps([cases[i][1] for i in indices]))
+        result = subprocess.run([sys.executable, "tests/cli_cases.py", module, str(cases_path), str(results_path)],
+                                cwd=ROOT, capture_output=True, text=True, timeout=300, env=_env(compile_cache))
+        assert result.returncode == 0, result.stderr[-3000:]
+        outcomes.update(zip(indices, json.loads(results_path.read_text())))
+    failures = []
+    for index, (module, args, expected) in enumerate(cases):
+        outcome = outcomes[index]
+        lines = [line for line in outcome["stderr"].splitlines() if line.strip()]
+        error_lines = [line for line in lines if line.startswith("error: ")]
+        if (outcome["exit"] != 2 or len(error_lines) != 1 or "Traceback" in outcome["stderr"]
+                or expected not in error_lines[0]):
+            failures.append(f"{module} {' '.join(args)}: exit {outcome['exit']}, stderr {outcome['stderr'][-600:]!r}")
+    assert not failures, "\n".join(failures)
+    assert _tree_hash(inputs) == before  # nothing written, created or deleted
+    assert not (inputs / "tfds").exists() and not (inputs / "new_run").exists()
+
+
+def test_numbers_written_as_fractions():
+    handler, hook = signal.getsignal(signal.SIGTERM), sys.excepthook
+    try:
+        from experiments.cli import numbers_written_as_fractions  # installs its SIGTERM handler: restored below
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+        sys.excepthook = hook
+    assert numbers_written_as_fractions(["--config.attacks.epsilons=(2/255, 8/255)", "--config.alpha=1/4",
+                                         "--config.data.root=/data/1/2x", "--workdir=a/2"]) == [
+        f"--config.attacks.epsilons=({2 / 255!r}, {8 / 255!r})", "--config.alpha=0.25",
+        "--config.data.root=/data/1/2x", "--workdir=a/2"]
+    assert np.isclose(float(numbers_written_as_fractions(["--config.x=2/255"])[0].split("=")[1]), 2 / 255)
