@@ -17,6 +17,7 @@ and a group trains no faster (models/vmap_conv.py keeps it from training slower)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from typing import Any, Callable
@@ -27,7 +28,7 @@ import ml_collections
 
 from selectivity_jax.data import load_splits
 from selectivity_jax.data.on_device import TrainArrays
-from selectivity_jax.parallel import make_data_mesh
+from selectivity_jax.parallel import make_data_mesh, maybe_initialize_distributed
 from selectivity_jax.train.loop import check_group, setup_run, train_group
 from selectivity_jax.rundir import (RESULTS_FILE, SWEEP_ENTRIES, SWEEP_FILE, DirectoryLock, check_writable_dir,
                                     is_finished, latest_step, project_dir_kind, read_json, run_dirname)
@@ -117,7 +118,8 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str, *, mode: str | 
     alphas, seeds = list(config.sweep.alphas), list(config.sweep.seeds)
     for seed in seeds:
         check_group(seed_config(config, seed), alphas, [os.path.join(sweep_dir, run_dirname(a, seed)) for a in alphas])
-    with DirectoryLock(sweep_dir, log):
+    maybe_initialize_distributed(config.get("distributed", False))
+    with DirectoryLock(sweep_dir, log) if jax.process_index() == 0 else contextlib.nullcontext():
         return _run_locked(config, sweep_dir, mode, group_size, log)
 
 

@@ -3,6 +3,10 @@ nothing in the environment, so subprocess workers (tests/multihost_worker.py) ma
 it."""
 
 import os
+import pathlib
+import signal
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -77,3 +81,37 @@ def assert_same_run_files(run_dir, reference_dir, differing=()):
         assert len(arrays[step]) == len(reference_arrays[step])
         for x, y in zip(arrays[step], reference_arrays[step]):
             np.testing.assert_array_equal(x, y)
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+FAULT_ENV = "SELECTIVITY_JAX_FAULT"  # selectivity_jax/faults.py
+
+
+def command_env(fault=None):
+    """The environment of a command run by the tests (the session's compilation cache included, see conftest.py),
+    with ``fault`` as its SELECTIVITY_JAX_FAULT."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop(FAULT_ENV, None)
+    if fault:
+        env[FAULT_ENV] = fault
+    return env
+
+
+def run_command(module, *args, fault=None, timeout=300):
+    """``python -m module args`` from the repository root, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=command_env(fault))
+
+
+def expect_outcome(result, fault=None):
+    """The process ended as ``fault`` says: SIGKILL (-9) when it holds a kill, else exit 143 and one line for a
+    SIGTERM, else success."""
+    if fault and "kill:" in fault:
+        assert result.returncode == -signal.SIGKILL, (fault, result.returncode, result.stderr[-2000:])
+    elif fault:
+        assert result.returncode == 143, (fault, result.returncode, result.stderr[-2000:])
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("stopped by SIGTERM") or last.startswith("stopped at step"), result.stderr[-2000:]
+        assert "Traceback" not in result.stderr
+    else:
+        assert result.returncode == 0, result.stderr[-3000:]

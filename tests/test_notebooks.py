@@ -97,7 +97,8 @@ def test_reproduce_figures_runs_in_short_mode_then_draws_an_existing_sweep(tmp_p
     notebook = execute("reproduce_figures", str(tmp_path / "kernels"), kernel_env)
     text = outputs_text(notebook)
     assert "short mode: True" in text
-    assert sorted(os.listdir(sweep_dir)) == ["alpha_-5_seed_0", "alpha_0_seed_0", "alpha_5_seed_0", "sweep.json"]
+    assert sorted(n for n in os.listdir(sweep_dir) if not n.startswith(".")) == [
+        "alpha_-5_seed_0", "alpha_0_seed_0", "alpha_5_seed_0", "sweep.json"]
     assert image_count(notebook) == len(FIGURE_CAPTIONS)
     assert "None: every planned run finished." in text  # the tables cell
 

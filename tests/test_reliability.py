@@ -1,9 +1,6 @@
-"""Reliability (README, "Reliability"): kill -9 and SIGTERM at named moments of a run and of a sweep, then resume,
-ending with the files of an uninterrupted run; bad input to every command refused in one line with nothing changed
-on disk; two processes on one directory; a damaged newest checkpoint.
-
-The commands run as subprocesses sharing a persistent JAX compilation cache, so that each one costs seconds.
-"""
+"""Reliability (README, "Reliability"): bad input to every command refused in one line with nothing changed on
+disk; two processes on one directory; a stale lock; a damaged newest checkpoint; a non-finite loss. Fault injection
+is tests/test_fault_injection.py."""
 
 import hashlib
 import io
@@ -22,121 +19,24 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import assert_same_run_files, with_overrides
-from selectivity_jax.faults import FAULT_ENV, POINTS
+from helpers import (ROOT, assert_same_run_files, command_env, expect_outcome, run_command,  # noqa: I001
+                     with_overrides)
 from selectivity_jax.rundir import DirectoryLock, run_dirname
 from selectivity_jax.train.loop import train_and_evaluate
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = "configs/quickstart.py:tiny"  # 6 steps per epoch, batch 40, ResNet20 at width 4, one device
 TWO_EPOCHS = ("--config.num_epochs=2",)
-SWEEP_ARGS = ("--config.sweep.alphas=(-2.0,2.0)", "--config.learning_rate=0.002")
-SIGTERM_LINE = "stopped by SIGTERM"
 
 
-@pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("jax_cache"))
+def _train(workdir, fault=None):
+    return run_command("experiments.train", "--config", TINY, "--workdir", str(workdir), *TWO_EPOCHS, fault=fault)
 
 
-def _env(cache, fault=None):
-    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0", "PYTHONPATH": str(ROOT)}
-    env.pop(FAULT_ENV, None)
-    if fault:
-        env[FAULT_ENV] = fault
-    return env
-
-
-def command(module, *args, cache, fault=None):
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env=_env(cache, fault))
-
-
-def _train(workdir, cache, fault=None):
-    return command("experiments.train", "--config", TINY, "--workdir", str(workdir), *TWO_EPOCHS, cache=cache,
-                   fault=fault)
-
-
-def _expect(result, fault):
-    """A faulted process ended as its fault says: killed (-9), or exit 143 with one line on stderr."""
-    action = fault.split(",")[-1].split(":")[0] if fault else None
-    if action == "kill" or (fault and "kill:" in fault):
-        assert result.returncode == -signal.SIGKILL, (fault, result.returncode, result.stderr[-2000:])
-    elif action == "term":
-        assert result.returncode == 143, (fault, result.returncode, result.stderr[-2000:])
-        last = result.stderr.strip().splitlines()[-1]
-        assert last.startswith(SIGTERM_LINE) or last.startswith("stopped at step"), result.stderr[-2000:]
-        assert "Traceback" not in result.stderr
-    else:
-        assert result.returncode == 0, result.stderr[-3000:]
-
-
-# Each process of the chain resumes the previous one's directory and is stopped at the next moment; the points
-# follow a run's progress (6 steps per epoch, checkpoints at 6 and 12). 12 kills, 4 SIGTERMs.
-RUN_CHAIN = (
-    "term:start:1",                       # SIGTERM at start-up: nothing written
-    "kill:locked:1",                      # directory locked, config.json not yet written
-    "kill:config_written:1",              # config.json only
-    "kill:step:3",                        # mid-epoch 1, no checkpoint
-    "term:step:2,kill:partial_epoch:1",   # killed while a SIGTERM's save was under way (metrics stored, no checkpoint)
-    "term:step:5",                        # SIGTERM at step 5: checkpoint 5 and the epoch's metrics so far
-    "kill:restored:1",                    # resumed from 5, killed before a step
-    "kill:metrics_row:1",                 # epoch 1's row written, its checkpoint not
-    "kill:checkpoint_save:1",             # inside orbax's temporary directory of checkpoint 6
-    "kill:checkpoint_saved:2",            # checkpoint 6 written; killed at epoch 2's end before pruning 5
-    "kill:step:2",                        # mid-epoch 2
-    "term:step:3",                        # SIGTERM at step 9
-    "kill:checkpoint_save:1",             # inside checkpoint 12's write
-    "term:evaluation:1",                  # SIGTERM during the final evaluation
-    "kill:selectivity_written:1",         # selectivity.npz written, results.json not
-)
-
-
-def test_fault_points_are_the_loops():
-    assert {fault.split(":")[1] for chain in RUN_CHAIN for fault in chain.split(",")} <= set(POINTS)
-    assert sum(chain.split(",")[-1].startswith("kill") for chain in RUN_CHAIN) >= 10
-
-
-def test_kill_and_sigterm_anywhere_resume_to_the_same_files(tmp_path, compile_cache):
-    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
-    _expect(_train(reference, compile_cache), None)
-    left_inside_orbax = False
-    for fault in RUN_CHAIN:
-        result = _train(resumed, compile_cache, fault)
-        _expect(result, fault)
-        if fault == "term:start:1":
-            assert not resumed.exists()  # stopped before anything was written
-        if fault.startswith("kill:checkpoint_save"):
-            left_inside_orbax |= any("tmp" in p.name for p in (resumed / "checkpoints").iterdir())
-    assert left_inside_orbax  # the kills did land inside orbax's temporary checkpoint directories
-    _expect(_train(resumed, compile_cache), None)
-    assert_same_run_files(str(resumed), str(reference))
-    assert json.loads((resumed / "results.json").read_text()) == json.loads((reference / "results.json").read_text())
-
-
-@pytest.mark.parametrize("mode", ["serial", "vmap"])
-def test_sweep_killed_mid_group_resumes_to_the_same_files(tmp_path, compile_cache, mode):
-    def sweep(directory, fault=None):
-        return command("experiments.sweep", "--config", TINY, "--workdir", str(directory), f"--mode={mode}",
-                       *SWEEP_ARGS, cache=compile_cache, fault=fault)
-
-    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
-    _expect(sweep(reference), None)
-    # the second run's checkpoint write (serial: the second run; vmap: the group's second model), then a SIGTERM
-    for fault in ("kill:checkpoint_save:2", "term:step:3"):
-        _expect(sweep(resumed, fault), fault)
-    _expect(sweep(resumed), None)
-    for alpha in (-2.0, 2.0):
-        name = run_dirname(alpha, 0)
-        assert_same_run_files(str(resumed / name), str(reference / name))
-
-
-def test_second_process_on_a_directory_is_refused(tmp_path, compile_cache):
+def test_second_process_on_a_directory_is_refused(tmp_path):
     workdir = tmp_path / "run"
     first = subprocess.Popen([sys.executable, "-m", "experiments.train", "--config", TINY, "--workdir", str(workdir),
                               *TWO_EPOCHS], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=_env(compile_cache))
+                             env=command_env())
     owner = workdir / ".lock.owner"
     deadline = time.time() + 120
     while not owner.exists() and time.time() < deadline:
@@ -144,7 +44,7 @@ def test_second_process_on_a_directory_is_refused(tmp_path, compile_cache):
         time.sleep(0.1)
     first.send_signal(signal.SIGSTOP)  # holds the lock, paused: the second surely starts while it works
     try:
-        second = _train(workdir, compile_cache)
+        second = _train(workdir)
     finally:
         first.send_signal(signal.SIGCONT)
     assert second.returncode == 2, second.stderr[-3000:]
@@ -152,7 +52,7 @@ def test_second_process_on_a_directory_is_refused(tmp_path, compile_cache):
     _, stderr = first.communicate(timeout=240)
     assert first.returncode == 0, stderr[-3000:]
     lone = tmp_path / "lone"
-    _expect(_train(lone, compile_cache), None)
+    expect_outcome(_train(lone))
     assert_same_run_files(str(workdir), str(lone))
 
 
@@ -285,7 +185,7 @@ def _bad_inputs(base):
     new = str(base / "new_run")
     train = lambda *args, workdir=new: ["--config", TINY, "--workdir", workdir, *args]  # noqa: E731
     tfds = str(base / "tfds")
-    run, sweep = str(base / "sweep" / run_dirname(0.0, 0)), str(base / "sweep")
+    run = str(base / "sweep" / run_dirname(0.0, 0))
     return [
         ("experiments.train", train("--config.model.name=resnet2O"), "model.name='resnet2O'"),
         ("experiments.train", train("--config.foo=1"), "no field 'foo'"),
@@ -340,7 +240,7 @@ def _bad_inputs(base):
     ]
 
 
-def test_bad_inputs_are_one_line_and_change_nothing(inputs, tmp_path, compile_cache):
+def test_bad_inputs_are_one_line_and_change_nothing(inputs, tmp_path):
     cases = _bad_inputs(inputs)
     assert len(cases) >= 30
     by_module: dict[str, list[int]] = {}
@@ -352,7 +252,7 @@ def test_bad_inputs_are_one_line_and_change_nothing(inputs, tmp_path, compile_ca
         cases_path, results_path = tmp_path / f"{module}.json", tmp_path / f"{module}.out.json"
         cases_path.write_text(json.dumps([cases[i][1] for i in indices]))
         result = subprocess.run([sys.executable, "tests/cli_cases.py", module, str(cases_path), str(results_path)],
-                                cwd=ROOT, capture_output=True, text=True, timeout=300, env=_env(compile_cache))
+                                cwd=ROOT, capture_output=True, text=True, timeout=300, env=command_env())
         assert result.returncode == 0, result.stderr[-3000:]
         outcomes.update(zip(indices, json.loads(results_path.read_text())))
     failures = []
