@@ -87,6 +87,10 @@ def main(argv):
     cli.no_extra_arguments(argv)
     def bench() -> None:
         validate_config(FLAGS.config)
+        if FLAGS.steps < 1:
+            raise ValueError(f"--steps must be >= 1; got {FLAGS.steps}")
+        if FLAGS.vmap and not all(k.isdigit() and int(k) >= 1 for k in FLAGS.vmap):
+            raise ValueError(f"--vmap takes group sizes >= 1, e.g. 1,2,4; got {','.join(FLAGS.vmap)}")
         _groups(FLAGS.config) if FLAGS.vmap else _steps(FLAGS.config)
     cli.run_reporting_errors(bench)
 

@@ -115,6 +115,10 @@ def _parse_flags(argv: list[str]) -> list[str]:
 def _describe(error: BaseException, argv: list[str] | None = None) -> str:
     """One line saying what went wrong, with the innermost cause config_flags wraps errors in."""
     message = str(error).strip() or type(error).__name__
+    if "Traceback (most recent call last)" in message:  # config_flags quotes a config file's traceback
+        before, _, trace = message.partition("Traceback (most recent call last)")
+        last = [line for line in trace.splitlines() if line.strip()][-1].strip()
+        return f"{before.strip().rstrip(':')}: {last}"
     if isinstance(error, KeyError | AttributeError):
         field = message.strip("\"'")
         overrides = [arg.split("=", 1)[0] for arg in argv or () if arg.startswith("--config.")

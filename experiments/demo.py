@@ -33,6 +33,9 @@ def main(argv):
 
 
 def _demo() -> None:
+    for name in ("num_per_class", "batch_size"):
+        if FLAGS[name].value < 1:
+            raise ValueError(f"--{name} must be >= 1; got {FLAGS[name].value}")
     start = time.time()
     images, labels = synthetic_images(FLAGS.num_classes, FLAGS.num_per_class, seed=FLAGS.seed)
     model = get_model(FLAGS.model, num_classes=FLAGS.num_classes)

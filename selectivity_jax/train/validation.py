@@ -86,6 +86,9 @@ def _model_problem(config: ml_collections.ConfigDict) -> str | None:
     name = config.model.get("name")
     if not isinstance(name, str) or name.lower() not in MODELS:
         return f"model.name={name!r} (expected one of {sorted(MODELS)})"
+    width = config.model.get("width")
+    if width is not None and not (_is_integer(width) and width >= 1):
+        return f"model.width={width!r} (expected an integer >= 1)"
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in config.model.to_dict().items()
               if k != "name" and v is not None}
     try:
