@@ -280,3 +280,13 @@ def test_numbers_written_as_fractions():
         f"--config.attacks.epsilons=({2 / 255!r}, {8 / 255!r})", "--config.alpha=0.25",
         "--config.data.root=/data/1/2x", "--workdir=a/2"]
     assert np.isclose(float(numbers_written_as_fractions(["--config.x=2/255"])[0].split("=")[1]), 2 / 255)
+
+
+def test_analysis_of_a_directory_in_use_is_refused(inputs):
+    from selectivity_jax.analysis.pipeline import run_analyses
+    from selectivity_jax.analysis.tasks import get_analyses
+    from configs import analysis
+    run = inputs / "sweep" / run_dirname(0.0, 0)
+    with DirectoryLock(str(run / "analysis")):
+        with pytest.raises(ValueError, match=f"{run / 'analysis'} is in use by pid {os.getpid()}"):
+            run_analyses(str(inputs / "sweep"), get_analyses(["ablation"]), analysis.get_config(), log=lambda _: None)

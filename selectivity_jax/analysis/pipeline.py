@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import contextlib
 import json
 import os
 import time
@@ -28,7 +29,7 @@ from selectivity_jax.data.splits import subset
 from selectivity_jax.report.runs import find_run_dirs
 from selectivity_jax.report.tables import mean_std
 from selectivity_jax.selectivity import selectivity_fn
-from selectivity_jax.rundir import CONFIG_FILE, RESULTS_FILE, read_json
+from selectivity_jax.rundir import CONFIG_FILE, RESULTS_FILE, DirectoryLock, read_json
 from selectivity_jax.train.metrics import to_jsonable, write_json
 
 ANALYSIS_DIR = "analysis"
@@ -200,12 +201,26 @@ def compare_runs(sweep_dir: str, analysis: Analysis, per_run: list[dict[str, Any
     return path, paths
 
 
+def analysis_locks(workdir: str, run_dirs: Sequence[str], log: Callable[[str], None] = print) -> contextlib.ExitStack:
+    """Locks the ``analysis/`` folders of ``workdir`` and of its runs (`rundir.DirectoryLock`) for one process; a
+    second analysis of any of them is refused, training elsewhere is not."""
+    stack = contextlib.ExitStack()
+    try:
+        for directory in sorted({workdir, *run_dirs}):
+            stack.enter_context(DirectoryLock(os.path.join(directory, ANALYSIS_DIR), log))
+    except BaseException:
+        stack.close()
+        raise
+    return stack
+
+
 def run_analyses(workdir: str, analyses: Sequence[Analysis], config: ml_collections.ConfigDict, *,
                  report: str = "report", report_analyses: Sequence[Analysis] = (),
-                 log: Callable[[str], None] = print) -> dict[str, Any]:
+                 log: Callable[[str], None] = print, lock: bool = True) -> dict[str, Any]:
     """Every analysis on every finished run of ``workdir`` (a run or a sweep), then the sweep comparisons and the
     Markdown report ``<workdir>/analysis/<report>.md``, which covers ``analyses`` and whichever of
-    ``report_analyses`` an earlier call left results of.
+    ``report_analyses`` an earlier call left results of. ``lock``: hold `analysis_locks` meanwhile (False: the
+    caller holds them).
 
     Returns {'runs': {run_dir: {name: result}}, 'comparisons': {name: (json path, figure paths)}, 'report': path}.
     """
@@ -213,6 +228,13 @@ def run_analyses(workdir: str, analyses: Sequence[Analysis], config: ml_collecti
     lone = [a.name for a in analyses if a.needs_sweep]
     if lone and not is_sweep:
         raise ValueError(f"{', '.join(lone)} compares the runs of a sweep: pass a sweep directory, not one run")
+    with analysis_locks(workdir, run_dirs, log) if lock else contextlib.nullcontext():
+        return _run_analyses_locked(workdir, is_sweep, run_dirs, analyses, config, report, report_analyses, log)
+
+
+def _run_analyses_locked(workdir: str, is_sweep: bool, run_dirs: list[str], analyses: Sequence[Analysis],
+                         config: ml_collections.ConfigDict, report: str, report_analyses: Sequence[Analysis],
+                         log: Callable[[str], None]) -> dict[str, Any]:
     log(f"{len(run_dirs)} run(s) in {workdir}; analyses {', '.join(a.name for a in analyses)}")
     per_run: dict[str, dict[str, Any]] = {}
     for index, run_dir in enumerate(run_dirs):

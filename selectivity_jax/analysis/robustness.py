@@ -39,8 +39,8 @@ import numpy as np
 from selectivity_jax.analysis import attacks as attack_lib
 from selectivity_jax.analysis.dimensionality import dimensionality as pca_dimensionality
 from selectivity_jax.analysis.gradients import gradient_variability
-from selectivity_jax.analysis.pipeline import (ANALYSIS_DIR, Analysis, RunContext, analysis_settings, by_alpha,
-                                               find_runs, format_stat, run_analyses, seed_stat)
+from selectivity_jax.analysis.pipeline import (ANALYSIS_DIR, Analysis, RunContext, analysis_locks, analysis_settings,
+                                               by_alpha, find_runs, format_stat, run_analyses, seed_stat)
 from selectivity_jax.analysis.trained import TrainedRun, batched, read_run_config
 from selectivity_jax.data import corrupted as corrupted_lib
 from selectivity_jax.data.corruptions import CORRUPTIONS, FAMILIES
@@ -654,12 +654,13 @@ def run_robustness(workdir: str, names: Sequence[str] | str | None, config: ml_c
         raise ValueError(f"{workdir} is not a directory (expected a run or a sweep directory)")
     is_sweep, run_dirs = find_runs(workdir)
     check_settings(config, [a.name for a in analyses])
-    outcome = run_analyses(workdir, analyses, config, report="robustness",
-                           report_analyses=list(ROBUSTNESS_ANALYSES.values()), log=log)
-    paths = []
-    for directory in run_dirs + ([workdir] if is_sweep else []):
-        path = os.path.join(directory, ROBUSTNESS_FILE)
-        write_json(path, _merge_present(directory))
-        paths.append(path)
+    with analysis_locks(workdir, run_dirs, log):
+        outcome = run_analyses(workdir, analyses, config, report="robustness",
+                               report_analyses=list(ROBUSTNESS_ANALYSES.values()), log=log, lock=False)
+        paths = []
+        for directory in run_dirs + ([workdir] if is_sweep else []):
+            path = os.path.join(directory, ROBUSTNESS_FILE)
+            write_json(path, _merge_present(directory))
+            paths.append(path)
     log(f"robustness.json written in {len(paths)} director{'y' if len(paths) == 1 else 'ies'}")
     return {**outcome, "robustness": paths}
