@@ -71,8 +71,8 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.eval_every_epochs = 1     # Validation cadence.
     config.eval_batch_size = 500     # Any size: padding rows are masked out.
-    config.checkpoint_every_epochs = 1
-    config.max_checkpoints_to_keep = 2
+    config.checkpoint_every_epochs = 1  # Checkpoint cadence (also at the last step, and at a SIGTERM).
+    config.max_checkpoints_to_keep = 2  # On the cadence; a SIGTERM's checkpoint is kept until a newer one exists.
     config.num_devices = 0           # Devices of the data mesh (0: all).
     config.distributed = False       # Call jax.distributed.initialize() (multi-host TPU pods, GPU clusters).
 
