@@ -42,15 +42,20 @@ def tiny_sweep_config():
 # Files of a run directory whose bits may differ between two runs of the same config: wall-clock seconds, and the
 # lock (present or not after a killed process).
 VARYING_FILES = {"timing.jsonl", ".lock", ".lock.owner"}
+# What the analyses add to a run directory (the shared tiny sweeps may hold them): not training's outputs.
+ANALYSIS_OUTPUTS = {"analysis", "robustness.json"}
 
 
 def run_files(run_dir):
-    """{relative path: bytes} of every file of a run directory outside checkpoints/, but `VARYING_FILES`."""
+    """{relative path: bytes} of every file training wrote into a run directory, outside checkpoints/, but
+    `VARYING_FILES`."""
     files = {}
     for root, dirs, names in os.walk(run_dir):
         rel_root = os.path.relpath(root, run_dir)
-        if rel_root.split(os.sep)[0] == "checkpoints":
+        if rel_root.split(os.sep)[0] in {"checkpoints"} | ANALYSIS_OUTPUTS:
             continue
+        if rel_root == ".":
+            names = [name for name in names if name not in ANALYSIS_OUTPUTS]
         for name in names:
             if name not in VARYING_FILES:
                 with open(os.path.join(root, name), "rb") as f:
