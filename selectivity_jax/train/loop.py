@@ -3,10 +3,10 @@
 ``train_group(config, alphas, workdirs)`` trains K models that share the config and seed and differ in alpha
 (Leavitt & Morcos, ICLR 2021, Sec. 2.3: loss = CE - alpha * network selectivity) inside one jitted, vmapped step;
 ``train_and_evaluate(config, workdir)`` is a group of one, and a sweep (selectivity_jax/sweep.py) is a sequence of
-groups. Each run's directory (selectivity_jax/rundir.py) receives ``config.json``, ``metrics.jsonl`` (one line per epoch),
-``timing.jsonl`` (wall-clock seconds), ``results.json`` (final test figures), ``selectivity.npz`` (per-unit test
-selectivity per layer) and orbax checkpoints under ``checkpoints/``, the same whether it trained alone or in a
-group.
+groups. Each run's directory (selectivity_jax/rundir.py) receives ``config.json``, ``metrics.jsonl`` (one line
+per epoch), ``timing.jsonl`` (wall-clock seconds), ``results.json`` (final test figures), ``selectivity.npz``
+(per-unit test selectivity per layer) and orbax checkpoints under ``checkpoints/``, the same whether it trained
+alone or in a group.
 
 Reliability: everything is validated (config, directories, data, batch against devices) before the first file is
 written; a process holds a lock on each of its directories; running again on the same directories resumes from the
