@@ -28,16 +28,29 @@ from helpers import tiny_sweep_config  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def tiny_sweeps(tmp_path_factory):
-    """The tiny sweep trained twice, vmapped and serial, once per test session: (root, vmap results, serial
-    results); the sweeps are ``root / 'vmap'`` and ``root / 'serial'``."""
+def tiny_sweeps(tmp_path_factory, worker_id):
+    """The tiny sweep trained twice, vmapped and serial, once per test session (shared by the pytest-xdist workers,
+    the first one to need it trains it): (root, vmap results, serial results); the sweeps are ``root / 'vmap'`` and
+    ``root / 'serial'``."""
+    import filelock
+
+    from selectivity_jax.rundir import RESULTS_FILE, read_json, run_dirname
     from selectivity_jax.sweep import run_sweep
 
-    root = tmp_path_factory.mktemp("tiny_sweeps")
-    quiet = lambda _: None
-    vmap = run_sweep(tiny_sweep_config(), str(root / "vmap"), mode="vmap", log=quiet)
-    serial = run_sweep(tiny_sweep_config(), str(root / "serial"), mode="serial", log=quiet)
-    return root, vmap, serial
+    if worker_id == "master":  # no workers: this session's own directory
+        root = tmp_path_factory.mktemp("tiny_sweeps")
+    else:  # the session's directory all workers share
+        root = tmp_path_factory.getbasetemp().parent / "tiny_sweeps"
+    config = tiny_sweep_config()
+    with filelock.FileLock(f"{root}.lock"):
+        if not (root / "trained").exists():
+            quiet = lambda _: None
+            run_sweep(config, str(root / "vmap"), mode="vmap", log=quiet)
+            run_sweep(config, str(root / "serial"), mode="serial", log=quiet)
+            (root / "trained").touch()
+    results = lambda mode: [read_json(str(root / mode / run_dirname(alpha, seed) / RESULTS_FILE))
+                            for seed in config.sweep.seeds for alpha in config.sweep.alphas]
+    return root, results("vmap"), results("serial")
 
 
 @pytest.fixture(scope="session")
