@@ -80,38 +80,33 @@ def _foreign_entries(directory: str, known: frozenset[str], subdirectory_ok: Cal
     return foreign
 
 
-def project_dir_kind(directory: str) -> str | None:
-    """'run' or 'sweep' when ``directory`` holds only what the project writes there (and its config.json, or
-    sweep.json), else None."""
-    if not os.path.isdir(directory) or os.path.islink(directory):
-        return None
-    names = set(os.listdir(directory))
-    if CONFIG_FILE in names and not _foreign_entries(directory, RUN_ENTRIES, lambda name: False):
-        return "run"
-    if SWEEP_FILE in names:
-        def is_run(name: str) -> bool:
-            return bool(_RUN_DIRNAME.match(name)) and not _foreign_entries(os.path.join(directory, name),
-                                                                           RUN_ENTRIES, lambda n: False)
-        if not _foreign_entries(directory, SWEEP_ENTRIES, is_run):
-            return "sweep"
-    return None
+def foreign_run_entries(directory: str) -> list[str]:
+    """Entries of a would-be run directory that no run of the project writes (temporary files of interrupted
+    writes are the project's)."""
+    return _foreign_entries(directory, RUN_ENTRIES, lambda name: False)
+
+
+def foreign_sweep_entries(directory: str) -> list[str]:
+    """Entries of a would-be sweep directory that no sweep of the project writes (run directories by their name,
+    reports, temporary files of interrupted writes)."""
+    return _foreign_entries(directory, SWEEP_ENTRIES, lambda name: bool(_RUN_DIRNAME.match(name)))
 
 
 def check_overwritable(directory: str) -> None:
-    """Raises ValueError unless ``--overwrite`` may delete ``directory``: absent, empty, or a run or sweep
-    directory of this project holding nothing else."""
+    """Raises ValueError unless ``--overwrite`` may delete ``directory``: absent, or holding nothing but what the
+    project writes into a run or a sweep directory (run directories of a sweep included)."""
     if not os.path.lexists(directory):
         return
     if not os.path.isdir(directory) or os.path.islink(directory):
         raise ValueError(f"--overwrite refuses {directory}: it is not a directory")
-    if not os.listdir(directory) or project_dir_kind(directory):
-        return
-    known = RUN_ENTRIES | SWEEP_ENTRIES
-    foreign = _foreign_entries(directory, known, lambda name: bool(_RUN_DIRNAME.match(name)))
-    what = f"it holds files this project did not write ({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''})"
-    if not foreign:
-        what = "it is not a run or sweep directory of this project (no config.json or sweep.json)"
-    raise ValueError(f"--overwrite refuses to delete {directory}: {what}; delete it yourself or use another directory")
+
+    def clean_run(name: str) -> bool:
+        return bool(_RUN_DIRNAME.match(name)) and not foreign_run_entries(os.path.join(directory, name))
+    foreign = _foreign_entries(directory, RUN_ENTRIES | SWEEP_ENTRIES, clean_run)
+    if foreign:
+        raise ValueError(f"--overwrite refuses to delete {directory}: it holds files this project did not write "
+                         f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); delete it yourself or use "
+                         "another directory")
 
 
 def clear_project_dir(directory: str) -> None:

@@ -30,8 +30,8 @@ from selectivity_jax.data import load_splits
 from selectivity_jax.data.on_device import TrainArrays
 from selectivity_jax.parallel import make_data_mesh, maybe_initialize_distributed
 from selectivity_jax.train.loop import check_group, setup_run, train_group
-from selectivity_jax.rundir import (RESULTS_FILE, SWEEP_ENTRIES, SWEEP_FILE, DirectoryLock, check_writable_dir,
-                                    is_finished, latest_step, project_dir_kind, read_json, run_dirname)
+from selectivity_jax.rundir import (RESULTS_FILE, SWEEP_FILE, DirectoryLock, check_writable_dir, foreign_sweep_entries,
+                                    is_finished, latest_step, read_json, run_dirname)
 from selectivity_jax.train.metrics import write_json
 from selectivity_jax.train.validation import validate_config
 
@@ -127,12 +127,10 @@ def check_sweep_dir(sweep_dir: str) -> None:
     """Raises ValueError, writing nothing, unless ``sweep_dir`` is new, empty or a sweep directory (sweep.json, run
     directories, reports)."""
     check_writable_dir(sweep_dir)
-    if os.path.isdir(sweep_dir) and os.listdir(sweep_dir) and project_dir_kind(sweep_dir) != "sweep":
-        names = sorted(os.listdir(sweep_dir))
-        foreign = [n for n in names if n not in SWEEP_ENTRIES and not os.path.isdir(os.path.join(sweep_dir, n))]
-        if SWEEP_FILE not in names or foreign:
-            raise ValueError(f"{sweep_dir} is not empty and is not a sweep directory of this project (no {SWEEP_FILE}"
-                             f"{'; it holds ' + ', '.join(foreign[:5]) if foreign else ''}); use a new or empty one")
+    foreign = foreign_sweep_entries(sweep_dir) if os.path.isdir(sweep_dir) else []
+    if foreign:
+        raise ValueError(f"{sweep_dir} is not empty and is not a sweep directory of this project (it holds "
+                         f"{', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); use a new or empty one")
 
 
 def _run_locked(config: ml_collections.ConfigDict, sweep_dir: str, mode: str, group_size: int,

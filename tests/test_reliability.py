@@ -290,3 +290,28 @@ def test_analysis_of_a_directory_in_use_is_refused(inputs):
     with DirectoryLock(str(run / "analysis")):
         with pytest.raises(ValueError, match=f"{run / 'analysis'} is in use by pid {os.getpid()}"):
             run_analyses(str(inputs / "sweep"), get_analyses(["ablation"]), analysis.get_config(), log=lambda _: None)
+
+
+def test_what_a_kill_leaves_is_the_projects(tmp_path):
+    """A kill during a directory's first write leaves temporary files: the run resumes there, --overwrite may
+    delete them; a file of the user's, even inside a run directory of a sweep, is never deleted."""
+    from selectivity_jax.rundir import check_overwritable
+    from selectivity_jax.sweep import check_sweep_dir
+    from selectivity_jax.train.loop import check_workdir
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json.tmp").write_text('{"alpha": ')
+    (run / ".lock").touch()
+    check_workdir(str(run), _tiny())
+    check_overwritable(str(run))
+    sweep = tmp_path / "sweep"
+    (sweep / run_dirname(0.0, 0)).mkdir(parents=True)
+    (sweep / "sweep.json.tmp").touch()
+    check_sweep_dir(str(sweep))
+    check_overwritable(str(sweep))
+    (sweep / run_dirname(0.0, 0) / "notes.txt").touch()
+    with pytest.raises(ValueError, match=r"did not write \(alpha_0_seed_0\)"):
+        check_overwritable(str(sweep))
+    (run / "notes.txt").touch()
+    with pytest.raises(ValueError, match="holds no run of this project"):
+        check_workdir(str(run), _tiny())

@@ -135,8 +135,7 @@ def check_workdir(workdir: str, config: ml_collections.ConfigDict, overwrite: bo
         if changed:
             raise ValueError(f"{workdir} holds a run with a different config (fields {changed} differ); "
                              f"use another --workdir, or --overwrite to start it afresh")
-    elif os.path.isdir(workdir) and rundir.project_dir_kind(workdir) is None and (
-            set(os.listdir(workdir)) - rundir.RUN_ENTRIES):
+    elif os.path.isdir(workdir) and rundir.foreign_run_entries(workdir):
         raise ValueError(f"{workdir} is not empty and holds no run of this project (no {CONFIG_FILE}); "
                          "use a new or empty directory")
 
