@@ -12,32 +12,29 @@ import signal
 import sys
 
 
-class Terminated(BaseException):
-    """SIGTERM outside the training loop (which saves a checkpoint itself and raises `Preempted`). A BaseException,
-    so that no ``except Exception`` on the way swallows it."""
+_SIGTERM_LINE = b"stopped by SIGTERM; what was saved is kept: run the same command again to resume\n"
 
 
-def _raise_terminated(signum, frame):
+def _exit_on_sigterm(signum, frame):
+    """SIGTERM outside the training loop (which saves a checkpoint itself and raises `Preempted`): one line, exit
+    143 at once. Every file the project writes is complete or absent at any moment (atomic writes, orbax's
+    temporary directories), so stopping here loses nothing a kill -9 would not; raising instead could land inside
+    an extension module's import and abort the interpreter."""
     del signum, frame
-    raise Terminated()
-
-
-_SIGTERM_LINE = "stopped by SIGTERM; what was saved is kept: run the same command again to resume"
-
-
-def _report_uncaught(kind, value, tb):
-    """A SIGTERM while the command's modules are still being imported: one line, exit 143."""
-    if issubclass(kind, Terminated):
-        print(_SIGTERM_LINE, file=sys.stderr, flush=True)
-        sys.stdout.flush()
-        os._exit(143)
-    sys.__excepthook__(kind, value, tb)
+    try:
+        sys.stdout.flush()  # the progress lines printed so far
+    except Exception:  # noqa: BLE001 - e.g. the main thread was inside a write to stdout
+        pass
+    os.write(2, _SIGTERM_LINE)
+    rundir = sys.modules.get("selectivity_jax.rundir")
+    if rundir is not None:
+        rundir.forget_held_locks()
+    os._exit(143)
 
 
 # Installed when the command's module is imported, before the slow imports below, so that a SIGTERM at start-up is
 # reported like any other.
-signal.signal(signal.SIGTERM, _raise_terminated)
-sys.excepthook = _report_uncaught
+signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
 import re  # noqa: E402
 import traceback  # noqa: E402
@@ -103,8 +100,6 @@ def _parse_flags(argv: list[str]) -> list[str]:
     show = _show_tracebacks(argv)
     try:
         return flags.FLAGS(numbers_written_as_fractions(argv))
-    except Terminated:
-        raise
     except Exception as error:  # noqa: BLE001 - any failure while parsing is the command line's
         if show:
             traceback.print_exc()
@@ -154,13 +149,9 @@ def run_reporting_errors(fn: Callable[[], Any]) -> Any:
 
 
 def run(main: Callable[[list[str]], Any], argv: list[str] | None = None) -> None:
-    """``absl.app.run(main)`` with `_parse_flags`, and a SIGTERM outside the training loop (start-up, evaluation,
-    writing results) ending with one line and exit 143. ``argv``: default ``sys.argv``."""
-    try:
-        app.run(main, argv=argv, flags_parser=_parse_flags)
-    except Terminated:
-        print(_SIGTERM_LINE, file=sys.stderr, flush=True)
-        sys.exit(EXIT_SIGTERM)
+    """``absl.app.run(main)`` with `_parse_flags` (``argv``: default ``sys.argv``); a SIGTERM outside the training
+    loop (start-up, evaluation, writing results) ends the process with one line and exit 143 (`_exit_on_sigterm`)."""
+    app.run(main, argv=argv, flags_parser=_parse_flags)
 
 
 def no_extra_arguments(argv: list[str]) -> None:

@@ -157,6 +157,19 @@ def _read_owner(directory: str) -> LockOwner | None:
         return None
 
 
+_HELD_OWNER_FILES: set[str] = set()  # the .lock.owner files of the locks this process holds
+
+
+def forget_held_locks() -> None:
+    """Removes the owner files of the locks this process holds, for a process about to exit without unwinding
+    (SIGTERM outside the training loop); the operating system releases the locks themselves."""
+    for path in list(_HELD_OWNER_FILES):
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+
+
 class DirectoryLock:
     """An exclusive lock on a run or sweep directory for as long as a process works in it (a context manager).
 
@@ -187,11 +200,14 @@ class DirectoryLock:
         with open(tmp, "w") as f:
             json.dump(dataclasses.asdict(owner), f)
         os.replace(tmp, os.path.join(self.directory, LOCK_OWNER_FILE))
+        _HELD_OWNER_FILES.add(os.path.join(self.directory, LOCK_OWNER_FILE))
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        owner = os.path.join(self.directory, LOCK_OWNER_FILE)
+        _HELD_OWNER_FILES.discard(owner)
         try:
-            os.remove(os.path.join(self.directory, LOCK_OWNER_FILE))
+            os.remove(owner)
         except OSError:
             pass
         self._lock.release()

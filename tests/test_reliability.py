@@ -269,12 +269,11 @@ def test_bad_inputs_are_one_line_and_change_nothing(inputs, tmp_path):
 
 
 def test_numbers_written_as_fractions():
-    handler, hook = signal.getsignal(signal.SIGTERM), sys.excepthook
+    handler = signal.getsignal(signal.SIGTERM)
     try:
         from experiments.cli import numbers_written_as_fractions  # installs its SIGTERM handler: restored below
     finally:
         signal.signal(signal.SIGTERM, handler)
-        sys.excepthook = hook
     assert numbers_written_as_fractions(["--config.attacks.epsilons=(2/255, 8/255)", "--config.alpha=1/4",
                                          "--config.data.root=/data/1/2x", "--workdir=a/2"]) == [
         f"--config.attacks.epsilons=({2 / 255!r}, {8 / 255!r})", "--config.alpha=0.25",
