@@ -26,12 +26,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from selectivity_jax.data import load_splits
+from selectivity_jax.data import check_available, load_splits
 from selectivity_jax.data.on_device import TrainArrays
 from selectivity_jax.parallel import make_data_mesh, maybe_initialize_distributed
-from selectivity_jax.train.loop import check_group, setup_run, train_group
 from selectivity_jax.rundir import (RESULTS_FILE, SWEEP_FILE, DirectoryLock, check_writable_dir, foreign_sweep_entries,
                                     is_finished, latest_step, read_json, run_dirname)
+from selectivity_jax.train.loop import check_workdir, run_config, setup_run, train_group
 from selectivity_jax.train.metrics import write_json
 from selectivity_jax.train.validation import validate_config
 
@@ -115,9 +115,11 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str, *, mode: str | 
         raise ValueError(f"group_size must be >= 0 (0: automatic); got {group_size}")
     validate_config(config, sweep=True)
     check_sweep_dir(sweep_dir)
-    alphas, seeds = list(config.sweep.alphas), list(config.sweep.seeds)
-    for seed in seeds:
-        check_group(seed_config(config, seed), alphas, [os.path.join(sweep_dir, run_dirname(a, seed)) for a in alphas])
+    for seed in config.sweep.seeds:  # every run directory, and the data once (train_group checks each group again)
+        for alpha in config.sweep.alphas:
+            run_dir = os.path.join(sweep_dir, run_dirname(alpha, seed))
+            check_workdir(run_dir, run_config(seed_config(config, seed), alpha))
+    check_available(config.data)
     maybe_initialize_distributed(config.get("distributed", False))
     with DirectoryLock(sweep_dir, log) if jax.process_index() == 0 else contextlib.nullcontext():
         return _run_locked(config, sweep_dir, mode, group_size, log)

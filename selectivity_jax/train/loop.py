@@ -362,6 +362,11 @@ def _save_group(runs: list[_Run], states: TrainState, config: ml_collections.Con
         _prune_group(runs, config, setup)
 
 
+def _concatenated(step_metrics: list[dict[str, Any]]) -> dict[str, jax.Array]:
+    """The metrics of an epoch's calls ({name: [steps, K]} each) as one {name: [steps, K]}, on the devices."""
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs), *step_metrics)
+
+
 @jax.jit
 def _finite_models(params: Any) -> jax.Array:
     """[K] bool: whether every parameter of each model of a group is finite."""
@@ -369,17 +374,19 @@ def _finite_models(params: Any) -> jax.Array:
                       for leaf in jax.tree.leaves(params)]).all(axis=0)
 
 
-def _check_finite(runs: list[_Run], alphas: tuple[float, ...], states: TrainState, losses: np.ndarray,
-                  first_step: int, learning_rates: np.ndarray) -> None:
-    """Raises `NonFiniteLoss` (nothing saved) when a model's per-step losses [steps, K] or parameters are not
-    finite; ``first_step`` is the step of row 0, ``learning_rates`` [steps] the rates the steps used."""
+def _check_finite(runs: list[_Run], alphas: tuple[float, ...], states: TrainState, per_step: dict[str, np.ndarray],
+                  step: int) -> None:
+    """Raises `NonFiniteLoss` (nothing saved) when a model's per-step losses or its parameters are not finite;
+    ``per_step``: the epoch's metrics so far on the host ({name: [steps, K]}), its last row at ``step``."""
+    losses, learning_rates = per_step["loss"], per_step["learning_rate"][:, 0]
     finite_params = np.asarray(jax.device_get(_finite_models(states.params)))
     for k, run in enumerate(runs):
         bad = np.flatnonzero(~np.isfinite(losses[:, k]))
         if not len(bad) and finite_params[k]:
             continue
         index = int(bad[0]) if len(bad) else len(losses) - 1
-        saved = [s for s in run.manager.all_steps()]
+        first_step = step - len(losses)
+        saved = list(run.manager.all_steps())
         last = f"checkpoint {max(saved)} in {os.path.join(run.workdir, CHECKPOINT_DIR)}" if saved else "none"
         raise NonFiniteLoss(
             f"{run.workdir}: the loss became non-finite at step {first_step + index + 1} (alpha {alphas[k]:g}, "
@@ -388,10 +395,9 @@ def _check_finite(runs: list[_Run], alphas: tuple[float, ...], states: TrainStat
             "afresh with --overwrite")
 
 
-def _save_partial_epoch(runs: list[_Run], step: int, step_metrics: list[dict[str, Any]]) -> None:
-    """Stores each run's per-step metrics of the unfinished epoch, so that the resumed run's row for the epoch
-    averages every step of it, as an uninterrupted run's does."""
-    metrics = jax.device_get(jax.tree.map(lambda *xs: jnp.concatenate(xs), *step_metrics))
+def _save_partial_epoch(runs: list[_Run], step: int, metrics: dict[str, np.ndarray]) -> None:
+    """Stores each run's per-step metrics ({name: [steps, K]}) of the unfinished epoch, so that the resumed run's
+    row for the epoch averages every step of it, as an uninterrupted run's does."""
     for k, run in enumerate(runs):
         write_npz(run.partial_epoch_path, {"step": np.asarray(step), **{name: np.asarray(value[:, k])
                                                                          for name, value in metrics.items()}})
@@ -534,20 +540,19 @@ def _train_locked(config: ml_collections.ConfigDict, alphas: tuple[float, ...], 
                 steps_this_call += steps
                 stopping = sigterm.raised or (stop_after_steps is not None and steps_this_call >= stop_after_steps)
                 if stopping and step < epoch_end:
-                    losses = np.asarray(jax.device_get(jnp.concatenate([m["loss"] for m in step_metrics])))
-                    rates = np.asarray(jax.device_get(jnp.concatenate([m["learning_rate"] for m in step_metrics])))
-                    _check_finite(runs, alphas, states, losses, step - len(losses), rates[:, 0])
+                    per_step = jax.device_get(_concatenated(step_metrics))
+                    _check_finite(runs, alphas, states, per_step, step)
                     if writer:
-                        _save_partial_epoch(runs, step, step_metrics)
+                        _save_partial_epoch(runs, step, per_step)
                     fault_point("partial_epoch")
                     _save_group(runs, states, config, setup, wait=True)
                     raise Preempted(step)
                 if stopping:  # at the epoch's end: log and evaluate the epoch first, then stop below
                     break
-            per_step = jax.device_get(jax.tree.map(lambda *xs: jnp.concatenate(xs), *step_metrics))
-            _check_finite(runs, alphas, states, np.asarray(per_step["loss"]), step - len(per_step["loss"]),
-                          np.asarray(per_step["learning_rate"])[:, 0])
-            train = jax.device_get(jax.tree.map(lambda *xs: jnp.mean(jnp.concatenate(xs), axis=0), *step_metrics))
+            epoch_metrics = _concatenated(step_metrics)
+            per_step = jax.device_get(epoch_metrics)
+            _check_finite(runs, alphas, states, per_step, step)
+            train = jax.device_get(jax.tree.map(lambda x: jnp.mean(x, axis=0), epoch_metrics))
             learning_rate = float(per_step["learning_rate"][-1, 0])
             seconds = time.time() - epoch_start_time
             images_per_second = (step - epoch_start_step) * config.batch_size / seconds
