@@ -168,6 +168,35 @@ def test_image_folder_archive_matches_directory(png_tree, tmp_path, name, top):
         _assert_same(read[split], expected[split])
 
 
+@pytest.mark.parametrize("mode", ["w", "w:gz", "w:bz2", "w:xz"])
+def test_image_folder_archive_cut_short_anywhere_is_an_error(png_tree, tmp_path, mode):
+    """Cut at every member boundary (where tarfile alone would just end the archive early) and mid-member."""
+    root, expected = png_tree
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for split in ("test", "train"):
+            archive.add(root / split, arcname=split)
+    plain = buffer.getvalue()
+    members = tarfile.open(fileobj=io.BytesIO(plain)).getmembers()
+    headers = [info.offset for info in members] + [members[-1].offset_data + -(-members[-1].size // 512) * 512]
+    whole = tmp_path / "whole.tar"
+    with tarfile.open(fileobj=io.BytesIO(plain)) as source, tarfile.open(whole, mode) as target:
+        for info in source.getmembers():
+            target.addfile(info, source.extractfile(info) if info.isfile() else None)
+    content = whole.read_bytes()
+    read = load_image_folder_splits(whole, ("train", "test"))  # the whole archive, whatever its suffix
+    _assert_same(read["train"], expected["train"])
+    if mode == "w":  # at each header, after the last member (no end blocks) and inside a member's data
+        cuts = headers[1:] + [members[-1].offset_data + 10]
+    else:
+        cuts = [len(content) * k // 8 for k in range(1, 8)] + [len(content) - 1]
+    for cut in cuts:
+        path = tmp_path / "cut.tar.gz"
+        path.write_bytes(content[:cut])
+        with pytest.raises(ValueError, match="cannot read the archive"):
+            load_image_folder_splits(path, ("train", "test"))
+
+
 def test_image_folder_jpeg(tmp_path):
     expected = _write_tree(tmp_path / "tree", fmt="JPEG", per_split=(("train", 3),))
     _assert_same(load_image_folder(tmp_path / "tree", "train"), expected["train"])

@@ -2,16 +2,21 @@
 
 Classes are the sorted class directory names of a split (labels 0..C-1), files are sorted by name within a class,
 images are decoded to RGB with Pillow. A ``.tar`` / ``.tar.gz`` / ``.tgz`` archive with the same layout (optionally
-under one top-level folder) is read in a single streaming pass, without extracting it to disk.
+under one top-level folder) is read in a single streaming pass, without extracting it to disk; its compression
+(none, gzip, bzip2, xz) is told by its first bytes, and an archive cut short anywhere is an error.
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
+import lzma
 import os
 import tarfile
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -68,18 +73,45 @@ def _archive_location(name: str, splits: Sequence[str]) -> tuple[str, str, str |
     return None
 
 
+def _decompressed(raw: BinaryIO) -> BinaryIO:
+    """``raw`` itself, or a reader of its gzip / bzip2 / xz content (told by the magic bytes, not the suffix).
+
+    Python's readers of these formats raise EOFError when the compressed stream ends before its end marker, which
+    tarfile's own stream mode does not notice (it would end the archive early at a truncated header).
+    """
+    magic = raw.peek(6)[:6]
+    if magic.startswith(b"\x1f\x8b"):
+        return gzip.GzipFile(fileobj=raw)
+    if magic.startswith(b"BZh"):
+        return bz2.BZ2File(raw)
+    if magic.startswith(b"\xfd7zXZ\x00"):
+        return lzma.LZMAFile(raw)
+    return raw
+
+
 def _archive_entries(root: str, splits: Sequence[str]) -> Iterator[tuple[str, str, str | None, bytes | None]]:
-    """Yields (split, class, file or None, bytes or None) for the wanted splits of a tar archive, in one pass."""
-    with tarfile.open(root, "r|*") as archive:
-        for member in archive:
-            location = _archive_location(member.name, splits)
-            if location is None:
-                continue
-            split, class_name, file_name = location
-            if member.isdir() and file_name is None:
-                yield split, class_name, None, None
-            elif member.isfile() and file_name is not None:
-                yield split, class_name, file_name, archive.extractfile(member).read()
+    """Yields (split, class, file or None, bytes or None) for the wanted splits of a tar archive, in one pass.
+
+    Raises EOFError for an archive cut short anywhere, also between two members: a tar archive ends with two zero
+    blocks after its last member, and a compressed one with its format's end marker.
+    """
+    with open(root, "rb") as raw:
+        stream = _decompressed(raw)
+        with tarfile.open(fileobj=stream, mode="r|") as archive:
+            for member in archive:
+                location = _archive_location(member.name, splits)
+                if location is None:
+                    continue
+                split, class_name, file_name = location
+                if member.isdir() and file_name is None:
+                    yield split, class_name, None, None
+                elif member.isfile() and file_name is not None:
+                    yield split, class_name, file_name, archive.extractfile(member).read()
+            end_of_members = archive.offset
+        while stream.read(1 << 20):  # to the end: a compressed stream checks its end marker and checksum here
+            pass
+        if stream.tell() - end_of_members < 2 * tarfile.BLOCKSIZE:
+            raise EOFError(f"the archive ends at byte {stream.tell()} without tar's end-of-archive blocks")
 
 
 def is_archive(root: str | os.PathLike) -> bool:
@@ -141,7 +173,7 @@ def load_image_folder_splits(root: str | os.PathLike, splits: Sequence[str] = ("
         raise ValueError(f"{root} is neither a directory nor a {'/'.join(ARCHIVE_SUFFIXES)} archive")
     try:
         images = _collect(entries, splits, image_size, os.path.basename(root))
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as error:
         if not is_archive(root):
             raise
         raise ValueError(f"cannot read the archive {root} (truncated, or not a tar archive?): {error}") from error
