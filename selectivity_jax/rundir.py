@@ -13,13 +13,15 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import math
 import os
 import re
 import shutil
 import socket
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import filelock
+import numpy as np
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"       # one row per epoch; the same bits whether or not the run was interrupted
@@ -31,12 +33,13 @@ PARTIAL_EPOCH_FILE = "partial_epoch.npz"  # per-step metrics of an epoch a SIGTE
 SWEEP_FILE = "sweep.json"
 LOCK_FILE = ".lock"
 LOCK_OWNER_FILE = ".lock.owner"
+ANALYSIS_DIR = "analysis"           # the analyses' outputs, in a run and in a sweep directory
 
 # What the project writes into a run directory (training and the analyses) and into a sweep directory (besides the
 # run directories); `clear_project_dir` deletes nothing else.
 RUN_ENTRIES = frozenset({CONFIG_FILE, METRICS_FILE, TIMING_FILE, RESULTS_FILE, SELECTIVITY_FILE, CHECKPOINT_DIR,
-                         PARTIAL_EPOCH_FILE, LOCK_FILE, LOCK_OWNER_FILE, "analysis", "robustness.json"})
-SWEEP_ENTRIES = frozenset({SWEEP_FILE, LOCK_FILE, LOCK_OWNER_FILE, "analysis", "robustness.json", "report.md",
+                         PARTIAL_EPOCH_FILE, LOCK_FILE, LOCK_OWNER_FILE, ANALYSIS_DIR, "robustness.json"})
+SWEEP_ENTRIES = frozenset({SWEEP_FILE, LOCK_FILE, LOCK_OWNER_FILE, ANALYSIS_DIR, "robustness.json", "report.md",
                            "report.csv", "figures"})
 _RUN_DIRNAME = re.compile(r"^alpha_[-+0-9.e]+(inf|nan)?_seed_\d+$")
 _TEMPORARY = re.compile(r"\.tmp$")  # atomic writes in progress when a process was killed
@@ -48,6 +51,7 @@ def run_dirname(alpha: float, seed: int) -> str:
 
 
 def is_finished(run_dir: str) -> bool:
+    """Whether a run has finished: training and its test evaluation are done (results.json is written last)."""
     return os.path.exists(os.path.join(run_dir, RESULTS_FILE))
 
 
@@ -65,6 +69,85 @@ def read_json(path: str) -> Any:
             return json.load(f)
         except json.JSONDecodeError as error:
             raise ValueError(f"{path} is not valid JSON ({error})") from None
+
+
+def to_jsonable(value: Any) -> Any:
+    """numpy/jax scalars and arrays -> Python numbers and lists; NaN and infinities -> None (JSON null), so that
+    every file the project writes is strict JSON."""
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        value = np.asarray(value)
+        return to_jsonable(value.item() if value.ndim == 0 else value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: str, payload: Mapping[str, Any]) -> None:
+    """Writes ``payload`` as strict JSON atomically (temp file + rename), so a killed run never leaves half a
+    file."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(to_jsonable(payload), f, indent=2, sort_keys=True, allow_nan=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def write_npz(path: str, arrays: Mapping[str, Any]) -> None:
+    """``np.savez`` atomically (temp file + rename)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
+def read_run_config(run_dir: str) -> dict[str, Any]:
+    """The ``config.json`` of a run directory (FileNotFoundError naming it when there is none)."""
+    path = os.path.join(run_dir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{run_dir} is not a run directory: no {CONFIG_FILE}")
+    return read_json(path)
+
+
+def read_run_results(run_dir: str) -> dict[str, Any]:
+    """The ``results.json`` of a finished run (ValueError naming the run when it has not finished)."""
+    if not is_finished(run_dir):
+        raise ValueError(f"{run_dir} has not finished training (no {RESULTS_FILE}); train it first")
+    return read_json(os.path.join(run_dir, RESULTS_FILE))
+
+
+def find_run_dirs(sweep_dir: str) -> dict[tuple[float, int], str]:
+    """(alpha, seed) -> run directory, for every sub-directory of ``sweep_dir`` holding a ``config.json``."""
+    found: dict[tuple[float, int], str] = {}
+    for name in sorted(os.listdir(sweep_dir)):
+        run_dir = os.path.join(sweep_dir, name)
+        if not os.path.isfile(os.path.join(run_dir, CONFIG_FILE)):
+            continue
+        config = read_run_config(run_dir)
+        key = (float(config["alpha"]), int(config["seed"]))
+        if key in found:
+            raise ValueError(f"two run directories hold alpha {key[0]:g}, seed {key[1]}: {found[key]} and {run_dir}")
+        found[key] = run_dir
+    return found
+
+
+def find_finished_runs(workdir: str) -> tuple[bool, list[str]]:
+    """(is_sweep, finished run directories, by alpha then seed): ``workdir`` is one run (it holds config.json) or a
+    sweep of runs; ValueError when it holds no finished run."""
+    if not os.path.isdir(workdir):
+        raise ValueError(f"{workdir} is not a directory (expected a run or a sweep directory)")
+    if os.path.exists(os.path.join(workdir, CONFIG_FILE)):
+        if not is_finished(workdir):
+            raise ValueError(f"{workdir} has not finished training (no {RESULTS_FILE})")
+        return False, [workdir]
+    found = find_run_dirs(workdir)
+    finished = [path for _, path in sorted(found.items()) if is_finished(path)]
+    if not finished:
+        raise ValueError(f"{workdir} holds no finished run ({len(found)} run directories, none with {RESULTS_FILE})")
+    return True, finished
 
 
 def _foreign_entries(directory: str, known: frozenset[str], subdirectory_ok: Callable[[str], bool]) -> list[str]:

@@ -30,9 +30,8 @@ from selectivity_jax.data import check_available, load_splits
 from selectivity_jax.data.on_device import TrainArrays
 from selectivity_jax.parallel import make_data_mesh, maybe_initialize_distributed
 from selectivity_jax.rundir import (RESULTS_FILE, SWEEP_FILE, DirectoryLock, check_writable_dir, foreign_sweep_entries,
-                                    is_finished, latest_step, read_json, run_dirname)
+                                    is_finished, latest_step, read_json, run_dirname, write_json)
 from selectivity_jax.train.loop import check_workdir, run_config, setup_run, train_group
-from selectivity_jax.train.metrics import write_json
 from selectivity_jax.train.validation import validate_config
 
 MODES = ("vmap", "serial")

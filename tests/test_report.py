@@ -20,7 +20,7 @@ from selectivity_jax.report import figures
 from selectivity_jax.report.runs import MissingRun, load_sweep
 from selectivity_jax.rundir import run_dirname
 from selectivity_jax.report.tables import csv_columns, markdown_report, mean_std, summarize, write_csv
-from selectivity_jax.train.metrics import write_json
+from selectivity_jax.rundir import write_json
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LAYERS = ["stage1_block0/out", "stage2_block0/out", "stage3_block0/out"]

@@ -2,6 +2,6 @@
 robustness via class selectivity and dimensionality") and representation analyses (class selectivity in other
 bases, rotations, similarity, unit ablation, activation maximisation and Representative Substitution).
 
-Each module holds pure functions over arrays or over ``(function, data)``; `selectivity_jax.analysis.trained`
-loads a finished run for them.
+Each module holds pure functions over arrays or over ``(function, data)``: no files, no figures. The analyses that
+run them on trained runs, with their results, tables and figures, are `selectivity_jax.analyses`.
 """

@@ -55,6 +55,7 @@ LogitsFn = Callable[[Array], Array]
 
 ATTACKS = ("fgsm", "pgd")
 NORMS = ("linf", "l2")
+NORM_LABELS = {"linf": "L-inf", "l2": "L2"}
 DEFAULT_LINF_EPSILONS = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
 DEFAULT_L2_EPSILONS = (0.125, 0.25, 0.5, 1.0)  # our choice for 32x32x3 / 64x64x3 images in [0, 1]
 DEFAULT_STEP_SIZE_FACTOR = 2.5                  # step size = 2.5 * eps / steps: the path can cross the ball
@@ -73,6 +74,11 @@ def jittable(fn: Callable[..., Any]) -> jax.tree_util.Partial:
     if not callable(fn):
         raise TypeError(f"expected a callable (images -> outputs); got {type(fn).__name__}")
     return jax.tree_util.Partial(fn)
+
+
+def epsilon_label(epsilon: float, norm: str) -> str:
+    """A budget as tables print it: '4/255' (L-inf), '0.5' (L2), '0'."""
+    return f"{epsilon * 255:.3g}/255" if norm == "linf" and epsilon > 0 else f"{epsilon:g}"
 
 
 def to_unit_interval(images: Any) -> np.ndarray:

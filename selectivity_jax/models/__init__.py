@@ -35,9 +35,16 @@ def get_model(name: str, **kwargs: Any) -> nn.Module:
     return constructor(**kwargs)
 
 
+def model_options(model_config: Any) -> dict[str, Any]:
+    """A config's ``model`` section as constructor arguments: every field but ``name`` that is set (lists as tuples,
+    so that the options are hashable)."""
+    return {key: tuple(value) if isinstance(value, list) else value
+            for key, value in dict(model_config).items() if key != 'name' and value is not None}
+
+
 __all__ = [
     'MODELS', 'SELECTION_PRESETS', 'BasicBlock', 'Bottleneck', 'ReluPoint', 'ResNet', 'ResNet18', 'ResNet20',
     'ResNet32', 'ResNet50', 'ResNet56', 'ResNetCifar', 'SelectionSpec', 'VGG', 'VGG16', 'count_params', 'edit_layers',
-    'get_model',
+    'get_model', 'model_options',
     'init_variables', 'resolve_selection',
 ]

@@ -42,8 +42,8 @@ from selectivity_jax.train import torch_reference
 from selectivity_jax.train.benchmark import (EpochTiming, StepTiming, benchmark_groups, fastest_strategy, time_epoch,
                                              time_train_step)
 from selectivity_jax.train.loop import default_steps_per_call
-from selectivity_jax.rundir import RESULTS_FILE, run_dirname
-from selectivity_jax.train.metrics import format_duration, write_json
+from selectivity_jax.rundir import RESULTS_FILE, run_dirname, write_json
+from selectivity_jax.train.metrics import format_duration
 
 JSON_FILE = "accelerator_check.json"
 MARKDOWN_FILE = "accelerator_check.md"

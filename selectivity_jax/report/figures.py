@@ -252,3 +252,51 @@ def save_figure(fig: Figure, path_without_ext: str, dpi: int = 150) -> list[str]
     for path in paths:
         fig.savefig(path, dpi=dpi)
     return paths
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# helpers of the analyses' figures (selectivity_jax.analyses)
+# ----------------------------------------------------------------------------------------------------------------------
+
+def run_title(alpha: float, seed: int, what: str) -> str:
+    """'<what>: α = <alpha>, seed <seed>', the title of one run's figure."""
+    return f"{what}: α = {alpha:g}, seed {seed}"
+
+
+def panels(count: int, columns: int = 3, width: float = 3.2, height: float = 2.6) -> tuple[Figure, list]:
+    """A figure with ``count`` panels in rows of at most ``columns`` (unused slots hidden): (figure, axes)."""
+    columns = min(columns, count)
+    rows = -(-count // columns)
+    fig = new_figure(width * columns, height * rows)
+    axes = fig.subplots(rows, columns, squeeze=False).ravel().tolist()
+    for ax in axes[count:]:
+        ax.set_visible(False)
+    return fig, axes[:count]
+
+
+def wrap_caption(text: str, fig: Figure) -> str:
+    """A long caption broken into lines that fit the figure's width (about 13 characters per inch at 9 pt)."""
+    width = int(13 * fig.get_figwidth())
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return "\n".join(lines + [line])
+
+
+def mean_band(ax, x: Sequence[float], means: Sequence[float], stds: Sequence[float], color, label: str) -> None:
+    """Means with error bars of one standard deviation (over seeds), one point per x."""
+    ax.errorbar(x, np.asarray(means), yerr=np.asarray(stds), fmt="-o", color=color, markersize=4, capsize=3,
+                label=label)
+
+
+def lines_per_alpha(fig: Figure, ax, alphas: Sequence[float], x: Sequence[float],
+                    values: Sequence[Sequence[float]]) -> None:
+    """One line per alpha (alpha colours and a colour bar): ``values[i]`` against ``x`` for ``alphas[i]``."""
+    norm, cmap = alpha_colors(alphas)
+    for alpha, line in zip(alphas, values):
+        ax.plot(x, line, "-o", markersize=3, linewidth=1.3, color=cmap(norm(alpha)))
+    alpha_colorbar(fig, ax, alphas)

@@ -16,7 +16,8 @@ from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 
-from selectivity_jax.rundir import (CONFIG_FILE, METRICS_FILE, RESULTS_FILE, SELECTIVITY_FILE, SWEEP_FILE, read_json)
+from selectivity_jax.rundir import (CONFIG_FILE, METRICS_FILE, RESULTS_FILE, SELECTIVITY_FILE, SWEEP_FILE,
+                                    find_run_dirs, read_json)
 from selectivity_jax.train.metrics import read_jsonl
 
 
@@ -119,22 +120,6 @@ def load_run(run_dir: str) -> Run | None:
     return Run(alpha=alpha, seed=seed, path=run_dir, results=results,
                unit_selectivity=load_unit_selectivity(os.path.join(run_dir, SELECTIVITY_FILE)),
                config=config, metrics=read_jsonl(os.path.join(run_dir, METRICS_FILE)))
-
-
-def find_run_dirs(sweep_dir: str) -> dict[tuple[float, int], str]:
-    """(alpha, seed) -> run directory, for every sub-directory holding a ``config.json``."""
-    found: dict[tuple[float, int], str] = {}
-    for name in sorted(os.listdir(sweep_dir)):
-        config_path = os.path.join(sweep_dir, name, CONFIG_FILE)
-        if not os.path.isfile(config_path):
-            continue
-        config = read_json(config_path)
-        key = grid_key(config["alpha"], config["seed"])
-        if key in found:
-            raise ValueError(f"two run directories hold alpha {key[0]:g}, seed {key[1]}: "
-                             f"{found[key]} and {os.path.join(sweep_dir, name)}")
-        found[key] = os.path.join(sweep_dir, name)
-    return found
 
 
 def planned_grid(sweep_file: dict[str, Any] | None,

@@ -39,14 +39,14 @@ from selectivity_jax import rundir
 from selectivity_jax.data import check_available, load_splits
 from selectivity_jax.data.on_device import normalization_stats, put_eval_arrays, put_train_arrays
 from selectivity_jax.faults import fault_point
-from selectivity_jax.models import get_model
+from selectivity_jax.models import get_model, model_options
 from selectivity_jax.models.vmap_conv import resolve_strategy
 from selectivity_jax.parallel import (batch_sharded, check_batch_size, make_data_mesh, maybe_initialize_distributed,
                                       replicated)
 from selectivity_jax.rundir import (CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, PARTIAL_EPOCH_FILE, RESULTS_FILE,
-                                    SELECTIVITY_FILE, TIMING_FILE, DirectoryLock)
+                                    SELECTIVITY_FILE, TIMING_FILE, DirectoryLock, write_json, write_npz)
 from selectivity_jax.train.checkpoint import checkpoint_manager, prune_checkpoints, restore_newest, save_state
-from selectivity_jax.train.metrics import MetricsWriter, Progress, write_json, write_npz
+from selectivity_jax.train.metrics import MetricsWriter, Progress
 from selectivity_jax.train.state import (TrainState, create_group_state, learning_rate_schedule, make_optimizer,
                                          stack_states, unstack_state)
 from selectivity_jax.train.step import (StepSpec, make_batch_train_step, make_evaluate, make_permutation_fn,
@@ -235,8 +235,7 @@ def setup_run(config: ml_collections.ConfigDict, *, num_classes: int, image_shap
     if total_steps <= 0:
         raise ValueError("the run has no training steps: set num_train_steps or num_epochs > 0")
     alphas = tuple(float(a) for a in (alphas if alphas is not None else (config.alpha,)))
-    model_kwargs = {k: tuple(v) if isinstance(v, list) else v
-                    for k, v in config.model.to_dict().items() if k != "name" and v is not None}
+    model_kwargs = model_options(config.model)
     learning_rate = config.learning_rate * config.batch_size / config.lr_base_batch_size
     schedule_args = (learning_rate, total_steps, tuple(config.lr_decay_at), config.lr_decay_factor,
                      int(config.lr_warmup_epochs * steps_per_epoch))
@@ -605,6 +604,9 @@ def _train_locked(config: ml_collections.ConfigDict, alphas: tuple[float, ...], 
             "models_in_group": len(runs), "device_kind": jax.devices()[0].device_kind,
             "device_count": mesh.devices.size, "vmap_conv": resolve_strategy(setup.spec.vmap_conv),
             "process_count": jax.process_count(), "versions": _library_versions(),
+            # what restoring the model needs besides config.json and the checkpoint (`analyses.trained.restore_run`)
+            "num_classes": splits.num_classes, "image_shape": list(splits.image_shape),
+            "normalization": {"mean": list(setup.spec.mean), "std": list(setup.spec.std)},
         }
         if vals is not None:
             results.update({"val_accuracy": vals[k]["accuracy"], "val_selectivity": vals[k]["selectivity"]})

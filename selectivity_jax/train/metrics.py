@@ -9,45 +9,12 @@ import sys
 import time
 from typing import Any, Mapping, Sequence, TextIO
 
-import numpy as np
-
-
-def to_jsonable(value: Any) -> Any:
-    """numpy/jax scalars and arrays -> Python numbers and lists; NaN and infinities -> None (JSON null), so that
-    every file the project writes is strict JSON."""
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if hasattr(value, "shape") and hasattr(value, "dtype"):
-        value = np.asarray(value)
-        return to_jsonable(value.item() if value.ndim == 0 else value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+from selectivity_jax.rundir import to_jsonable
 
 
 def json_line(row: Mapping[str, Any]) -> str:
     """One strict-JSON line (keys sorted) for a .jsonl file."""
     return json.dumps(to_jsonable(row), sort_keys=True, allow_nan=False) + "\n"
-
-
-def write_json(path: str, payload: Mapping[str, Any]) -> None:
-    """Writes ``payload`` as strict JSON atomically (temp file + rename), so a killed run never leaves half a
-    file."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(to_jsonable(payload), f, indent=2, sort_keys=True, allow_nan=False)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def write_npz(path: str, arrays: Mapping[str, Any]) -> None:
-    """``np.savez`` atomically (temp file + rename)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:

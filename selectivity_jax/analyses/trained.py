@@ -1,16 +1,14 @@
 """A finished run directory as functions the analyses call: logits and layer responses of pixel-space inputs.
 
-``run = load_trained_run(run_dir)`` rebuilds the model from the run's ``config.json``, restores the newest checkpoint
-and reloads the run's data splits (from the cache when the config names one). Inputs to every function here are
-float32 images in PIXEL space, [B, H, W, C] in [0, 1] (uint8 images are scaled by 1/255); the model's
-normalisation is applied inside, so attacks and feature visualisation work in the space where the valid range is
-[0, 1]. All functions are pure and jit-able (the variables are closed over).
+``run = restore_run(run_dir)`` rebuilds the model from the run's ``config.json`` and restores the variables of its
+newest checkpoint. Inputs to every function here are float32 images in PIXEL space, [B, H, W, C] in [0, 1] (uint8
+images are scaled by 1/255); the model's normalisation is applied inside, so attacks and feature visualisation work
+in the space where the valid range is [0, 1]. All functions are pure and jit-able (the variables are closed over).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any, Callable, Mapping, Sequence
 
@@ -18,17 +16,16 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 
 from selectivity_jax.capture import apply_with_activations
-from selectivity_jax.data import ArraySplits, load_splits
+from selectivity_jax.data import load_splits
 from selectivity_jax.data.on_device import normalization_stats
+from selectivity_jax.models import get_model, model_options
 from selectivity_jax.models.common import edit_layers
-from selectivity_jax.parallel import make_data_mesh
+from selectivity_jax.rundir import CHECKPOINT_DIR, read_run_config, read_run_results
 from selectivity_jax.selectivity import unit_responses
-from selectivity_jax.train.checkpoint import checkpoint_manager, restore_latest
-from selectivity_jax.rundir import CHECKPOINT_DIR, CONFIG_FILE, RESULTS_FILE
-from selectivity_jax.train.loop import setup_run
-from selectivity_jax.train.state import unstack_state
+from selectivity_jax.train.checkpoint import checkpoint_manager
 
 Array = jax.Array
 LayerEdits = Mapping[str, Callable[[Array], Array]]
@@ -66,15 +63,15 @@ class PixelForward:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class TrainedRun:
-    """A trained model with its variables, normalisation and data (see `load_trained_run`)."""
+    """A trained model with its variables and normalisation (see `restore_run`)."""
     path: str
     config: ml_collections.ConfigDict
     model: Any                       # flax.linen Module; sows the run's selectivity layers
     variables: dict[str, Any]        # {'params': ..., 'batch_stats': ...}
     mean: tuple[float, ...]          # per-channel normalisation in [0, 1] units
     std: tuple[float, ...]
-    splits: ArraySplits
-    results: dict[str, Any]
+    num_classes: int
+    results: dict[str, Any]          # the run's results.json
 
     @property
     def alpha(self) -> float:
@@ -83,10 +80,6 @@ class TrainedRun:
     @property
     def seed(self) -> int:
         return int(self.config.seed)
-
-    @property
-    def num_classes(self) -> int:
-        return self.splits.num_classes
 
     @property
     def layer_names(self) -> list[str]:
@@ -136,38 +129,51 @@ class TrainedRun:
         return self.responses_fn(layers)(images, edits=edits)
 
 
-def read_run_config(run_dir: str) -> ml_collections.ConfigDict:
-    """The ``config.json`` a run directory holds."""
-    path = os.path.join(run_dir, CONFIG_FILE)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{run_dir} is not a run directory: no {CONFIG_FILE}")
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
-
-
-def load_trained_run(run_dir: str, *, require_finished: bool = True, cache_dir: str | None = None) -> TrainedRun:
-    """Rebuilds and restores the newest checkpoint of the run in ``run_dir`` (a finished run unless
-    ``require_finished`` is False), on one device, with its data splits (decoded arrays cached in ``cache_dir``
-    when given, else in the run's ``data.cache_dir``)."""
-    config = read_run_config(run_dir)
+def load_test_split(config: ml_collections.ConfigDict, cache_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The test split of a run's data set (uint8 images [N, H, W, C], labels [N]); decoded arrays are cached in
+    ``cache_dir`` when given, else in the run's ``data.cache_dir``."""
+    data_config = ml_collections.ConfigDict(config.data.to_dict())
     if cache_dir:
-        config.data.cache_dir = cache_dir
-    results_path = os.path.join(run_dir, RESULTS_FILE)
-    if require_finished and not os.path.exists(results_path):
-        raise FileNotFoundError(f"{run_dir} has not finished training (no {RESULTS_FILE}); train it first")
-    results = json.load(open(results_path)) if os.path.exists(results_path) else {}
-    splits = load_splits(config.data, seed=config.seed)
-    mean, std = normalization_stats(config.data, splits.train[0])
-    config.num_devices = 1
-    setup = setup_run(config, num_classes=splits.num_classes, image_shape=splits.image_shape,
-                      num_train=len(splits.train[1]), mean=mean, std=std, mesh=make_data_mesh(1))
-    state = restore_latest(checkpoint_manager(os.path.join(run_dir, CHECKPOINT_DIR), create=False),
-                           unstack_state(setup.initial_state, 0))
-    if state is None:
-        raise FileNotFoundError(f"{run_dir} holds no checkpoint")
-    return TrainedRun(path=run_dir, config=config, model=setup.model,
-                      variables={"params": state.params, "batch_stats": state.batch_stats},
-                      mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std), splits=splits,
+        data_config.cache_dir = cache_dir
+    return load_splits(data_config, seed=config.seed).test
+
+
+def _restore_variables(checkpoint_dir: str) -> dict[str, Any]:
+    """{'params', 'batch_stats'} of the newest checkpoint that restores (a damaged newer one is skipped with its
+    reason), read without building the optimizer or the training state."""
+    if not os.path.isdir(checkpoint_dir):
+        raise FileNotFoundError(f"{os.path.dirname(checkpoint_dir)} holds no checkpoint")
+    manager = checkpoint_manager(checkpoint_dir, create=False)
+    errors = []
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            state = manager.restore(step, args=ocp.args.StandardRestore())
+            return {"params": state["params"], "batch_stats": state.get("batch_stats", {})}
+        except Exception as error:  # noqa: BLE001 - orbax/tensorstore raise many types for a damaged checkpoint
+            errors.append(f"step {step}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+    raise FileNotFoundError(f"{os.path.dirname(checkpoint_dir)} holds no checkpoint that restores"
+                            + (f" ({'; '.join(errors)})" if errors else ""))
+
+
+def restore_run(run_dir: str) -> TrainedRun:
+    """The finished run in ``run_dir`` ready to evaluate: its model (from config.json), the variables of its newest
+    checkpoint and its normalisation, on one device. Neither the optimizer nor the training steps are built and no
+    data is loaded (runs trained before results.json recorded the number of classes and the normalisation load
+    their training split once to recover them)."""
+    config = ml_collections.ConfigDict(read_run_config(run_dir))
+    results = read_run_results(run_dir)
+    if "normalization" in results and "num_classes" in results:
+        num_classes = int(results["num_classes"])
+        mean, std = results["normalization"]["mean"], results["normalization"]["std"]
+    else:
+        splits = load_splits(config.data, seed=config.seed)
+        num_classes = splits.num_classes
+        mean, std = normalization_stats(config.data, splits.train[0])
+    model = get_model(config.model.name, num_classes=num_classes, dtype=jnp.dtype(config.compute_dtype),
+                      **model_options(config.model))
+    return TrainedRun(path=run_dir, config=config, model=model,
+                      variables=_restore_variables(os.path.join(run_dir, CHECKPOINT_DIR)),
+                      mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std), num_classes=num_classes,
                       results=results)
 
 

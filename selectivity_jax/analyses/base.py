@@ -1,0 +1,361 @@
+"""The interface every analysis implements, and what the analyses share.
+
+An analysis is one file of ``selectivity_jax/analyses/`` that defines ``ANALYSIS``, an instance of a subclass of
+`Analysis`: its name and title, its settings (defaults and validation), ``run(context, settings) -> result`` on one
+trained run, ``compare(results) -> comparison`` across the runs of a sweep, and the tables and figures of both.
+Results and comparisons are `Record` dataclasses, written as JSON (``<run>/analysis/<name>.json``, envelope in
+`RunResult`) and read back from it, so a finished analysis is not computed again while its settings are unchanged.
+
+Every analysis of one run shares a `RunContext`: the restored model, a fixed class-balanced subset of the test split
+(the same examples for every run of a sweep) and each layer's unit responses and selectivity on it, computed once.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import functools
+import math
+import os
+import time
+import types
+import typing
+from typing import Any, Callable, ClassVar, Generic, Mapping, Sequence, TypeVar
+
+import ml_collections
+import numpy as np
+
+from selectivity_jax.analyses.trained import TrainedRun, batched, load_test_split, restore_run
+from selectivity_jax.analysis.attacks import to_unit_interval
+from selectivity_jax.data.splits import subset
+from selectivity_jax.report.tables import mean_std
+from selectivity_jax.rundir import ANALYSIS_DIR, read_json, read_run_results, to_jsonable, write_json
+from selectivity_jax.selectivity import selectivity_fn
+
+R = TypeVar("R", bound="Record")
+C = TypeVar("C", bound="Record")
+SHARED_SETTINGS = ("num_examples", "seed", "layers")  # what every analysis result depends on besides its section
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# typed results with JSON round trips
+# ----------------------------------------------------------------------------------------------------------------------
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, Record):
+        return value.to_json()
+    if isinstance(value, Mapping):
+        return {str(key): _encode(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode(item) for item in value]
+    return to_jsonable(value)
+
+
+def _decode(kind: Any, value: Any) -> Any:
+    """``value`` (parsed JSON) as an instance of the type hint ``kind``."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if kind is Any or value is None and kind is not float:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        options = [arg for arg in args if arg is not type(None)]
+        return _decode(options[0], value) if len(options) == 1 else value
+    if isinstance(kind, type) and issubclass(kind, Record):
+        return kind.from_json(value)
+    if origin in (list, Sequence):
+        return [_decode(args[0] if args else Any, item) for item in value]
+    if origin is tuple:
+        item_kind = args[0] if args else Any
+        return tuple(_decode(item_kind, item) for item in value)
+    if origin in (dict, Mapping):
+        return {key: _decode(args[1] if args else Any, item) for key, item in value.items()}
+    if kind is float:
+        return math.nan if value is None else float(value)
+    return value
+
+
+class Record:
+    """A dataclass mixin: ``to_json()`` gives a JSON-able dict (non-finite floats as null, arrays as lists) and
+    ``from_json(data)`` rebuilds the instance from it, field by field after the type hints (nested records, lists,
+    tuples, dicts with string keys, ``X | None``; a null float reads back as NaN)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {field.name: _encode(getattr(self, field.name)) for field in dataclasses.fields(self)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]):
+        hints = typing.get_type_hints(cls)
+        return cls(**{field.name: _decode(hints[field.name], data[field.name])
+                      for field in dataclasses.fields(cls) if field.name in data})
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedStat(Record):
+    """Mean, standard deviation (ddof 1; 0 for one value) and count of a quantity over seeds."""
+    mean: float
+    std: float
+    n: int
+
+    def format(self, digits: int = 3) -> str:
+        """'mean ± std'."""
+        return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
+
+
+def seed_stat(values: Sequence[float | None]) -> SeedStat:
+    """`SeedStat` of the finite ``values`` (NaN mean and std for none)."""
+    finite = np.asarray([float(v) for v in values if v is not None and np.isfinite(v)], np.float64)
+    mean, std = mean_std(finite)
+    return SeedStat(mean, std, len(finite))
+
+
+@dataclasses.dataclass(frozen=True)
+class CurveStat(Record):
+    """Element-wise mean and standard deviation over seeds of equally long curves."""
+    mean: list[float]
+    std: list[float]
+
+
+def curve_stat(curves: Sequence[Sequence[float]]) -> CurveStat:
+    stats = [seed_stat(column) for column in zip(*curves)]
+    return CurveStat([s.mean for s in stats], [s.std for s in stats])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# one run's result, and the per-alpha aggregation over seeds
+# ----------------------------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class RunResult(Generic[R]):
+    """One analysis of one run: the run's identity and test numbers, the analysis' `Record`, the settings it was
+    computed with and how long it took. In JSON the record's fields stand beside the envelope's; ``run_dir`` is where
+    the run lies now (not stored, so a sweep directory can move)."""
+    analysis: str
+    alpha: float
+    seed: int
+    test_accuracy: float
+    test_selectivity: float
+    result: R
+    settings: dict[str, Any]
+    seconds: float
+    run_dir: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"analysis": self.analysis, "alpha": self.alpha, "seed": self.seed,
+                "test_accuracy": to_jsonable(self.test_accuracy),
+                "test_selectivity": to_jsonable(self.test_selectivity),
+                **self.result.to_json(), "settings": self.settings, "seconds": self.seconds}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], result_type: type[R], run_dir: str = "") -> RunResult[R]:
+        return cls(analysis=data["analysis"], alpha=float(data["alpha"]), seed=int(data["seed"]),
+                   test_accuracy=_decode(float, data["test_accuracy"]),
+                   test_selectivity=_decode(float, data["test_selectivity"]), result=result_type.from_json(data),
+                   settings=data["settings"], seconds=float(data["seconds"]), run_dir=run_dir)
+
+
+def by_alpha(results: Sequence[RunResult[R]]) -> dict[float, list[RunResult[R]]]:
+    """Results grouped by alpha (ascending), seeds in order within each."""
+    grouped: dict[float, list[RunResult[R]]] = {}
+    for result in sorted(results, key=lambda r: (r.alpha, r.seed)):
+        grouped.setdefault(result.alpha, []).append(result)
+    return grouped
+
+
+@dataclasses.dataclass(frozen=True)
+class AlphaStats(Record):
+    """One alpha of a sweep: its seeds, the runs' test selectivity and named quantities, each over seeds."""
+    alpha: float
+    seeds: list[int]
+    test_selectivity: SeedStat
+    stats: dict[str, SeedStat]
+
+
+def per_alpha(results: Sequence[RunResult[R]], values: Callable[[RunResult[R]], Mapping[str, float | None]]
+              ) -> list[AlphaStats]:
+    """One `AlphaStats` per alpha (ascending) of the quantities ``values(result)`` (a dict of numbers per run)."""
+    rows = []
+    for alpha, group in by_alpha(results).items():
+        per_run = [values(result) for result in group]
+        rows.append(AlphaStats(alpha=alpha, seeds=[r.seed for r in group],
+                               test_selectivity=seed_stat([r.test_selectivity for r in group]),
+                               stats={key: seed_stat([v[key] for v in per_run]) for key in per_run[0]}))
+    return rows
+
+
+@dataclasses.dataclass(frozen=True)
+class AlphaLayers(Record):
+    """One alpha of a sweep: a per-layer quantity (a number or a curve), averaged over seeds."""
+    alpha: float
+    layers: dict[str, Any]
+
+
+def layer_means(results: Sequence[RunResult[R]], layers: Sequence[str], value: Callable[[RunResult[R], str], Any]
+                ) -> list[AlphaLayers]:
+    """Per alpha (ascending): {layer: mean over seeds of ``value(result, layer)``} (elementwise for curves)."""
+    return [AlphaLayers(alpha, {layer: np.mean([np.asarray(value(r, layer), np.float64) for r in group],
+                                               axis=0).tolist() for layer in layers})
+            for alpha, group in by_alpha(results).items()]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# what the analyses of one run share
+# ----------------------------------------------------------------------------------------------------------------------
+
+class RunContext:
+    """One finished run and what its analyses share, each computed on first use.
+
+    ``shared``: the shared settings of configs/analysis.py (num_examples, seed, layers, batch_size, cache_dir).
+    """
+
+    def __init__(self, run_dir: str, shared: ml_collections.ConfigDict, log: Callable[[str], None] = print):
+        self.run_dir = run_dir
+        self.shared = shared
+        self.log = log
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.shared.batch_size)
+
+    @property
+    def seed(self) -> int:
+        return int(self.shared.seed)
+
+    @functools.cached_property
+    def run(self) -> TrainedRun:
+        start = time.time()
+        run = restore_run(self.run_dir)
+        self.log(f"  restored {self.run_dir} (alpha {run.alpha:g}, seed {run.seed}) in {time.time() - start:.1f}s")
+        return run
+
+    @functools.cached_property
+    def results(self) -> dict[str, Any]:
+        """The run's results.json."""
+        return read_run_results(self.run_dir)
+
+    @functools.cached_property
+    def test_split(self) -> tuple[np.ndarray, np.ndarray]:
+        """The run's whole test split: (uint8 images [N, H, W, C], labels [N])."""
+        return load_test_split(self.run.config, cache_dir=self.shared.get("cache_dir"))
+
+    @functools.cached_property
+    def data(self) -> tuple[np.ndarray, np.ndarray]:
+        """(uint8 images [N, H, W, C], labels [N]): ``shared.num_examples`` test examples, about equally many per
+        class, chosen by ``shared.seed`` from the labels alone (so the same for every run of a sweep)."""
+        images, labels = self.test_split
+        return subset(images, labels, self.shared.num_examples, self.shared.seed)
+
+    @property
+    def layers(self) -> list[str]:
+        """The layers to analyse: ``shared.layers``, or the run's selectivity layers."""
+        layers = list(self.shared.layers) or self.run.layer_names
+        unknown = [name for name in layers if name not in self.run.model.all_relu_names()]
+        if unknown:
+            raise ValueError(f"unknown layers {unknown}; the model's post-ReLU points are "
+                             f"{self.run.model.all_relu_names()}")
+        return layers
+
+    @functools.cached_property
+    def responses(self) -> dict[str, np.ndarray]:
+        """{layer: unit responses [N, U]} on `data` (conv channels spatially averaged)."""
+        return batched(self.run.responses_fn(self.layers), self.data[0], self.batch_size)
+
+    @functools.cached_property
+    def selectivity(self) -> dict[str, np.ndarray]:
+        """{layer: class selectivity index [U]} on `data`."""
+        per_unit = selectivity_fn(self.responses, self.data[1], self.run.num_classes, reduce=False)
+        return {name: np.asarray(si, np.float64) for name, si in per_unit.items()}
+
+    def paper_index(self) -> float:
+        """Mean over the analysed layers of the mean unit selectivity: the paper's index on the unit axes, on `data`
+        (post-ReLU responses are non-negative, so no rule for negative responses is needed)."""
+        return float(np.mean([self.selectivity[layer].mean() for layer in self.layers]))
+
+    def output_path(self, file_name: str) -> str:
+        """Where an analysis keeps a file of its own (arrays, partial results): ``<run>/analysis/<file_name>``."""
+        directory = os.path.join(self.run_dir, ANALYSIS_DIR)
+        os.makedirs(directory, exist_ok=True)
+        return os.path.join(directory, file_name)
+
+
+def evaluate(fn: Any, images: np.ndarray, batch_size: int) -> Any:
+    """`batched` ``fn`` (a `TrainedRun` pytree function: compiled once per sweep) on images scaled to [0, 1] on the
+    host, as the attacks scale them, so clean numbers here and under attack see the same inputs."""
+    return batched(fn, to_unit_interval(images), min(batch_size, len(images)))
+
+
+def accuracy(run: TrainedRun, images: np.ndarray, labels: np.ndarray, batch_size: int) -> float:
+    """Top-1 accuracy of the run on (images, labels)."""
+    logits = evaluate(run.logits_fn, images, batch_size)
+    return float(np.mean(np.argmax(logits, axis=-1) == np.asarray(labels)))
+
+
+def resumable_items(context: RunContext, name: str, settings: dict[str, Any], keys: Sequence[str],
+                    compute_item: Callable[[str], dict[str, Any]], describe: Callable[[dict[str, Any]], str]
+                    ) -> dict[str, dict[str, Any]]:
+    """``{key: compute_item(key)}``, each item saved to ``<run>/analysis/<name>.partial.json`` as soon as it is done
+    and read back from there (when ``settings`` are unchanged) instead of computed again; progress logged per item."""
+    path = context.output_path(f"{name}.partial.json")
+    done: dict[str, dict[str, Any]] = {}
+    if os.path.exists(path):
+        stored = read_json(path)
+        if stored.get("settings") == settings:
+            done = stored["items"]
+    resumed = [key for key in keys if key in done]
+    if resumed:
+        context.log(f"    {name}: {len(resumed)}/{len(keys)} done before, read from {path}")
+    for index, key in enumerate(keys):
+        if key in done:
+            continue
+        start = time.time()
+        done[key] = to_jsonable(compute_item(key))
+        write_json(path, {"settings": settings, "items": done})
+        context.log(f"    {name} {index + 1}/{len(keys)} {key}: {describe(done[key])} ({time.time() - start:.1f}s)")
+    return {key: done[key] for key in keys}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the interface
+# ----------------------------------------------------------------------------------------------------------------------
+
+class Analysis(abc.ABC, Generic[R, C]):
+    """One analysis. Subclasses set the class attributes and implement `run`; the rest is optional.
+
+    - ``name``: the file name and the section of configs/analysis.py holding its settings;
+    - ``title``: the report heading; ``needs_sweep``: it only compares runs (nothing to say about one run alone);
+    - ``result_type`` / ``comparison_type``: the `Record` classes `run` and `compare` return.
+    """
+    name: ClassVar[str]
+    title: ClassVar[str]
+    result_type: ClassVar[type]
+    comparison_type: ClassVar[type | None] = None
+    needs_sweep: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def default_settings(self) -> ml_collections.ConfigDict:
+        """This analysis' section of configs/analysis.py, each field explained once."""
+
+    def check(self, settings: ml_collections.ConfigDict) -> None:
+        """Raises ValueError (one line) for settings the analysis cannot run with, before any model is loaded."""
+
+    @abc.abstractmethod
+    def run(self, context: RunContext, settings: ml_collections.ConfigDict) -> R:
+        """The analysis of one run."""
+
+    def compare(self, results: Sequence[RunResult[R]], settings: ml_collections.ConfigDict) -> C | None:
+        """The comparison across the runs of a sweep (None: the analysis has none)."""
+        return None
+
+    def run_table(self, result: RunResult[R]) -> str | None:
+        """Markdown summary of one run's result for the report."""
+        return None
+
+    def sweep_table(self, comparison: C) -> str | None:
+        """Markdown summary of a sweep's comparison for the report."""
+        return None
+
+    def run_figures(self, result: RunResult[R]) -> dict[str, Any]:
+        """{figure name: matplotlib Figure} of one run (saved as ``<run>/analysis/<name>_<figure>.png|svg``)."""
+        return {}
+
+    def sweep_figures(self, comparison: C) -> dict[str, Any]:
+        """{figure name: Figure} of a sweep's comparison (``<sweep>/analysis/<name>_<figure>.png|svg``)."""
+        return {}
