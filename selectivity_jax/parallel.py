@@ -7,7 +7,6 @@ The batch is sharded over ``'data'``; parameters, optimizer state and the (small
 
 from __future__ import annotations
 
-from typing import Any
 
 import jax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
@@ -54,7 +53,3 @@ def check_batch_size(batch_size: int, mesh: Mesh, num_examples: int | None = Non
     if num_examples is not None and num_examples < batch_size:
         raise ValueError(f"{what}={batch_size} is larger than the {num_examples} training examples; "
                          f"lower it or use more data")
-
-
-def put_replicated(tree: Any, mesh: Mesh) -> Any:
-    return jax.device_put(tree, replicated(mesh))

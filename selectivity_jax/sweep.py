@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from selectivity_jax.data import check_available, load_splits
+from selectivity_jax.data import ArraySplits, check_available, load_splits
 from selectivity_jax.data.on_device import TrainArrays
 from selectivity_jax.parallel import make_data_mesh, maybe_initialize_distributed
 from selectivity_jax.rundir import (RESULTS_FILE, SWEEP_FILE, DirectoryLock, check_writable_dir, foreign_sweep_entries,
@@ -49,15 +49,15 @@ def seed_config(config: ml_collections.ConfigDict, seed: int) -> ml_collections.
     return config
 
 
-def train_step_bytes(config: ml_collections.ConfigDict, num_models: int) -> int:
+def train_step_bytes(config: ml_collections.ConfigDict, num_models: int, splits: ArraySplits) -> int:
     """Device memory (per device) that XLA's memory analysis gives for the compiled train step of a group of
-    ``num_models``: arguments (states and the on-device training set) + outputs - donated + temporaries."""
-    splits = load_splits(config.data, seed=config.seed)
+    ``num_models`` on ``splits``' shapes: arguments (states and the on-device training set) + outputs - donated +
+    temporaries. Nothing is initialized or placed on a device: states and data enter as shapes."""
     num_train = len(splits.train[1])
     mean, std = (0.5,) * splits.image_shape[-1], (0.25,) * splits.image_shape[-1]  # normalization costs no memory
     setup = setup_run(config, num_classes=splits.num_classes, image_shape=splits.image_shape, num_train=num_train,
                       mean=mean, std=std, mesh=make_data_mesh(config.get("num_devices", 0)),
-                      alphas=(0.0,) * num_models)
+                      alphas=(0.0,) * num_models, initialize=False)
     data = TrainArrays(jax.ShapeDtypeStruct((num_train,) + splits.image_shape, jnp.uint8),
                        jax.ShapeDtypeStruct((num_train,), jnp.int32))
     order = jax.ShapeDtypeStruct((num_train,), jnp.int32)
@@ -66,21 +66,23 @@ def train_step_bytes(config: ml_collections.ConfigDict, num_models: int) -> int:
             + memory.temp_size_in_bytes)
 
 
-def default_group_size(config: ml_collections.ConfigDict, num_alphas: int, *, bytes_limit: int | None = None,
-                       headroom: float = 0.8) -> int:
+def default_group_size(config: ml_collections.ConfigDict, num_alphas: int, splits: Callable[[], ArraySplits], *,
+                       bytes_limit: int | None = None, headroom: float = 0.8) -> int:
     """How many models to vmap together by default: all alphas of a seed, at most `DEFAULT_MAX_GROUP`, and no more
     than fit ``headroom`` of one device's memory.
 
     The fit is measured, not guessed: the compiled train step's memory for groups of 1 and 2 models gives the
     per-model and the shared bytes (memory grows linearly with the group), against the device's ``bytes_limit``
-    (from ``memory_stats()``; CPU reports none, and then only the cap applies).
+    (from ``memory_stats()``; CPU reports none, and then only the cap applies). ``splits`` gives the data, called
+    only when a measurement is needed.
     """
     largest = max(1, min(num_alphas, DEFAULT_MAX_GROUP))
     if bytes_limit is None:
         bytes_limit = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
     if not bytes_limit or largest == 1:
         return largest
-    one, two = train_step_bytes(config, 1), train_step_bytes(config, 2)
+    data = splits()
+    one, two = train_step_bytes(config, 1, data), train_step_bytes(config, 2, data)
     per_model = max(two - one, 1)
     fitting = int((headroom * bytes_limit - (one - per_model)) // per_model)
     return max(1, min(largest, fitting))
@@ -141,15 +143,23 @@ def _run_locked(config: ml_collections.ConfigDict, sweep_dir: str, mode: str, gr
     write_json(os.path.join(sweep_dir, SWEEP_FILE), {"alphas": alphas, "seeds": seeds, "mode": mode,
                                                      "config": json.loads(config.to_json_best_effort())})
     size = 1 if mode == "serial" else group_size
+    loaded: dict[int, ArraySplits] = {}  # the data a measurement loaded, handed on to the seed's first group
+
+    def splits_of_first_group() -> ArraySplits:
+        seed = plan_groups(config, sweep_dir, 1)[0][0]
+        loaded[seed] = load_splits(config.data, seed=seed)
+        return loaded[seed]
+
     if not size:  # automatic: measured only when something is left to train
-        size = default_group_size(config, len(alphas)) if plan_groups(config, sweep_dir, 1) else len(alphas)
+        size = (default_group_size(config, len(alphas), splits_of_first_group) if plan_groups(config, sweep_dir, 1)
+                else len(alphas))
     groups = plan_groups(config, sweep_dir, size)
     finished = len(alphas) * len(seeds) - sum(len(group) for _, group in groups)
     log(f"sweep {sweep_dir}: {len(alphas)} alphas x {len(seeds)} seeds, {finished} finished, "
         f"{len(groups)} group(s) of at most {size} to train ({mode})")
     for index, (seed, group) in enumerate(groups):
         log(f"group {index + 1}/{len(groups)}: seed {seed}, alpha {', '.join(f'{a:g}' for a in group)}")
-        train_group(seed_config(config, seed), group,
-                    [os.path.join(sweep_dir, run_dirname(alpha, seed)) for alpha in group], log=log)
+        workdirs = [os.path.join(sweep_dir, run_dirname(alpha, seed)) for alpha in group]
+        train_group(seed_config(config, seed), group, workdirs, splits=loaded.pop(seed, None), log=log)
     return [read_json(os.path.join(sweep_dir, run_dirname(alpha, seed), RESULTS_FILE))
             for seed in seeds for alpha in alphas]

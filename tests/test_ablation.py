@@ -6,14 +6,14 @@ import pytest
 from selectivity_jax.analysis.ablation import (ablate_units, ablation_counts, ablation_orders, accuracy_under_masks,
                                                area_under_curve, cumulative_masks, layer_ablation,
                                                selectivity_drop_correlation, unit_fill)
-from selectivity_jax.analysis.trained import batched, load_trained_run
+from selectivity_jax.analyses.trained import batched, load_test_split, restore_run
 
 LAYER = "stage3_block2/out"
 
 
 @pytest.fixture(scope="module")
 def run(tiny_sweep):
-    return load_trained_run(str(tiny_sweep / "alpha_0_seed_0"))
+    return restore_run(str(tiny_sweep / "alpha_0_seed_0"))
 
 
 def test_masks_and_orders():
@@ -33,7 +33,7 @@ def test_masks_and_orders():
 
 
 def test_accuracy_under_masks_equals_direct_evaluation(run):
-    images, labels = run.splits.test
+    images, labels = load_test_split(run.config)
     masks = np.ones((3, 16), np.float32)
     masks[1, [0, 5, 7]] = 0.0
     masks[2] = 0.0
@@ -49,7 +49,7 @@ def test_accuracy_under_masks_equals_direct_evaluation(run):
 
 
 def test_layer_ablation(run):
-    images, labels = run.splits.test
+    images, labels = load_test_split(run.config)
     responses = batched(run.responses, images, 40)[LAYER]
     selectivity = np.linspace(0.0, 1.0, 16)
     result = layer_ablation(run.logits_fn, LAYER, selectivity, responses, images, labels, fill="mean", num_points=5,

@@ -233,9 +233,12 @@ def _bad_inputs(base):
         ("experiments.analyze", ["--workdir", str(base / "missing"), "--analysis", "ablation"], "is not a directory"),
         ("experiments.analyze", ["--workdir", run, "--analysis", "bogus"], "bogus"),
         ("experiments.analyze", ["--workdir", str(base / "unfinished"), "--analysis", "ablation"], "unfinished"),
-        ("experiments.robustness", ["--workdir", str(base / "missing")], "is not a directory"),
-        ("experiments.robustness", ["--workdir", run, "--only", "bogus"], "bogus"),
-        ("experiments.robustness", ["--workdir", run, "--config.attacks.linf_epsilons=(2/0,)"], "division by zero"),
+        ("experiments.analyze", ["--workdir", run, "--analysis", "robustness",
+                                 "--config.attacks.linf_epsilons=(2/0,)"], "division by zero"),
+        ("experiments.analyze", ["--workdir", run, "--analysis", "attacks", "--config.attacks.norms=('l3',)"],
+         "attacks.norms"),
+        ("experiments.analyze", ["--workdir", run, "--analysis", "similarity"], "compares the runs of a sweep"),
+        ("experiments.analyze", ["--workdir", run, "--analysis", ","], "no analysis named"),
         ("experiments.benchmark", ["--config", TINY, "--config.model.name=bogus"], "model.name='bogus'"),
     ]
 
@@ -282,8 +285,8 @@ def test_numbers_written_as_fractions():
 
 
 def test_analysis_of_a_directory_in_use_is_refused(inputs):
-    from selectivity_jax.analysis.pipeline import run_analyses
-    from selectivity_jax.analysis.tasks import get_analyses
+    from selectivity_jax.analyses import get_analyses
+    from selectivity_jax.analyses.runner import run_analyses
     from configs import analysis
     run = inputs / "sweep" / run_dirname(0.0, 0)
     with DirectoryLock(str(run / "analysis")):

@@ -7,7 +7,10 @@ import jax
 import numpy as np
 import pytest
 
+from selectivity_jax import sweep as sweep_module
+from selectivity_jax.data import load_splits
 from selectivity_jax.report import load_sweep
+from selectivity_jax.train import loop
 from selectivity_jax.sweep import DEFAULT_MAX_GROUP, default_group_size, plan_groups, run_sweep, train_step_bytes
 from selectivity_jax.train.checkpoint import checkpoint_manager, restore_latest
 from selectivity_jax.rundir import run_dirname
@@ -96,12 +99,36 @@ def test_bad_mode(tmp_path):
 
 def test_default_group_size_fits_the_memory_it_is_given():
     config = sweep_config()
-    one, two = train_step_bytes(config, 1), train_step_bytes(config, 2)
+    data = load_splits(config.data, seed=config.seed)
+    loads = []
+    splits = lambda: loads.append(1) or data
+    one, two = train_step_bytes(config, 1, data), train_step_bytes(config, 2, data)
     per_model = two - one
     assert per_model > 0.4 * one  # each model brings its own activations; the shared data is small here
     shared = one - per_model
-    assert default_group_size(config, 5, bytes_limit=shared + 2.5 * per_model, headroom=1.0) == 2
-    assert default_group_size(config, 5, bytes_limit=shared + 100 * per_model, headroom=1.0) == 5  # all alphas
-    assert default_group_size(config, 40, bytes_limit=shared + 100 * per_model, headroom=1.0) == DEFAULT_MAX_GROUP
-    assert default_group_size(config, 5, bytes_limit=one // 2) == 1  # never less than one model
-    assert default_group_size(config, 7) == 7  # CPU reports no memory limit: the cap alone
+    assert default_group_size(config, 5, splits, bytes_limit=shared + 2.5 * per_model, headroom=1.0) == 2
+    assert default_group_size(config, 5, splits, bytes_limit=shared + 100 * per_model, headroom=1.0) == 5
+    assert default_group_size(config, 40, splits, bytes_limit=shared + 100 * per_model,
+                              headroom=1.0) == DEFAULT_MAX_GROUP
+    assert default_group_size(config, 5, splits, bytes_limit=one // 2) == 1  # never less than one model
+    assert len(loads) == 4  # the data once per measurement, ...
+    assert default_group_size(config, 7, splits) == 7  # ... none on CPU, which reports no memory limit: the cap alone
+    assert len(loads) == 4
+
+
+def test_automatic_group_size_hands_its_data_to_the_first_group(tmp_path, monkeypatch):
+    """A measured group size loads the data once, and the seed's first group trains on that copy."""
+    config = sweep_config()
+    config.sweep.alphas, config.num_train_steps = (0.0, 1.0), 1
+    loads = []
+
+    def counting(data_config, seed):
+        loads.append(seed)
+        return load_splits(data_config, seed=seed)
+
+    measured = lambda config, num_alphas, splits, **_: len(splits().train[1]) and 2  # as if memory were measured
+    monkeypatch.setattr(sweep_module, "load_splits", counting)
+    monkeypatch.setattr(loop, "load_splits", counting)
+    monkeypatch.setattr(sweep_module, "default_group_size", measured)
+    results = run_sweep(config, str(tmp_path / "sweep"), mode="vmap", log=lambda _: None)
+    assert [r["models_in_group"] for r in results] == [2, 2] and loads == [0]

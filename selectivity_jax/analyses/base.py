@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import functools
+import json
 import math
 import os
 import time
@@ -25,8 +26,9 @@ from typing import Any, Callable, ClassVar, Generic, Mapping, Sequence, TypeVar
 import ml_collections
 import numpy as np
 
-from selectivity_jax.analyses.trained import TrainedRun, batched, load_test_split, restore_run
+from selectivity_jax.analyses.trained import TrainedRun, batched, restore_run
 from selectivity_jax.analysis.attacks import to_unit_interval
+from selectivity_jax.data import load_splits
 from selectivity_jax.data.splits import subset
 from selectivity_jax.report.tables import mean_std
 from selectivity_jax.rundir import ANALYSIS_DIR, read_json, read_run_results, to_jsonable, write_json
@@ -196,6 +198,14 @@ def layer_means(results: Sequence[RunResult[R]], layers: Sequence[str], value: C
             for alpha, group in by_alpha(results).items()]
 
 
+def analysis_settings(shared: Mapping[str, Any], name: str, section: ml_collections.ConfigDict | None
+                      ) -> dict[str, Any]:
+    """What an analysis result depends on, as its JSON holds it: the shared data settings and the analysis' own
+    section (tuples as lists, so that a stored copy compares equal)."""
+    payload = {**{key: shared[key] for key in SHARED_SETTINGS}, name: section.to_dict() if section is not None else {}}
+    return json.loads(json.dumps(to_jsonable(payload)))
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # what the analyses of one run share
 # ----------------------------------------------------------------------------------------------------------------------
@@ -231,10 +241,18 @@ class RunContext:
         """The run's results.json."""
         return read_run_results(self.run_dir)
 
+    @property
+    def data_config(self) -> ml_collections.ConfigDict:
+        """The run's data config, with the shared ``cache_dir`` (decoded and generated corrupted sets) when set."""
+        config = ml_collections.ConfigDict(self.run.config.data.to_dict())
+        if self.shared.get("cache_dir"):
+            config.cache_dir = self.shared.cache_dir
+        return config
+
     @functools.cached_property
     def test_split(self) -> tuple[np.ndarray, np.ndarray]:
         """The run's whole test split: (uint8 images [N, H, W, C], labels [N])."""
-        return load_test_split(self.run.config, cache_dir=self.shared.get("cache_dir"))
+        return load_splits(self.data_config, seed=self.run.seed).test
 
     @functools.cached_property
     def data(self) -> tuple[np.ndarray, np.ndarray]:
@@ -288,11 +306,13 @@ def accuracy(run: TrainedRun, images: np.ndarray, labels: np.ndarray, batch_size
     return float(np.mean(np.argmax(logits, axis=-1) == np.asarray(labels)))
 
 
-def resumable_items(context: RunContext, name: str, settings: dict[str, Any], keys: Sequence[str],
+def resumable_items(context: RunContext, name: str, section: ml_collections.ConfigDict, keys: Sequence[str],
                     compute_item: Callable[[str], dict[str, Any]], describe: Callable[[dict[str, Any]], str]
                     ) -> dict[str, dict[str, Any]]:
     """``{key: compute_item(key)}``, each item saved to ``<run>/analysis/<name>.partial.json`` as soon as it is done
-    and read back from there (when ``settings`` are unchanged) instead of computed again; progress logged per item."""
+    and read back from there (while the analysis' settings, `analysis_settings` of its ``section``, are unchanged)
+    instead of computed again; progress logged per item."""
+    settings = analysis_settings(context.shared, name, section)
     path = context.output_path(f"{name}.partial.json")
     done: dict[str, dict[str, Any]] = {}
     if os.path.exists(path):

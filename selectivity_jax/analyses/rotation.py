@@ -101,7 +101,8 @@ class Rotation(Analysis[RotationResult, RotationComparison]):
 
     def check(self, settings: ml_collections.ConfigDict) -> None:
         if settings.negatives not in rotation.NEGATIVES_RULES:
-            raise ValueError(f"rotation.negatives must be one of {rotation.NEGATIVES_RULES}; got {settings.negatives!r}")
+            raise ValueError(f"rotation.negatives must be one of {rotation.NEGATIVES_RULES}; "
+                             f"got {settings.negatives!r}")
         if settings.num_t < 2 or settings.num_rotations < 1:
             raise ValueError(f"rotation.num_t must be >= 2 and rotation.num_rotations >= 1; got {settings.num_t}, "
                              f"{settings.num_rotations}")

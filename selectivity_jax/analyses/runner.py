@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import time
 from typing import Any, Callable, Sequence
@@ -21,8 +20,8 @@ from typing import Any, Callable, Sequence
 import ml_collections
 
 from selectivity_jax.analyses import NAMES, load
-from selectivity_jax.analyses.base import SHARED_SETTINGS, Analysis, RunContext, RunResult
-from selectivity_jax.rundir import ANALYSIS_DIR, DirectoryLock, find_finished_runs, read_json, to_jsonable, write_json
+from selectivity_jax.analyses.base import SHARED_SETTINGS, Analysis, RunContext, RunResult, analysis_settings
+from selectivity_jax.rundir import ANALYSIS_DIR, DirectoryLock, find_finished_runs, read_json, write_json
 
 REPORT_FILE = "report.md"
 
@@ -34,13 +33,6 @@ class AnalysisOutcome:
     runs: dict[str, dict[str, RunResult]]
     comparisons: dict[str, str]
     report: str
-
-
-def analysis_settings(config: ml_collections.ConfigDict, name: str) -> dict[str, Any]:
-    """What an analysis result depends on: the shared data settings and the analysis' own section."""
-    shared = {key: config[key] for key in SHARED_SETTINGS}
-    section = config[name].to_dict() if name in config else {}
-    return json.loads(json.dumps(to_jsonable({**shared, name: section})))
 
 
 def check_settings(config: ml_collections.ConfigDict, analyses: Sequence[Analysis]) -> None:
@@ -71,7 +63,7 @@ def analyze_run(context: RunContext, analyses: Sequence[Analysis], config: ml_co
     results = {}
     for analysis in analyses:
         path = os.path.join(out_dir, f"{analysis.name}.json")
-        settings = analysis_settings(config, analysis.name)
+        settings = analysis_settings(config, analysis.name, config[analysis.name])
         if os.path.exists(path):
             stored = read_json(path)
             if stored.get("settings") == settings:

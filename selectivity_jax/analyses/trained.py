@@ -129,13 +129,9 @@ class TrainedRun:
         return self.responses_fn(layers)(images, edits=edits)
 
 
-def load_test_split(config: ml_collections.ConfigDict, cache_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The test split of a run's data set (uint8 images [N, H, W, C], labels [N]); decoded arrays are cached in
-    ``cache_dir`` when given, else in the run's ``data.cache_dir``."""
-    data_config = ml_collections.ConfigDict(config.data.to_dict())
-    if cache_dir:
-        data_config.cache_dir = cache_dir
-    return load_splits(data_config, seed=config.seed).test
+def load_test_split(config: ml_collections.ConfigDict) -> tuple[np.ndarray, np.ndarray]:
+    """The test split of a run's data set (uint8 images [N, H, W, C], labels [N])."""
+    return load_splits(config.data, seed=config.seed).test
 
 
 def _restore_variables(checkpoint_dir: str) -> dict[str, Any]:

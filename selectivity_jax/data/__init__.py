@@ -142,21 +142,34 @@ def _check_image_folder(config: Any) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-    """How to load one data set, check that it can be loaded (without writing anything), and its validation
-    protocol when the config sets none."""
+    """How to load one data set, check that it can be loaded (without writing anything), its validation protocol
+    when the config sets none, and its usual image shape and number of classes (what benchmarks that need no data
+    on disk use; the loaded arrays are what runs use)."""
     load: Callable[[Any], TrainTest]
     check: Callable[[Any], None]
     num_val: int = 0
     val_per_class: int = 0
+    image_shape: tuple[int, int, int] = (32, 32, 3)
+    num_classes: int = 10
 
 
 # Data sets by config name.
 SOURCES: dict[str, Source] = {
     "synthetic": Source(_load_synthetic, _check_synthetic),
     "cifar10": Source(_load_cifar10, _check_cifar10, num_val=5000),
-    "tiny_imagenet": Source(_load_tiny_imagenet, _check_tiny_imagenet, val_per_class=50),
+    "tiny_imagenet": Source(_load_tiny_imagenet, _check_tiny_imagenet, val_per_class=50, image_shape=(64, 64, 3),
+                            num_classes=200),
     "image_folder": Source(_load_image_folder, _check_image_folder),
 }
+
+
+def nominal_shape(data_config: Any) -> tuple[tuple[int, int, int], int]:
+    """(image shape, number of classes) of a data set without loading it: the source's usual ones, or the config's
+    ``image_size`` / ``num_classes`` where it sets them."""
+    source = _source(data_config)
+    size = data_config.get("image_size", None)
+    image_shape = (size, size, source.image_shape[-1]) if size else source.image_shape
+    return image_shape, data_config.get("num_classes", None) or source.num_classes
 
 
 def _validation_sizes(config: Any, source: Source) -> tuple[int, int]:
@@ -203,5 +216,5 @@ def load_splits(data_config: Any, seed: int) -> ArraySplits:
 
 
 __all__ = ["ArraySplits", "SOURCES", "Source", "TrainTest", "cached_arrays", "check_available", "load_image_folder",
-           "load_image_folder_splits", "load_splits", "split_train_val", "subset", "synthetic_images",
+           "load_image_folder_splits", "load_splits", "nominal_shape", "split_train_val", "subset", "synthetic_images",
            "tail_per_class"]

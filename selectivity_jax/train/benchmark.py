@@ -18,15 +18,11 @@ import jax
 import ml_collections
 import numpy as np
 
+from selectivity_jax.data import nominal_shape
 from selectivity_jax.data.on_device import TrainArrays, put_eval_arrays, put_train_arrays
 from selectivity_jax.models.vmap_conv import resolve_strategy
 from selectivity_jax.parallel import make_data_mesh
 from selectivity_jax.train.loop import RunSetup, setup_run, steps_in_next_call, steps_per_call_of
-
-# Input shape and classes by data set name, for benchmarks that need no data on disk.
-DATA_SHAPES = {"cifar10": ((32, 32, 3), 10), "synthetic": ((32, 32, 3), 10), "image_folder": ((32, 32, 3), 10),
-               "tiny_imagenet": ((64, 64, 3), 200)}
-
 
 @dataclasses.dataclass(frozen=True)
 class StepTiming:
@@ -56,14 +52,9 @@ class EpochTiming:
     images_per_second: float     # all models together
 
 
-def _data_shape(config: ml_collections.ConfigDict) -> tuple[tuple[int, ...], int]:
-    image_shape, num_classes = DATA_SHAPES[config.data.name]
-    return image_shape, config.data.get("num_classes", num_classes) or num_classes
-
-
 def random_train_data(config: ml_collections.ConfigDict, num_train: int, mesh) -> TrainArrays:
     """Random uint8 images and labels of the config's data shape, on the devices."""
-    image_shape, num_classes = _data_shape(config)
+    image_shape, num_classes = nominal_shape(config.data)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (num_train,) + image_shape, dtype=np.uint8)
     labels = rng.integers(0, num_classes, num_train).astype(np.int32)
@@ -72,7 +63,7 @@ def random_train_data(config: ml_collections.ConfigDict, num_train: int, mesh) -
 
 def _setup(config: ml_collections.ConfigDict, alphas: Sequence[float], num_train: int, mesh,
            selectivity_term: bool = True) -> RunSetup:
-    image_shape, num_classes = _data_shape(config)
+    image_shape, num_classes = nominal_shape(config.data)
     return setup_run(config, num_classes=num_classes, image_shape=image_shape, num_train=num_train,
                      mean=(0.5,) * image_shape[-1], std=(0.25,) * image_shape[-1], mesh=mesh, alphas=tuple(alphas),
                      selectivity_term=selectivity_term)
@@ -167,7 +158,7 @@ def time_evaluation(config: ml_collections.ConfigDict, num_examples: int = 2000)
     """Images/s of the evaluation pass (accuracy and selectivity statistics) of one model."""
     mesh = make_data_mesh(config.get("num_devices", 0))
     run = _setup(config, (0.0,), config.batch_size, mesh)
-    image_shape, num_classes = _data_shape(config)
+    image_shape, num_classes = nominal_shape(config.data)
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, (num_examples,) + image_shape, dtype=np.uint8)
     labels = rng.integers(0, num_classes, num_examples).astype(np.int32)

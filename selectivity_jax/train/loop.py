@@ -36,7 +36,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from selectivity_jax import rundir
-from selectivity_jax.data import check_available, load_splits
+from selectivity_jax.data import ArraySplits, check_available, load_splits
 from selectivity_jax.data.on_device import normalization_stats, put_eval_arrays, put_train_arrays
 from selectivity_jax.faults import fault_point
 from selectivity_jax.models import get_model, model_options
@@ -49,8 +49,7 @@ from selectivity_jax.train.checkpoint import checkpoint_manager, prune_checkpoin
 from selectivity_jax.train.metrics import MetricsWriter, Progress
 from selectivity_jax.train.state import (TrainState, create_group_state, learning_rate_schedule, make_optimizer,
                                          stack_states, unstack_state)
-from selectivity_jax.train.step import (StepSpec, make_batch_train_step, make_evaluate, make_permutation_fn,
-                                        make_train_step)
+from selectivity_jax.train.step import StepSpec, make_evaluate, make_permutation_fn, make_train_step
 from selectivity_jax.train.validation import validate_config
 
 # Config fields (dotted paths) that do not change what a run computes, so a resumed run may differ in them, e.g.
@@ -215,16 +214,16 @@ class RunSetup:
     train_step: Callable   # one step per call: train_step(states, data, order) -> (states, metrics [1, K])
     train_steps: Callable  # steps_per_call steps per call (the same function when steps_per_call == 1)
     steps_per_call: int
-    batch_train_step: Callable
     permutation: Callable
     evaluate: Callable
 
 
 def setup_run(config: ml_collections.ConfigDict, *, num_classes: int, image_shape: tuple[int, ...], num_train: int,
               mean: Any, std: Any, mesh: jax.sharding.Mesh, alphas: tuple[float, ...] | None = None,
-              selectivity_term: bool = True) -> RunSetup:
+              selectivity_term: bool = True, initialize: bool = True) -> RunSetup:
     """Builds the model, learning-rate schedule, optimizer, jitted steps and the replicated initial states of a
-    group of runs at ``alphas`` (default: ``(config.alpha,)``, a single run)."""
+    group of runs at ``alphas`` (default: ``(config.alpha,)``, a single run); ``initialize=False``: the states' shapes
+    only (`jax.ShapeDtypeStruct`s), enough to compile and measure the steps."""
     steps_per_call = steps_per_call_of(config)
     vmap_conv = config.get("vmap_conv", "auto")
     resolve_strategy(vmap_conv)  # refuses an unknown name
@@ -248,12 +247,13 @@ def setup_run(config: ml_collections.ConfigDict, *, num_classes: int, image_shap
                     batch_sharding=batch_sharded(mesh), vmap_conv=vmap_conv)
     parts = _compiled_parts(config.model.name, tuple(sorted(model_kwargs.items())), spec, schedule_args,
                             optimizer_args, (1,) + tuple(image_shape), replicated(mesh), num_train, steps_per_call)
-    states = parts.init(jnp.asarray(config.seed, jnp.uint32), jnp.asarray(alphas, jnp.float32))
+    init_args = (jnp.asarray(config.seed, jnp.uint32), jnp.asarray(alphas, jnp.float32))
+    states = parts.init(*init_args) if initialize else jax.eval_shape(parts.init, *init_args)
     return RunSetup(model=parts.model, layer_names=parts.model.selectivity_layer_names(), spec=spec,
                     schedule=parts.schedule, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                     num_epochs=math.ceil(total_steps / steps_per_epoch), initial_state=states,
                     train_step=parts.train_step, train_steps=parts.train_steps, steps_per_call=steps_per_call,
-                    batch_train_step=parts.batch_train_step, permutation=parts.permutation, evaluate=parts.evaluate)
+                    permutation=parts.permutation, evaluate=parts.evaluate)
 
 
 class _Parts(NamedTuple):
@@ -262,7 +262,6 @@ class _Parts(NamedTuple):
     init: Callable
     train_step: Callable
     train_steps: Callable
-    batch_train_step: Callable
     permutation: Callable
     evaluate: Callable
 
@@ -283,7 +282,6 @@ def _compiled_parts(model_name: str, model_kwargs: tuple, spec: StepSpec, schedu
     train_steps = (make_train_step(spec, schedule, steps_per_call, single_step=train_step) if steps_per_call > 1
                    else train_step)
     return _Parts(model=model, schedule=schedule, init=init, train_step=train_step, train_steps=train_steps,
-                  batch_train_step=make_batch_train_step(spec, schedule),
                   permutation=make_permutation_fn(num_train), evaluate=make_evaluate(spec))
 
 
@@ -445,7 +443,7 @@ def check_group(config: ml_collections.ConfigDict, alphas: list[float], workdirs
 
 
 def train_group(config: ml_collections.ConfigDict, alphas: list[float], workdirs: list[str], *,
-                overwrite: bool = False, stop_after_steps: int | None = None,
+                overwrite: bool = False, stop_after_steps: int | None = None, splits: ArraySplits | None = None,
                 log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Trains K runs (one per alpha, all with ``config``'s other fields) together and returns their results.
 
@@ -455,6 +453,7 @@ def train_group(config: ml_collections.ConfigDict, alphas: list[float], workdirs
       overwrite: delete the project's files in the directories first (refused for other directories).
       stop_after_steps: simulate a preemption after this many steps in this call (tests): save and raise
         `Preempted`, as a SIGTERM does.
+      splits: the data, when the caller has loaded it already (``load_splits(config.data, config.seed)``).
     """
     fault_point("start")
     check_group(config, alphas, workdirs, overwrite)
@@ -467,7 +466,7 @@ def train_group(config: ml_collections.ConfigDict, alphas: list[float], workdirs
     mesh = make_data_mesh(config.get("num_devices", 0))
     check_batch_size(config.batch_size, mesh)
     check_batch_size(config.eval_batch_size, mesh, what="eval_batch_size")
-    splits = load_splits(config.data, seed=config.seed)
+    splits = splits or load_splits(config.data, seed=config.seed)
     train_images, train_labels = splits.train
     mean, std = normalization_stats(config.data, train_images)
     if len(mean) != train_images.shape[-1]:

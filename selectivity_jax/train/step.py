@@ -161,13 +161,6 @@ def make_train_step(spec: StepSpec, schedule: optax.Schedule, num_steps: int = 1
     return jax.jit(train_steps, donate_argnums=0)
 
 
-def make_batch_train_step(spec: StepSpec, schedule: optax.Schedule) -> Callable[[TrainState, Array, Array],
-                                                                                 tuple[TrainState, dict[str, Array]]]:
-    """``train_step(states, images, labels) -> (states, metrics)`` for batches fed by a host pipeline (data sets
-    larger than device memory); images uint8 [B, H, W, C], batch-sharded."""
-    return jax.jit(functools.partial(_group_update, spec, schedule), donate_argnums=0)
-
-
 def make_permutation_fn(num_examples: int) -> Callable[[TrainState, Array], Array]:
     """``permutation(states, epoch)`` -> int32 [N], the example order of ``epoch`` for a group (jitted)."""
     return jax.jit(lambda states, epoch: epoch_permutation(
