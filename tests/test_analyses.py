@@ -1,23 +1,40 @@
-"""The representation analyses end to end on a tiny trained sweep: every JSON, figure and report, resumption, and
-the hook's sanity check (rotating a layer and rotating it back leaves the accuracy unchanged)."""
+"""The analyses end to end on a tiny trained sweep: the registry and the runner, every representation analysis' JSON,
+figures and report, typed results read back, resumption by settings, values pinned, an analysis added as one file,
+and the hook's sanity check (rotating a layer and rotating it back leaves the accuracy unchanged)."""
 
 import json
 import os
-import subprocess
+import re
+import shutil
 import sys
+import types
 
-import numpy as np
 import pytest
 
 from configs import analysis as analysis_config
 from helpers import with_overrides
-from selectivity_jax.analysis.pipeline import run_analyses
-from selectivity_jax.analysis.tasks import ANALYSES, get_analyses
+from selectivity_jax import analyses
+from selectivity_jax.analyses import GROUPS, NAMES, get_analyses, load
+from selectivity_jax.analyses.base import RunResult, SeedStat, analysis_settings, per_alpha, seed_stat
+from selectivity_jax.analyses.runner import run_analyses
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYERS = ("stage3_block2/out",)
 SMALL = {"layers": LAYERS, "num_examples": 40, "batch_size": 40, "basis.steps": 5, "rotation.num_t": 3,
          "rs.steps": 4, "rs.max_units": 4, "rs.grid_units": 2, "ablation.num_points": 3}
+REPRESENTATIONS = GROUPS["representations"]
+# Values of the alpha = 0 run with SMALL, computed by the analyses as they stood before the one-file-per-analysis
+# design (tasks.py / robustness.py) on the same tiny sweep; the port reproduced every number of every JSON exactly.
+PINNED = {
+    ("rotation", "summary", "selectivity_t0"): 0.411892831325531,
+    ("rotation", "summary", "selectivity_t1"): 0.3621426522731781,
+    ("rotation", "summary", "paper_index"): 0.1282205432653427,
+    ("basis", "summary", "class_mean_basis"): 0.3203868865966797,
+    ("basis", "summary", "optimised_from_identity"): 0.4535026550292969,
+    ("ablation", "summary", "mean_spearman"): 0.30806161848616215,
+    ("rs", "summary", "am_mean_rs"): 0.5166667103767395,
+    ("rs", "summary", "iam_mean_rs"): 0.38333332538604736,
+}
 
 
 def small_config():
@@ -27,16 +44,30 @@ def small_config():
 @pytest.fixture(scope="module")
 def analysed(tiny_sweep):
     lines = []
-    out = run_analyses(str(tiny_sweep), get_analyses(list(ANALYSES)), small_config(), log=lines.append,
-                       report_analyses=list(ANALYSES.values()))
+    out = run_analyses(str(tiny_sweep), get_analyses("representations"), small_config(), log=lines.append)
     return tiny_sweep, out, lines
+
+
+def test_registry_names_groups_and_settings():
+    assert [analysis.name for analysis in get_analyses("robustness,rotation,attacks")] == [
+        "corruptions", "attacks", "gradients", "dimensionality", "rotation"]  # each once, in the order given
+    assert [analysis.name for analysis in get_analyses("all")] == list(NAMES)
+    for name in ("bogus", ""):
+        with pytest.raises(ValueError, match="unknown analysis 'bogus'|no analysis named"):
+            get_analyses(name)
+    config = analysis_config.get_config()
+    for name in NAMES:
+        analysis = load(name)
+        assert analysis.name == name and analysis.title and isinstance(analysis.result_type, type)
+        assert config[name].to_dict() == analysis.default_settings().to_dict()
+        analysis.check(config[name])  # the defaults are valid
 
 
 def test_every_analysis_writes_json_figures_and_report(analysed):
     sweep, out, _ = analysed
     for run in ("alpha_-2_seed_0", "alpha_0_seed_0", "alpha_2_seed_0"):
         files = set(os.listdir(sweep / run / "analysis"))
-        assert {f"{name}.json" for name in ANALYSES} <= files
+        assert {f"{name}.json" for name in REPRESENTATIONS} <= files
         for figure in ("ablation_curves", "ablation_importance", "basis_layers", "rotation_curves", "rs_spearman",
                        "rs_grid"):
             assert f"{figure}.png" in files and f"{figure}.svg" in files, figure
@@ -44,29 +75,34 @@ def test_every_analysis_writes_json_figures_and_report(analysed):
     for figure in ("ablation_curves", "ablation_summary", "basis_summary", "basis_layers", "rotation_curves",
                    "rotation_summary", "similarity_layers", "similarity_summary", "rs_spearman", "rs_summary"):
         assert f"{figure}.png" in files, figure
+    assert set(out.comparisons) == set(REPRESENTATIONS)
     report = (sweep / "analysis" / "report.md").read_text()
-    for analysis in ANALYSES.values():
-        assert f"## {analysis.title}" in report
+    for name in REPRESENTATIONS:
+        assert f"## {load(name).title}" in report
     for png in (line[line.index("(") + 1:-1] for line in report.splitlines() if line.startswith("![")):
         assert (sweep / "analysis" / png).exists()
 
 
-def test_results_hold_what_the_analyses_promise(analysed):
+def test_results_are_typed_and_hold_what_the_analyses_promise(analysed):
     sweep, out, _ = analysed
-    result = out["runs"][str(sweep / "alpha_0_seed_0")]
-    accuracy = result["rotation"]["clean_accuracy"]
+    run_dir = str(sweep / "alpha_0_seed_0")
+    results = out.runs[run_dir]
+    assert all(isinstance(result, RunResult) and result.alpha == 0.0 for result in results.values())
+    rotation = results["rotation"].result
     for layer in LAYERS:
-        rotation = result["rotation"]["layers"][layer]
-        assert rotation["accuracy_rotated_and_undone"] == pytest.approx(accuracy, abs=1e-9)
-        assert len(rotation["selectivity_vs_t"]) == 3
-        basis = result["basis"]["layers"][layer]
-        # the optimised bases never end below their starting points
-        assert basis["optimised_from_identity"] >= basis["axis_aligned"] - 1e-6
-        assert basis["optimised_from_class_mean"] >= basis["class_mean_basis"] - 1e-6
-        rs = result["rs"]["layers"][layer]
-        assert all(0.0 <= v <= 1.0 for v in rs["am"]["rs"]) and len(rs["units"]) == 4
-    ablation = result["ablation"]["layers"][LAYERS[-1]]
-    assert ablation["accuracy_decreasing"][0] == ablation["clean_accuracy"] == pytest.approx(accuracy)
+        undone = rotation.layers[layer].accuracy_rotated_and_undone
+        assert undone == pytest.approx(rotation.clean_accuracy, abs=1e-9)
+        assert len(rotation.layers[layer].selectivity_vs_t) == 3
+    # a result read back from its JSON is the result computed
+    for name in REPRESENTATIONS:
+        stored = json.loads((sweep / "alpha_0_seed_0" / "analysis" / f"{name}.json").read_text())
+        read = RunResult.from_json(stored, load(name).result_type, run_dir)
+        assert read.to_json() == results[name].to_json() == stored
+    for (name, *path), expected in PINNED.items():
+        value = results[name].result
+        for part in path:
+            value = value[part] if isinstance(value, dict) else getattr(value, part)
+        assert value == pytest.approx(expected, rel=1e-5, abs=1e-7), (name, path)
     similarity = json.loads((sweep / "analysis" / "similarity.json").read_text())
     assert [row["alpha"] for row in similarity["alphas"]] == [-2.0, 2.0]
     for row in similarity["alphas"]:
@@ -78,7 +114,7 @@ def test_second_call_skips_what_is_done_and_changed_settings_recompute(analysed)
     sweep, _, first_lines = analysed
     lines = []
     run_analyses(str(sweep), get_analyses("ablation,rotation"), small_config(), log=lines.append)
-    assert sum("done before" in line for line in lines) == 6
+    assert sum("done before" in line for line in lines) == 6 and not any("restored" in line for line in lines)
     config = small_config()
     config.rotation.num_t = 2
     lines = []
@@ -86,14 +122,52 @@ def test_second_call_skips_what_is_done_and_changed_settings_recompute(analysed)
     assert any("rotation: computing" in line for line in lines)
     result = json.loads((sweep / "alpha_0_seed_0" / "analysis" / "rotation.json").read_text())
     assert result["t"] == [0.0, 1.0]
+    assert result["settings"] == analysis_settings(config, "rotation", config.rotation)
 
 
-def test_cli_errors(analysed):
+def test_settings_are_checked_before_anything_is_loaded(analysed, tmp_path):
     sweep, _, _ = analysed
-    for args, message in ((["--analysis", "nonsense"], "unknown analyses"),
-                          (["--analysis", "similarity"], "compares the runs of a sweep")):
-        workdir = str(sweep / "alpha_0_seed_0") if "similarity" in args else str(sweep)
-        result = subprocess.run([sys.executable, "-m", "experiments.analyze", "--workdir", workdir, *args],
-                                cwd=ROOT, capture_output=True, text=True, timeout=300)
-        assert result.returncode == 2, result.stderr[-2000:]
-        assert result.stderr.strip().splitlines()[-1].startswith("error: ") and message in result.stderr
+    for overrides, message in (({"rotation.num_t": 1}, "rotation.num_t"),
+                               ({"basis.negatives": "bogus"}, "negatives"),
+                               ({"num_examples": -1}, "num_examples")):
+        lines = []
+        with pytest.raises(ValueError, match=message):
+            run_analyses(str(sweep), get_analyses("rotation,basis"), with_overrides(small_config(), overrides),
+                         log=lines.append)
+        assert not lines  # refused before the first run was looked at
+    with pytest.raises(ValueError, match="compares the runs of a sweep"):
+        run_analyses(str(sweep / "alpha_0_seed_0"), get_analyses("similarity"), small_config())
+    with pytest.raises(ValueError, match="no finished run"):
+        run_analyses(str(tmp_path), get_analyses("rotation"), small_config())
+
+
+def test_seed_statistics():
+    assert seed_stat([1.0, 3.0, None, float("nan")]) == SeedStat(2.0, 2.0 ** 0.5, 2)
+    assert seed_stat([4.0]) == SeedStat(4.0, 0.0, 1) and seed_stat([]).n == 0
+    runs = [RunResult("x", alpha, seed, 0.5, 0.1 * seed, types.SimpleNamespace(v=alpha + seed), {}, 0.0)
+            for alpha, seed in ((1.0, 1), (0.0, 0), (1.0, 0))]
+    rows = per_alpha(runs, lambda r: {"v": r.result.v})
+    assert [(row.alpha, row.seeds) for row in rows] == [(0.0, [0]), (1.0, [0, 1])]
+    assert rows[1].stats["v"] == SeedStat(1.5, 0.5 ** 0.5, 2) and rows[1].test_selectivity.mean == pytest.approx(0.05)
+
+
+def test_an_analysis_is_one_file_and_one_registry_line(analysed, tmp_path, monkeypatch):
+    """The README's example analysis, as the file it would be, registered by its name alone."""
+    sweep, _, _ = analysed
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    source = re.search(r"## Adding an analysis.*?```python\n(.*?)```", readme, re.S).group(1)
+    module = types.ModuleType("selectivity_jax.analyses.mean_response")
+    exec(compile(source, "mean_response.py", "exec"), module.__dict__)
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setattr(analyses, "NAMES", analyses.NAMES + ("mean_response",))
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy)
+    config = small_config()
+    config.mean_response = load("mean_response").default_settings()
+    out = run_analyses(str(copy), get_analyses("mean_response"), config, log=lambda _: None)
+    stored = json.loads((copy / "alpha_0_seed_0" / "analysis" / "mean_response.json").read_text())
+    assert list(stored["layers"]) == list(LAYERS) and stored["settings"]["mean_response"] == {"scale": 1.0}
+    assert [row["alpha"] for row in json.loads((copy / "analysis" / "mean_response.json").read_text())["alphas"]] == [
+        -2.0, 0.0, 2.0]
+    assert "## Mean unit response" in (copy / "analysis" / "report.md").read_text()
+    assert set(out.runs[str(copy / "alpha_0_seed_0")]) == {"mean_response"}

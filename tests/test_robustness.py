@@ -1,6 +1,8 @@
-"""Robustness analyses (corruptions, attacks, gradients, dimensionality): the command on the tiny sweep, resuming,
-alignment of the corrupted subset with the clean one, eps = 0 as the clean point, one-line errors."""
+"""Robustness analyses (corruptions, attacks, gradients, dimensionality): the analyze command on the tiny sweep,
+resuming, values pinned, alignment of the corrupted subset with the clean one, eps = 0 as the clean point, one-line
+errors."""
 
+import dataclasses
 import json
 import pathlib
 import shutil
@@ -11,10 +13,12 @@ import numpy as np
 import pytest
 
 from configs import analysis as analysis_config
-from selectivity_jax.analysis.pipeline import RunContext
-from selectivity_jax.analysis.robustness import (attack_curve, attack_curves, corrupted_subset, partial_path,
-                                                 run_robustness, summarize_corruptions)
-from selectivity_jax.analysis.trained import batched
+from selectivity_jax.analyses import get_analyses
+from selectivity_jax.analyses.attacks import attack_curve, attack_curves
+from selectivity_jax.analyses.base import RunContext
+from selectivity_jax.analyses.corruptions import CorruptionAccuracy, corrupted_subset, summarize_corruptions
+from selectivity_jax.analyses.runner import run_analyses
+from selectivity_jax.analyses.trained import batched
 from selectivity_jax.data.corrupted import corrupted_split
 from selectivity_jax.data.splits import stratified_order
 
@@ -53,9 +57,25 @@ def tiny_config():
     return config
 
 
+# Values of the alpha = 0 run with TINY_FLAGS, computed by the analyses as they stood before the one-file-per-analysis
+# design (robustness.py) on the same tiny sweep; the port reproduced every number of every JSON exactly.
+PINNED = {
+    ("corruptions", "mean_accuracy"): 0.1125,
+    ("gradients", "summary", "norm_cv_over_units_mean"): 0.2629028132054107,
+    ("gradients", "summary", "cosine_distance_over_samples_mean"): 0.803483931918693,
+    ("dimensionality", "layers", LAYERS[-1], "clean", "participation_ratio"): 1.1015394940699408,
+    ("dimensionality", "layers", LAYERS[-1], "corruption", "participation_ratio"): 1.0084111766980768,
+    ("dimensionality", "layers", LAYERS[-1], "adversarial", "participation_ratio"): 1.0662685971063741,
+}
+
+
 def robustness_cli(*args):
-    return subprocess.run([sys.executable, "-m", "experiments.robustness", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "experiments.analyze", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=600)
+
+
+def partial_path(run_dir, name):
+    return pathlib.Path(run_dir) / "analysis" / f"{name}.partial.json"
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +83,7 @@ def analysed(tiny_sweep, tmp_path_factory):
     """A copy of the tiny sweep after one run of the command with every section: (sweep dir, completed process)."""
     sweep = tmp_path_factory.mktemp("robustness") / "sweep"
     shutil.copytree(tiny_sweep, sweep, ignore=shutil.ignore_patterns("analysis"))
-    result = robustness_cli("--workdir", str(sweep), *TINY_FLAGS)
+    result = robustness_cli("--workdir", str(sweep), "--analysis", "robustness", *TINY_FLAGS)
     assert result.returncode == 0, result.stderr[-3000:]
     return sweep, result
 
@@ -78,10 +98,7 @@ def test_command_writes_results_figures_and_report(analysed):
     runs = run_dirs(sweep)
     assert len(runs) == 3
     for run in runs:
-        merged = json.loads((run / "robustness.json").read_text())
-        assert sorted(merged) == sorted(SECTIONS)
-        for name in SECTIONS:
-            assert merged[name] == json.loads((run / "analysis" / f"{name}.json").read_text())
+        merged = {name: json.loads((run / "analysis" / f"{name}.json").read_text()) for name in SECTIONS}
         corruptions = merged["corruptions"]
         assert corruptions["corruption_names"] == ["gaussian_noise", "contrast"]
         assert corruptions["family_names"] == ["noise", "digital"]
@@ -99,37 +116,46 @@ def test_command_writes_results_figures_and_report(analysed):
                     "gradients_units", "dimensionality_by_layer"):
             assert (run / "analysis" / f"{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
         assert (run / "analysis" / "corruptions.partial.json").exists()
-    comparisons = json.loads((sweep / "robustness.json").read_text())
-    assert sorted(comparisons) == sorted(SECTIONS)
-    assert [row["alpha"] for row in comparisons["attacks"]["alphas"]] == [-2.0, 0.0, 2.0]
+    comparisons = {name: json.loads((sweep / "analysis" / f"{name}.json").read_text()) for name in SECTIONS}
+    assert [row["stats"]["alpha"] for row in comparisons["attacks"]["alphas"]] == [-2.0, 0.0, 2.0]
     assert len(comparisons["gradients"]["runs"]) == 3
     for png in ("corruptions_families_vs_alpha", "corruptions_mean_vs_alpha", "attacks_accuracy_vs_epsilon",
                 "gradients_variability_vs_selectivity", "gradients_by_layer", "dimensionality_by_layer"):
         assert (sweep / "analysis" / f"{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
-    report = (sweep / "analysis" / "robustness.md").read_text()
+    report = (sweep / "analysis" / "report.md").read_text()
     for heading in ("Corruption robustness", "Adversarial robustness", "gradient variability", "Dimensionality"):
         assert heading in report
     assert "generated" in report and "corruptions_families_vs_alpha.png" in report
 
 
+def test_values_are_pinned(analysed):
+    sweep, _ = analysed
+    for (name, *path), expected in PINNED.items():
+        value = json.loads((sweep / "alpha_0_seed_0" / "analysis" / f"{name}.json").read_text())
+        for part in path:
+            value = value[part]
+        assert value == pytest.approx(expected, rel=1e-5, abs=1e-7), (name, path)
+
+
 def test_second_command_skips_what_is_done_and_resumes(analysed):
     sweep, _ = analysed
-    before = {run.name: (run / "robustness.json").read_text() for run in run_dirs(sweep)}
+    before = {(run.name, name): (run / "analysis" / f"{name}.json").read_text()
+              for run in run_dirs(sweep) for name in SECTIONS}
     resumed = sweep / "alpha_2_seed_0" / "analysis"
     finished = json.loads((resumed / "corruptions.json").read_text())
     (resumed / "corruptions.json").unlink()  # as if stopped after its last corruption: all items in the partial file
-    again = robustness_cli("--workdir", str(sweep), *TINY_FLAGS)
+    again = robustness_cli("--workdir", str(sweep), "--analysis", "robustness", *TINY_FLAGS)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("done before") == 3 * len(SECTIONS)
     assert "corruptions: 5/5 done before, read from" in again.stdout and again.stdout.count("computing") == 1
-    assert "corruptions 1/5" not in again.stdout and "loaded" not in again.stdout  # no item computed, no model loaded
+    assert "corruptions 1/5" not in again.stdout and "restored" not in again.stdout  # no item computed or model
     redone = json.loads((resumed / "corruptions.json").read_text())
     assert {**redone, "seconds": None} == {**finished, "seconds": None}
-    after = {run.name: (run / "robustness.json").read_text() for run in run_dirs(sweep)}
-    assert {k: v for k, v in after.items() if k != "alpha_2_seed_0"} == {
-        k: v for k, v in before.items() if k != "alpha_2_seed_0"}
-    assert json.loads(after["alpha_2_seed_0"])["corruptions"] == redone
-    partial = json.loads(pathlib.Path(partial_path(str(resumed.parent), "corruptions")).read_text())
+    after = {(run.name, name): (run / "analysis" / f"{name}.json").read_text()
+             for run in run_dirs(sweep) for name in SECTIONS}
+    assert {k: v for k, v in after.items() if k != ("alpha_2_seed_0", "corruptions")} == {
+        k: v for k, v in before.items() if k != ("alpha_2_seed_0", "corruptions")}
+    partial = json.loads(partial_path(resumed.parent, "corruptions").read_text())
     assert partial["settings"] == finished["settings"] and len(partial["items"]) == 5
 
 
@@ -138,18 +164,17 @@ def test_corruptions_resume_inside_a_run(analysed):
     run = sweep / "alpha_0_seed_0"
     finished = json.loads((run / "analysis" / "corruptions.json").read_text())
     (run / "analysis" / "corruptions.json").unlink()
-    partial_file = pathlib.Path(partial_path(str(run), "corruptions"))
+    partial_file = partial_path(run, "corruptions")
     partial = json.loads(partial_file.read_text())
     del partial["items"]["contrast/3"]  # as if stopped before the last corruption
     partial_file.write_text(json.dumps(partial))
     logged = []
-    run_robustness(str(run), ["corruptions"], tiny_config(), log=logged.append)
+    run_analyses(str(run), get_analyses("corruptions"), tiny_config(), log=logged.append)
     assert any("corruptions: 4/5 done before" in line for line in logged), logged
     assert [line for line in logged if line.startswith("    corruptions ")] == [
         line for line in logged if line.startswith("    corruptions 5/5 contrast/3: accuracy")]
     assert {**json.loads((run / "analysis" / "corruptions.json").read_text()), "seconds": 0} == {
         **finished, "seconds": 0}
-    assert sorted(json.loads((run / "robustness.json").read_text())) == sorted(SECTIONS)  # the others kept
 
 
 def test_clean_point_and_corrupted_subset_alignment(analysed):
@@ -157,17 +182,19 @@ def test_clean_point_and_corrupted_subset_alignment(analysed):
     context = RunContext(str(sweep / "alpha_0_seed_0"), tiny_config(), log=lambda _: None)
     images, labels = context.data
     accuracy = float(np.mean(batched(context.run.logits, images, 40).argmax(-1) == labels))
-    result = json.loads((sweep / "alpha_0_seed_0" / "robustness.json").read_text())
+    result = {name: json.loads((sweep / "alpha_0_seed_0" / "analysis" / f"{name}.json").read_text())
+              for name in SECTIONS}
     for curve in result["attacks"]["curves"].values():
         assert curve["epsilons"] == pytest.approx([0.0, EPSILON])
         assert curve["accuracy"][0] == pytest.approx(accuracy, abs=1e-12) and curve["accuracy"][1] <= accuracy
     assert result["corruptions"]["clean_accuracy"] == pytest.approx(accuracy, abs=1e-12)
-    only_clean = attack_curve(context.run.logits_fn, images, labels, {"attack": "pgd", "norm": "linf",
-                              "epsilons": [0.0], "steps": 2}, key=None, batch_size=16)
-    assert only_clean["accuracy"] == pytest.approx([accuracy], abs=1e-12)
+    spec = attack_curves(tiny_config().attacks)["pgd2_linf"]
+    only_clean = attack_curve(context.run.logits_fn, images, labels, dataclasses.replace(spec, epsilons=[0.0]),
+                              key=None, batch_size=16)
+    assert only_clean.accuracy == pytest.approx([accuracy], abs=1e-12)
     # the subset of the corrupted split holds the corruptions of the clean subset's examples, in the same order
-    test_images, test_labels = context.run.splits.test
-    indices = np.sort(stratified_order(test_labels, context.config.seed)[:NUM_EXAMPLES])
+    test_images, test_labels = context.test_split
+    indices = np.sort(stratified_order(test_labels, context.seed)[:NUM_EXAMPLES])
     np.testing.assert_array_equal(images, test_images[indices])
     corrupted_images, corrupted_labels, split = corrupted_subset(context, "contrast", 1, "auto")
     full = corrupted_split(context.run.config.data, "contrast", 1)
@@ -183,33 +210,32 @@ def test_clean_point_and_corrupted_subset_alignment(analysed):
 
 
 def test_summaries_and_curves():
-    corruptions = {"gaussian_noise": {"accuracy": [0.8, 0.4], "source": "generated"},
-                   "shot_noise": {"accuracy": [0.6, 0.2], "source": "generated"},
-                   "frost": {"accuracy": [0.5, 0.5], "source": "official"}}
-    summary = summarize_corruptions(0.9, (1, 3), corruptions)
-    assert summary["family_names"] == ["noise", "weather"]
-    assert summary["families"]["noise"]["accuracy"] == pytest.approx([0.7, 0.3])
-    assert summary["mean_accuracy"] == pytest.approx(0.5) and summary["relative_accuracy"] == pytest.approx(0.5 / 0.9)
-    assert summary["sources"] == {"generated": ["gaussian_noise", "shot_noise"], "official": ["frost"]}
+    corruption = lambda family, accuracy, source: CorruptionAccuracy(family, source, "", accuracy, np.mean(accuracy))
+    corruptions = {"gaussian_noise": corruption("noise", [0.8, 0.4], "generated"),
+                   "shot_noise": corruption("noise", [0.6, 0.2], "generated"),
+                   "frost": corruption("weather", [0.5, 0.5], "official")}
+    summary = summarize_corruptions(0.9, 40, (1, 3), corruptions)
+    assert summary.family_names == ["noise", "weather"]
+    assert summary.families["noise"].accuracy == pytest.approx([0.7, 0.3])
+    assert summary.mean_accuracy == pytest.approx(0.5) and summary.relative_accuracy == pytest.approx(0.5 / 0.9)
+    assert summary.sources == {"generated": ["gaussian_noise", "shot_noise"], "official": ["frost"]}
     curves = attack_curves(analysis_config.get_config().attacks)
     assert list(curves) == ["fgsm_linf", "pgd10_linf", "pgd40_linf", "fgsm_l2", "pgd10_l2", "pgd40_l2"]
-    assert curves["pgd40_linf"]["epsilons"] == pytest.approx([0, 1 / 255, 2 / 255, 4 / 255, 8 / 255])
-    assert curves["pgd40_linf"]["steps"] == 40 and curves["fgsm_l2"]["epsilons"][0] == 0.0
+    assert curves["pgd40_linf"].epsilons == pytest.approx([0, 1 / 255, 2 / 255, 4 / 255, 8 / 255])
+    assert curves["pgd40_linf"].steps == 40 and curves["fgsm_l2"].epsilons[0] == 0.0
 
 
 def test_bad_input_is_one_line(tmp_path, analysed):
     sweep, _ = analysed
-    unknown = robustness_cli("--workdir", str(sweep), "--only", "corruptions,robustness")
+    unknown = robustness_cli("--workdir", str(sweep), "--analysis", "corruptions,robustnes")
     assert unknown.returncode == 2
-    assert unknown.stderr.strip().splitlines()[-1] == (
-        "error: unknown robustness analyses ['robustness']; known: corruptions, attacks, gradients, dimensionality")
+    assert unknown.stderr.strip().splitlines()[-1].startswith("error: unknown analysis 'robustnes'; known: ")
     config = tiny_config()
+    robustness = get_analyses("robustness")
     with pytest.raises(ValueError, match="nowhere is not a directory"):
-        run_robustness(str(tmp_path / "nowhere"), None, config)
+        run_analyses(str(tmp_path / "nowhere"), robustness, config)
     with pytest.raises(ValueError, match="no finished run"):
-        run_robustness(str(tmp_path), None, config)
-    with pytest.raises(ValueError, match="no analysis named"):
-        run_robustness(str(sweep), [], config)
+        run_analyses(str(tmp_path), robustness, config)
     config.corruptions.names = ("gaussian_noise", "rain")
     with pytest.raises(ValueError, match=r"unknown corruptions \['rain'\]"):
-        run_robustness(str(sweep), ["corruptions"], config)
+        run_analyses(str(sweep), get_analyses("corruptions"), config)

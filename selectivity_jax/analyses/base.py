@@ -31,7 +31,7 @@ from selectivity_jax.analysis.attacks import to_unit_interval
 from selectivity_jax.data import load_splits
 from selectivity_jax.data.splits import subset
 from selectivity_jax.report.tables import mean_std
-from selectivity_jax.rundir import ANALYSIS_DIR, read_json, read_run_results, to_jsonable, write_json
+from selectivity_jax.rundir import ANALYSIS_DIR, read_json, read_run_config, read_run_results, to_jsonable, write_json
 from selectivity_jax.selectivity import selectivity_fn
 
 R = TypeVar("R", bound="Record")
@@ -237,6 +237,11 @@ class RunContext:
         return run
 
     @functools.cached_property
+    def config(self) -> ml_collections.ConfigDict:
+        """The run's config.json (read without restoring the model)."""
+        return ml_collections.ConfigDict(read_run_config(self.run_dir))
+
+    @functools.cached_property
     def results(self) -> dict[str, Any]:
         """The run's results.json."""
         return read_run_results(self.run_dir)
@@ -244,7 +249,7 @@ class RunContext:
     @property
     def data_config(self) -> ml_collections.ConfigDict:
         """The run's data config, with the shared ``cache_dir`` (decoded and generated corrupted sets) when set."""
-        config = ml_collections.ConfigDict(self.run.config.data.to_dict())
+        config = ml_collections.ConfigDict(self.config.data.to_dict())
         if self.shared.get("cache_dir"):
             config.cache_dir = self.shared.cache_dir
         return config
@@ -252,7 +257,7 @@ class RunContext:
     @functools.cached_property
     def test_split(self) -> tuple[np.ndarray, np.ndarray]:
         """The run's whole test split: (uint8 images [N, H, W, C], labels [N])."""
-        return load_splits(self.data_config, seed=self.run.seed).test
+        return load_splits(self.data_config, seed=self.config.seed).test
 
     @functools.cached_property
     def data(self) -> tuple[np.ndarray, np.ndarray]:

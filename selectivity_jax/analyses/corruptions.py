@@ -208,7 +208,7 @@ class Corruptions(Analysis[CorruptionsResult, CorruptionsComparison]):
             raise ValueError("corruptions.severities is empty")
 
     def run(self, context: RunContext, settings: ml_collections.ConfigDict) -> CorruptionsResult:
-        names = corruption_names(context.run.config.data, settings)
+        names = corruption_names(context.data_config, settings)
         severities = [int(severity) for severity in settings.severities]
         pairs = {f"{name}/{severity}": (name, severity) for name in names for severity in severities}
 

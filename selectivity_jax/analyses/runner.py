@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 import ml_collections
 
-from selectivity_jax.analyses import NAMES, load
+from selectivity_jax import analyses as registry
 from selectivity_jax.analyses.base import SHARED_SETTINGS, Analysis, RunContext, RunResult, analysis_settings
 from selectivity_jax.rundir import ANALYSIS_DIR, DirectoryLock, find_finished_runs, read_json, write_json
 
@@ -113,7 +113,8 @@ def write_report(workdir: str, is_sweep: bool) -> str:
     path = os.path.join(out_dir, REPORT_FILE)
     name = os.path.basename(os.path.normpath(workdir))
     lines = [f"# Analyses of the {'sweep' if is_sweep else 'run'} {name}", ""]
-    for analysis in (load(name) for name in NAMES if os.path.exists(os.path.join(out_dir, f"{name}.json"))):
+    present = [name for name in registry.NAMES if os.path.exists(os.path.join(out_dir, f"{name}.json"))]
+    for analysis in map(registry.load, present):
         json_path = os.path.join(out_dir, f"{analysis.name}.json")
         if analysis.needs_sweep and not is_sweep:
             continue
