@@ -6,7 +6,7 @@ import pytest
 from selectivity_jax.analysis.ablation import (ablate_units, ablation_counts, ablation_orders, accuracy_under_masks,
                                                area_under_curve, cumulative_masks, layer_ablation,
                                                selectivity_drop_correlation, unit_fill)
-from selectivity_jax.analyses.trained import batched, load_test_split, restore_run
+from selectivity_jax.trained import batched, load_test_split, restore_run
 
 LAYER = "stage3_block2/out"
 

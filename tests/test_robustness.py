@@ -18,7 +18,7 @@ from selectivity_jax.analyses.attacks import attack_curve, attack_curves
 from selectivity_jax.analyses.base import RunContext
 from selectivity_jax.analyses.corruptions import CorruptionAccuracy, corrupted_subset, summarize_corruptions
 from selectivity_jax.analyses.runner import run_analyses
-from selectivity_jax.analyses.trained import batched
+from selectivity_jax.trained import batched
 from selectivity_jax.data.corrupted import corrupted_split
 from selectivity_jax.data.splits import stratified_order
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from selectivity_jax import selectivity_fn
-from selectivity_jax.analyses.trained import batched, load_test_split, restore_run, to_pixels
+from selectivity_jax.trained import batched, load_test_split, restore_run, to_pixels
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from typing import Any, Callable, ClassVar, Generic, Mapping, Sequence, TypeVar
 import ml_collections
 import numpy as np
 
-from selectivity_jax.analyses.trained import TrainedRun, batched, restore_run
+from selectivity_jax.trained import TrainedRun, batched, restore_run
 from selectivity_jax.analysis.attacks import to_unit_interval
 from selectivity_jax.data import load_splits
 from selectivity_jax.data.splits import subset

@@ -19,7 +19,7 @@ from matplotlib import colormaps
 
 from selectivity_jax.analyses.base import (AlphaLayers, AlphaStats, Analysis, Record, RunContext, RunResult, by_alpha,
                                            layer_means, per_alpha)
-from selectivity_jax.analyses.trained import batched
+from selectivity_jax.trained import batched
 from selectivity_jax.analysis import rotation
 from selectivity_jax.report.figures import alpha_axis, lines_per_alpha, mean_band, new_figure, run_title
 from selectivity_jax.report.tables import markdown_table

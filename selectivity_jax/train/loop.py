@@ -603,7 +603,7 @@ def _train_locked(config: ml_collections.ConfigDict, alphas: tuple[float, ...], 
             "models_in_group": len(runs), "device_kind": jax.devices()[0].device_kind,
             "device_count": mesh.devices.size, "vmap_conv": resolve_strategy(setup.spec.vmap_conv),
             "process_count": jax.process_count(), "versions": _library_versions(),
-            # what restoring the model needs besides config.json and the checkpoint (`analyses.trained.restore_run`)
+            # what restoring the model needs besides config.json and the checkpoint (`trained.restore_run`)
             "num_classes": splits.num_classes, "image_shape": list(splits.image_shape),
             "normalization": {"mean": list(setup.spec.mean), "std": list(setup.spec.std)},
         }
