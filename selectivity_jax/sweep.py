@@ -29,8 +29,8 @@ import ml_collections
 from selectivity_jax.data import ArraySplits, check_available, load_splits
 from selectivity_jax.data.on_device import TrainArrays
 from selectivity_jax.parallel import make_data_mesh, maybe_initialize_distributed
-from selectivity_jax.rundir import (RESULTS_FILE, SWEEP_FILE, DirectoryLock, check_writable_dir, foreign_sweep_entries,
-                                    is_finished, latest_step, read_json, run_dirname, write_json)
+from selectivity_jax.rundir import (SWEEP_FILE, DirectoryLock, check_writable_dir, foreign_sweep_entries,
+                                    is_finished, latest_step, read_run_results, run_dirname, write_json)
 from selectivity_jax.train.loop import check_workdir, run_config, setup_run, train_group
 from selectivity_jax.train.validation import validate_config
 
@@ -161,5 +161,4 @@ def _run_locked(config: ml_collections.ConfigDict, sweep_dir: str, mode: str, gr
         log(f"group {index + 1}/{len(groups)}: seed {seed}, alpha {', '.join(f'{a:g}' for a in group)}")
         workdirs = [os.path.join(sweep_dir, run_dirname(alpha, seed)) for alpha in group]
         train_group(seed_config(config, seed), group, workdirs, splits=loaded.pop(seed, None), log=log)
-    return [read_json(os.path.join(sweep_dir, run_dirname(alpha, seed), RESULTS_FILE))
-            for seed in seeds for alpha in alphas]
+    return [read_run_results(os.path.join(sweep_dir, run_dirname(alpha, seed))) for seed in seeds for alpha in alphas]

@@ -139,6 +139,13 @@ def test_settings_are_checked_before_anything_is_loaded(analysed, tmp_path):
         run_analyses(str(sweep / "alpha_0_seed_0"), get_analyses("similarity"), small_config())
     with pytest.raises(ValueError, match="no finished run"):
         run_analyses(str(tmp_path), get_analyses("rotation"), small_config())
+    without_zero = tmp_path / "without_zero"
+    for run in ("alpha_-2_seed_0", "alpha_2_seed_0"):
+        shutil.copytree(sweep / run, without_zero / run, ignore=shutil.ignore_patterns("analysis"))
+    lines = []
+    with pytest.raises(ValueError, match="no finished alpha = 0 run"):
+        run_analyses(str(without_zero), get_analyses("rotation,similarity"), small_config(), log=lines.append)
+    assert not lines and not (without_zero / "alpha_2_seed_0" / "analysis").exists()
 
 
 def test_seed_statistics():

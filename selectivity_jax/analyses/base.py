@@ -361,6 +361,9 @@ class Analysis(abc.ABC, Generic[R, C]):
     def check(self, settings: ml_collections.ConfigDict) -> None:
         """Raises ValueError (one line) for settings the analysis cannot run with, before any model is loaded."""
 
+    def check_runs(self, alphas: Sequence[float]) -> None:
+        """Raises ValueError (one line) when the finished runs, by alpha, cannot be analysed or compared."""
+
     @abc.abstractmethod
     def run(self, context: RunContext, settings: ml_collections.ConfigDict) -> R:
         """The analysis of one run."""

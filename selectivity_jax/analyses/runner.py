@@ -21,7 +21,7 @@ import ml_collections
 
 from selectivity_jax import analyses as registry
 from selectivity_jax.analyses.base import SHARED_SETTINGS, Analysis, RunContext, RunResult, analysis_settings
-from selectivity_jax.rundir import ANALYSIS_DIR, DirectoryLock, find_finished_runs, read_json, write_json
+from selectivity_jax.rundir import ANALYSIS_DIR, DirectoryLock, find_finished_runs, read_json, read_run_config, write_json
 
 REPORT_FILE = "report.md"
 
@@ -154,6 +154,9 @@ def run_analyses(workdir: str, analyses: Sequence[Analysis], config: ml_collecti
     if lone and not is_sweep:
         raise ValueError(f"{', '.join(lone)} compares the runs of a sweep: pass a sweep directory, not one run")
     check_settings(config, analyses)
+    alphas = [float(read_run_config(run_dir)["alpha"]) for run_dir in run_dirs]
+    for analysis in analyses:
+        analysis.check_runs(alphas)
     shared = ml_collections.ConfigDict({key: config[key] for key in (*SHARED_SETTINGS, "batch_size", "cache_dir")})
     with analysis_locks(workdir, run_dirs, log):
         log(f"{len(run_dirs)} run(s) in {workdir}; analyses {', '.join(a.name for a in analyses)}")

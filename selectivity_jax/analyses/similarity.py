@@ -109,15 +109,18 @@ class Similarity(Analysis[SimilarityResult, SimilarityComparison]):
         context.log(f"    similarity: representations {shapes} ({settings.conv})")
         return SimilarityResult(representations=REPRESENTATIONS_FILE, layers=shapes, conv=settings.conv)
 
+    def check_runs(self, alphas: Sequence[float]) -> None:
+        if 0.0 not in alphas:
+            raise ValueError("similarity compares every run with the alpha = 0 run of its seed: the sweep has no "
+                             "finished alpha = 0 run")
+
     def compare(self, results: Sequence[RunResult[SimilarityResult]], settings: ml_collections.ConfigDict
                 ) -> SimilarityComparison:
         """Each run against the alpha = 0 run of its seed, and alpha = 0 runs of different seeds against each other
         (the noise floor), per layer and measure."""
         measures = list(settings.measures)
+        self.check_runs([r.alpha for r in results])
         reference = {r.seed for r in results if r.alpha == 0.0}
-        if not reference:
-            raise ValueError("similarity compares every run with the alpha = 0 run of its seed: the sweep has no "
-                             "finished alpha = 0 run")
         layers = list(results[0].result.layers)
         loaded = {(r.alpha, r.seed): load_representations(r) for r in results}
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import json
 import math
 import os
 import re
@@ -42,7 +41,7 @@ from selectivity_jax.train import torch_reference
 from selectivity_jax.train.benchmark import (EpochTiming, StepTiming, benchmark_groups, fastest_strategy, time_epoch,
                                              time_train_step)
 from selectivity_jax.train.loop import default_steps_per_call
-from selectivity_jax.rundir import RESULTS_FILE, run_dirname, write_json
+from selectivity_jax.rundir import read_run_results, run_dirname, write_json
 from selectivity_jax.train.metrics import format_duration
 
 JSON_FILE = "accelerator_check.json"
@@ -286,8 +285,7 @@ def _run_grid(base: ml_collections.ConfigDict, check: AcceleratorCheck, sizes: C
     written = write_sweep_report(sweep_dir, workdir)
     results = {}
     for alpha in alphas:
-        with open(os.path.join(sweep_dir, run_dirname(alpha, 0), RESULTS_FILE)) as f:
-            results[f"{alpha:g}"] = json.load(f)
+        results[f"{alpha:g}"] = read_run_results(os.path.join(sweep_dir, run_dirname(alpha, 0)))
     return GridResult(sweep_dir, alphas, epochs, group_size, strategy, planned, seconds,
                       {a: r["test_accuracy"] for a, r in results.items()},
                       {a: r["test_selectivity"] for a, r in results.items()},

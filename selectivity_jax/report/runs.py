@@ -17,7 +17,7 @@ from typing import Any, Iterable, NamedTuple
 import numpy as np
 
 from selectivity_jax.rundir import (CONFIG_FILE, METRICS_FILE, RESULTS_FILE, SELECTIVITY_FILE, SWEEP_FILE,
-                                    find_run_dirs, read_json)
+                                    find_run_dirs, is_finished, read_json, read_run_config, read_run_results)
 from selectivity_jax.train.metrics import read_jsonl
 
 
@@ -110,12 +110,10 @@ def load_unit_selectivity(path: str) -> dict[str, np.ndarray]:
 
 def load_run(run_dir: str) -> Run | None:
     """The finished run in ``run_dir``, or None when it has no ``results.json`` yet."""
-    results_path = os.path.join(run_dir, RESULTS_FILE)
-    if not os.path.exists(results_path):
+    if not is_finished(run_dir):
         return None
-    results = read_json(results_path)
-    config_path = os.path.join(run_dir, CONFIG_FILE)
-    config = read_json(config_path) if os.path.exists(config_path) else {}
+    results = read_run_results(run_dir)
+    config = read_run_config(run_dir) if os.path.exists(os.path.join(run_dir, CONFIG_FILE)) else {}
     alpha, seed = grid_key(results.get("alpha", config.get("alpha")), results.get("seed", config.get("seed")))
     return Run(alpha=alpha, seed=seed, path=run_dir, results=results,
                unit_selectivity=load_unit_selectivity(os.path.join(run_dir, SELECTIVITY_FILE)),

@@ -458,10 +458,9 @@ def train_group(config: ml_collections.ConfigDict, alphas: list[float], workdirs
     fault_point("start")
     check_group(config, alphas, workdirs, overwrite)
     maybe_initialize_distributed(config.get("distributed", False))
-    results_paths = [os.path.join(workdir, RESULTS_FILE) for workdir in workdirs]
-    if not overwrite and all(os.path.exists(path) for path in results_paths):
+    if not overwrite and all(map(rundir.is_finished, workdirs)):
         log(f"already finished: {', '.join(workdirs)}")
-        return [rundir.read_json(path) for path in results_paths]
+        return [rundir.read_run_results(workdir) for workdir in workdirs]
 
     mesh = make_data_mesh(config.get("num_devices", 0))
     check_batch_size(config.batch_size, mesh)
