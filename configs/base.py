@@ -25,6 +25,12 @@ def get_config() -> ml_collections.ConfigDict:
     # Which post-ReLU layers the selectivity term and the reports use: 'block_outputs' (every residual block's
     # output; every conv ReLU for VGG) [paper], 'all_relus', 'stage_outputs', or a list of layer names.
     config.model.selectivity_layers = "block_outputs"
+    # 'batch': BatchNorm after every conv (and every hidden layer of the MLP) [paper]; 'none': no normalization
+    # layer, convs get a bias instead. Morcos et al. (ICLR 2018) report that BatchNorm lowers class selectivity.
+    config.model.norm = "batch"
+    # Dropout rate in [0, 1) on the classifier's input and after every hidden fully connected layer, in training
+    # only (selectivity is measured before it); 0: off [paper]. Its masks come from the run's seed, step and alpha.
+    config.model.dropout = 0.0
 
     config.data = ml_collections.ConfigDict()
     # Fields whose default is None are typed placeholders, so that the command line can set them

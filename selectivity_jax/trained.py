@@ -12,17 +12,18 @@ import dataclasses
 import os
 from typing import Any, Callable, Mapping, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from selectivity_jax.capture import apply_with_activations
+from selectivity_jax.capture import apply_with_activations, is_relu_module
 from selectivity_jax.data import load_splits
 from selectivity_jax.data.on_device import normalization_stats
 from selectivity_jax.models import get_model, model_options
-from selectivity_jax.models.common import edit_layers
+from selectivity_jax.models.common import active_edit, edit_layers
 from selectivity_jax.rundir import CHECKPOINT_DIR, read_run_config, read_run_results
 from selectivity_jax.selectivity import unit_responses
 from selectivity_jax.train.checkpoint import checkpoint_manager
@@ -35,6 +36,65 @@ def to_pixels(images: Any) -> Array:
     """uint8 [B, H, W, C] -> float32 / 255; float images are taken as already in [0, 1]."""
     images = jnp.asarray(images)
     return images.astype(jnp.float32) / 255.0 if images.dtype == jnp.uint8 else images.astype(jnp.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class FlaxModel:
+    """Any linen model, trained anywhere, as the analyses see the project's models (see `from_flax`).
+
+    ``apply_fn(variables, x, **apply_kwargs) -> logits [B, C]`` (e.g. ``module.apply`` with ``train=False`` in
+    ``apply_kwargs``); its post-ReLU points are the module outputs that ``capture_filter`` accepts and the values
+    it sows into ``'intermediates'`` (`selectivity_jax.capture`), named by module path. Layer edits
+    (`selectivity_jax.models.edit_layers`, used by ablation and rotation) replace captured module outputs through
+    ``flax.linen.intercept_methods``; sown values cannot be edited.
+    """
+    apply_fn: Callable[..., Any]
+    points: tuple[str, ...]                  # every capturable point, in forward order
+    layers: tuple[str, ...]                  # the points analysed by default
+    capture_filter: Any = is_relu_module
+    apply_kwargs: tuple[tuple[str, Any], ...] = ()
+
+    def clone(self, *, selectivity_layers: Sequence[str]) -> FlaxModel:
+        return dataclasses.replace(self, layers=tuple(selectivity_layers))
+
+    def all_relu_names(self) -> list[str]:
+        return list(self.points)
+
+    def selectivity_layer_names(self) -> list[str]:
+        return list(self.layers)
+
+    def apply(self, variables: Any, x: Array, train: bool = False, **kwargs: Any) -> Any:
+        """``apply_fn`` with the active layer edits applied to the captured modules' outputs (``train`` is the
+        project models' argument: the user's ``apply_kwargs`` say how to run the model for evaluation)."""
+        del train
+
+        def edited(next_fun: Callable[..., Any], args: Any, call_kwargs: Any, context: Any) -> Any:
+            output = next_fun(*args, **call_kwargs)
+            if context.method_name == "__call__":
+                edit = active_edit("/".join(context.module.path))
+                if edit is not None:
+                    output = edit(output)
+            return output
+
+        with nn.intercept_methods(edited):
+            return self.apply_fn(variables, x, **dict(self.apply_kwargs), **kwargs)
+
+    def activations(self, variables: Any, x: Array) -> tuple[Array, dict[str, Array]]:
+        """(logits, {point: activation}) of the points in ``layers``."""
+        logits, acts, _ = apply_with_activations(self.apply, variables, x, filter=self.capture_filter)
+        missing = [name for name in self.layers if name not in acts]
+        if missing:
+            raise ValueError(f"points {missing} were not captured; the model's points are {list(self.points)}")
+        return logits, {name: acts[name] for name in self.layers}
+
+
+def _logits_and_activations(model: Any, variables: Any, x: Array) -> tuple[Array, dict[str, Array]]:
+    """(logits, {point: activation}) of the model's selected points: a project model sows them, a `FlaxModel`
+    captures them."""
+    if isinstance(model, FlaxModel):
+        return model.activations(variables, x)
+    logits, acts, _ = apply_with_activations(model.apply, variables, x, train=False, filter=None)
+    return logits, acts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +116,7 @@ class PixelForward:
         with edit_layers(edits or {}):
             if not self.layers:
                 return self.model.apply(variables, x, train=False).astype(jnp.float32)
-            _, acts, _ = apply_with_activations(self.model.apply, variables, x, train=False, filter=None)
+            _, acts = _logits_and_activations(self.model, variables, x)
         responses = {name: unit_responses(a) for name, a in acts.items()}
         return responses[self.layers[0]] if self.single else responses
 
@@ -120,7 +180,7 @@ class TrainedRun:
         x = ((to_pixels(images) - jnp.asarray(self.mean)) / jnp.asarray(self.std)).astype(
             jnp.dtype(self.config.compute_dtype))
         with edit_layers(edits or {}):
-            logits, acts, _ = apply_with_activations(model.apply, self.variables, x, train=False, filter=None)
+            logits, acts = _logits_and_activations(model, self.variables, x)
         return logits.astype(jnp.float32), acts
 
     def responses(self, images: Any, layers: Sequence[str] | None = None,
@@ -171,6 +231,42 @@ def restore_run(run_dir: str) -> TrainedRun:
                       variables=_restore_variables(os.path.join(run_dir, CHECKPOINT_DIR)),
                       mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std), num_classes=num_classes,
                       results=results)
+
+
+def from_flax(apply_fn: Callable[..., Any], variables: Any, *, mean: Sequence[float], std: Sequence[float],
+              num_classes: int, example: Any, layers: Sequence[str] | None = None, capture_filter: Any = is_relu_module,
+              apply_kwargs: Mapping[str, Any] | None = None, name: str = "model", alpha: float = 0.0, seed: int = 0,
+              data: Mapping[str, Any] | None = None) -> TrainedRun:
+    """A linen model trained anywhere as a `TrainedRun` the analyses take (`analyses.runner.analyze_model`).
+
+    Args:
+      apply_fn: ``apply_fn(variables, x, **apply_kwargs) -> logits [B, num_classes]`` on normalised inputs
+        ``x = (pixels - mean) / std``, pixels in [0, 1].
+      variables: its variables ({'params': ..., 'batch_stats': ...}).
+      mean, std: per-channel normalisation in [0, 1] units (mean 0, std 1: the model takes pixels as they are).
+      example: a batch of images (uint8, or float in [0, 1]), [B, H, W, C]: one forward pass finds the points.
+      layers: the points analysed by default (None: every captured point).
+      capture_filter: which module outputs are post-ReLU points (`selectivity_jax.capture`; default ReLU modules).
+      apply_kwargs: keyword arguments of ``apply_fn`` for evaluation, e.g. ``{'train': False}``.
+      name, alpha, seed: how results and figures label the model.
+      data: a data config (configs/base.py's ``data``) when the model was trained on one of the project's data sets;
+        the corruption analyses need it to serve corrupted test sets.
+    """
+    probe = FlaxModel(apply_fn, (), (), capture_filter, tuple(sorted((apply_kwargs or {}).items())))
+    x = (to_pixels(example) - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+    _, acts, _ = apply_with_activations(probe.apply, variables, x, filter=capture_filter)
+    if not acts:
+        raise ValueError("no post-ReLU point captured: use ReLU modules (selectivity_jax.ReLU), sow the values, or "
+                         "pass a capture_filter that matches your modules")
+    unknown = sorted(set(layers or ()) - set(acts))
+    if unknown:
+        raise ValueError(f"layers {unknown} are not points of the model; its points are {list(acts)}")
+    model = dataclasses.replace(probe, points=tuple(acts), layers=tuple(layers or acts))
+    config = ml_collections.ConfigDict({"name": name, "alpha": float(alpha), "seed": int(seed),
+                                        "compute_dtype": "float32", "data": dict(data or {})})
+    return TrainedRun(path="", config=config, model=model, variables=variables,
+                      mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std),
+                      num_classes=int(num_classes), results={})
 
 
 @jax.jit

@@ -15,8 +15,9 @@ from configs import analysis as analysis_config
 from helpers import with_overrides
 from selectivity_jax import analyses
 from selectivity_jax.analyses import GROUPS, NAMES, get_analyses, load
-from selectivity_jax.analyses.base import RunResult, SeedStat, analysis_settings, per_alpha, seed_stat
+from selectivity_jax.analyses.base import RunResult, analysis_settings, per_alpha
 from selectivity_jax.analyses.runner import run_analyses
+from selectivity_jax.records import SeedStat, seed_stat
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYERS = ("stage3_block2/out",)
@@ -24,7 +25,8 @@ SMALL = {"layers": LAYERS, "num_examples": 40, "batch_size": 40, "basis.steps": 
          "rs.steps": 4, "rs.max_units": 4, "rs.grid_units": 2, "ablation.num_points": 3}
 REPRESENTATIONS = GROUPS["representations"]
 # Values of the alpha = 0 run with SMALL, computed by the analyses as they stood before the one-file-per-analysis
-# design (tasks.py / robustness.py) on the same tiny sweep; the port reproduced every number of every JSON exactly.
+# design (tasks.py / robustness.py) on the same tiny sweep; the port reproduced every number of every JSON exactly
+# (RS since divided by the layer's units, Chen et al.'s Eq. 4, instead of the other units).
 PINNED = {
     ("rotation", "summary", "selectivity_t0"): 0.411892831325531,
     ("rotation", "summary", "selectivity_t1"): 0.3621426522731781,
@@ -32,8 +34,8 @@ PINNED = {
     ("basis", "summary", "class_mean_basis"): 0.3203868865966797,
     ("basis", "summary", "optimised_from_identity"): 0.4535026550292969,
     ("ablation", "summary", "mean_spearman"): 0.30806161848616215,
-    ("rs", "summary", "am_mean_rs"): 0.5166667103767395,
-    ("rs", "summary", "iam_mean_rs"): 0.38333332538604736,
+    ("rs", "summary", "am_mean_rs"): 0.484375,    # 31 / 64 with Chen et al.'s Eq. 4 (0.5166667 over U - 1)
+    ("rs", "summary", "iam_mean_rs"): 0.359375,   # 23 / 64 (0.3833333 over U - 1)
 }
 
 
@@ -69,7 +71,7 @@ def test_every_analysis_writes_json_figures_and_report(analysed):
         files = set(os.listdir(sweep / run / "analysis"))
         assert {f"{name}.json" for name in REPRESENTATIONS} <= files
         for figure in ("ablation_curves", "ablation_importance", "basis_layers", "rotation_curves", "rs_spearman",
-                       "rs_grid"):
+                       "rs_grid", "rs_scatter", "rs_substitutes", "classes_preferred", "classes_accuracy"):
             assert f"{figure}.png" in files and f"{figure}.svg" in files, figure
     files = set(os.listdir(sweep / "analysis"))
     for figure in ("ablation_curves", "ablation_summary", "basis_summary", "basis_layers", "rotation_curves",
@@ -88,6 +90,9 @@ def test_results_are_typed_and_hold_what_the_analyses_promise(analysed):
     run_dir = str(sweep / "alpha_0_seed_0")
     results = out.runs[run_dir]
     assert all(isinstance(result, RunResult) and result.alpha == 0.0 for result in results.values())
+    trained = json.loads((sweep / "alpha_0_seed_0" / "results.json").read_text())
+    assert {(r.test_accuracy, r.test_selectivity) for r in results.values()} == {
+        (trained["test_accuracy"], trained["test_selectivity"])}  # the run's own, whatever was restored
     rotation = results["rotation"].result
     for layer in LAYERS:
         undone = rotation.layers[layer].accuracy_rotated_and_undone

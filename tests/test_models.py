@@ -1,4 +1,5 @@
-"""Tests of the model zoo: shapes, sown selectivity layers, parameter counts, selection, dtypes."""
+"""Tests of the model zoo: shapes, sown selectivity layers, parameter counts, selection, dtypes (norm and dropout:
+tests/test_norm_dropout.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from selectivity_jax.models import (
-    MODELS, VGG16, ResNet18, ResNet20, ResNet50, ResNetCifar, count_params, get_model, init_variables)
+    MLP, MODELS, VGG16, ResNet18, ResNet20, ResNet50, ResNetCifar, ShallowCNN, count_params, get_model, init_variables)
 
 BATCH = 2
 # name -> (input size, num_classes, default number of selectivity layers, number of ReLUs)
@@ -21,6 +22,8 @@ SPECS = {
     'resnet18': (64, 200, 8, 1 + 2 * 8),
     'resnet50': (64, 200, 16, 1 + 3 * 16),
     'vgg16': (32, 10, 13, 14),
+    'shallow_cnn': (32, 10, 4, 5),
+    'mlp': (32, 10, 4, 4),
 }
 VGG16_WIDTHS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
 VGG16_POOL_AFTER = (2, 4, 7, 10, 13)  # Conv layers (from 1) followed by a 2x2 max-pool.
@@ -102,7 +105,20 @@ def expected_vgg_shape(layer: str) -> tuple[int, ...]:
     return (BATCH, 32 >> pools, 32 >> pools, VGG16_WIDTHS[i - 1])
 
 
+def expected_chen_shape(name: str, layer: str) -> tuple[int, ...]:
+    """Shallow CNN: conv1-2 at 32 px x 64, a pool, conv3-4 at 16 px x 128, fc1 256 units; MLP: 128, 512, 2048, 2048."""
+    module, _ = layer.split('/')
+    if name == 'mlp':
+        return (BATCH, (128, 512, 2048, 2048)[int(module.removeprefix('fc')) - 1])
+    if module == 'fc1':
+        return (BATCH, 256)
+    i = int(module.removeprefix('conv'))
+    return (BATCH, 32, 32, 64) if i <= 2 else (BATCH, 16, 16, 128)
+
+
 def expected_shape(name: str, layer: str) -> tuple[int, ...]:
+    if name in ('shallow_cnn', 'mlp'):
+        return expected_chen_shape(name, layer)
     return expected_vgg_shape(layer) if name == 'vgg16' else expected_resnet_shape(name, layer)
 
 
@@ -268,6 +284,15 @@ def test_param_counts():
     assert measured_params(ResNet18(), 64) == resnet_params((2, 2, 2, 2), False, 200) == 11_271_432
     assert measured_params(ResNet50(), 64) == resnet_params((3, 4, 6, 3), True, 200) == 23_910_152
     assert measured_params(VGG16(), 32) == vgg16_params(10) == 14_986_698
+    # Shallow CNN: four 3x3 conv-BN (64, 64, 128, 128), flatten 8 x 8 x 128 = 8192 -> 256 -> 10:
+    # 1,856 + 36,992 + 73,984 + 147,712 + (8192*256 + 256 = 2,097,408) + (256*10 + 10 = 2,570) = 2,360,522.
+    assert measured_params(ShallowCNN(), 32) == (conv_bn(3, 3, 64) + conv_bn(3, 64, 64) + conv_bn(3, 64, 128)
+                                                 + conv_bn(3, 128, 128) + 8192 * 256 + 256 + 256 * 10 + 10) == 2_360_522
+    # MLP: bias-free Dense + BN (2 per unit) for 3072 -> 128 -> 512 -> 2048 -> 2048, then Dense 2048 -> 10:
+    # 393,472 + 66,560 + 1,052,672 + 4,198,400 + 20,490 = 5,731,594.
+    widths = (32 * 32 * 3, 128, 512, 2048, 2048)
+    hidden = sum(a * b + 2 * b for a, b in zip(widths, widths[1:]))
+    assert measured_params(MLP(), 32) == hidden + 2048 * 10 + 10 == 5_731_594
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -314,6 +339,37 @@ def test_explicit_selection_sows_only_selected_in_forward_order():
 def test_bad_selection_raises(selection):
     with pytest.raises(ValueError, match='selectivity'):
         ResNet20(selectivity_layers=selection).selectivity_layer_names()
+
+
+def test_selection_presets_chen():
+    convs = [f'conv{i}/relu' for i in range(1, 5)]
+    assert ShallowCNN().selectivity_layer_names() == convs
+    assert ShallowCNN(selectivity_layers='all_relus').selectivity_layer_names() == convs + ['fc1/relu']
+    assert ShallowCNN(selectivity_layers='stage_outputs').selectivity_layer_names() == ['conv2/relu', 'conv4/relu']
+    hidden = [f'fc{i}/relu' for i in range(1, 5)]
+    for preset in ('block_outputs', 'all_relus', 'stage_outputs'):
+        assert MLP(selectivity_layers=preset).selectivity_layer_names() == hidden
+    assert MLP(selectivity_layers=['fc3/relu']).selectivity_layer_names() == ['fc3/relu']
+    with pytest.raises(ValueError, match='fc4/relu'):
+        MLP(selectivity_layers=['fc5/relu'])
+    with pytest.raises(ValueError, match='hidden'):
+        MLP(hidden=())
+    with pytest.raises(ValueError, match='features'):
+        ShallowCNN(features=(64, 0))
+
+
+def test_edit_layers_on_the_mlp():
+    """A zeroed last hidden layer leaves the classifier's bias as logits, as for the ResNets."""
+    from selectivity_jax.models import edit_layers
+    model, variables, _, _, _ = forward('mlp')
+
+    @jax.jit
+    def zeroed(x):
+        with edit_layers({'fc4/relu': lambda y: y * 0.0}):
+            return model.apply(variables, x)
+
+    logits = zeroed(make_input(32))
+    np.testing.assert_allclose(np.asarray(logits), np.broadcast_to(variables['params']['fc5']['bias'], logits.shape))
 
 
 def test_bad_selection_vgg_lists_valid_names():

@@ -294,6 +294,20 @@ def test_analysis_of_a_directory_in_use_is_refused(inputs):
             run_analyses(str(inputs / "sweep"), get_analyses(["ablation"]), analysis.get_config(), log=lambda _: None)
 
 
+def test_runs_stored_before_a_field_existed_resume(tmp_path):
+    """A config.json written before model.norm and model.dropout existed is the default config's run; another value
+    of a new field is a different run."""
+    from selectivity_jax.train.loop import check_workdir
+    config = _tiny()
+    stored = json.loads(config.to_json_best_effort(sort_keys=True))
+    del stored["model"]["norm"], stored["model"]["dropout"]
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    check_workdir(str(tmp_path), config)
+    config.model.dropout = 0.5
+    with pytest.raises(ValueError, match=r"fields \['model.dropout'\] differ"):
+        check_workdir(str(tmp_path), config)
+
+
 def test_what_a_kill_leaves_is_the_projects(tmp_path):
     """A kill during a directory's first write leaves temporary files: the run resumes there, --overwrite may
     delete them; a file of the user's, even inside a run directory of a sweep, is never deleted."""

@@ -1,7 +1,11 @@
-"""Sweep reports on a small fake sweep written file by file, with numbers whose means and stds are known.
+"""Sweep reports on a small fake sweep written file by file, with numbers whose means and stds are known, and on the
+tiny trained sweep (fixture `tiny_sweep`).
 
 The fake sweep: alphas -1, 0 and 100 with seeds 0 and 1, where (100, 1) is unfinished (config.json and
-metrics.jsonl, no results.json), and a sweep.json that also plans alpha 10, whose two runs are absent.
+metrics.jsonl, no results.json), and a sweep.json that also plans alpha 10, whose two runs are absent. Each finished
+run's dead-unit fractions are 0, 0.01 · seed and 0.02 · seed by layer (network: 0.01 · seed, their mean); its
+metrics.jsonl logs train selectivity = test selectivity · epoch / 2 at epochs 1 and 2, and val selectivity = test
+selectivity at epoch 2 only.
 """
 
 import csv
@@ -12,15 +16,20 @@ import pathlib
 import subprocess
 import sys
 
+import shutil
+
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
 from selectivity_jax.report import figures
+from selectivity_jax.report.compare import load_comparison
 from selectivity_jax.report.runs import MissingRun, load_sweep
+from selectivity_jax.report.sweep_report import write_sweep_report
 from selectivity_jax.rundir import run_dirname
-from selectivity_jax.report.tables import csv_columns, markdown_report, mean_std, summarize, write_csv
-from selectivity_jax.rundir import write_json
+from selectivity_jax.report.tables import (csv_columns, dead_fractions, intervals_by_alpha, markdown_report, mean_std,
+                                           summarize, t_interval, t_quantile, training_curves, write_csv)
+from selectivity_jax.rundir import read_json, write_json
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LAYERS = ["stage1_block0/out", "stage2_block0/out", "stage3_block0/out"]
@@ -40,10 +49,14 @@ def write_run(sweep_dir: pathlib.Path, alpha: float, seed: int, numbers: tuple[f
     run_dir.mkdir(parents=True)
     write_json(str(run_dir / "config.json"), {"alpha": alpha, "seed": seed, "model": {"name": "resnet20"},
                                               "data": {"name": "synthetic"}})
+    selectivity = numbers[1] if numbers else 0.3
     with open(run_dir / "metrics.jsonl", "w") as f:
         for epoch in (1, 2):
-            f.write(json.dumps({"epoch": epoch, "step": 10 * epoch, "train_loss": 1.0 / epoch,
-                                "val_accuracy": 0.5, "val_selectivity": 0.3}) + "\n")
+            row = {"epoch": epoch, "step": 10 * epoch, "train_loss": 1.0 / epoch,
+                   "train_selectivity": selectivity * epoch / 2}
+            if epoch == 2:
+                row.update({"val_accuracy": 0.5, "val_selectivity": selectivity})
+            f.write(json.dumps(row) + "\n")
     if numbers is None:
         return
     accuracy, selectivity = numbers
@@ -53,6 +66,7 @@ def write_run(sweep_dir: pathlib.Path, alpha: float, seed: int, numbers: tuple[f
     np.savez(run_dir / "selectivity.npz", **units)
     write_json(str(run_dir / "results.json"), {
         "test_accuracy": accuracy, "test_selectivity": selectivity, "test_dead_unit_fraction": 0.01 * seed,
+        "per_layer_dead_fraction": {n: 0.01 * seed * i for i, n in enumerate(LAYERS)},
         "per_layer_selectivity": {n: selectivity + o for n, o in zip(LAYERS, LAYER_OFFSETS)},
         "layer_names": LAYERS, "alpha": alpha, "seed": seed, "model": "resnet20"})
 
@@ -217,3 +231,186 @@ def test_alpha_ticks_label_small_grids_fully_and_large_grids_by_decade():
     assert alpha_ticks([5.0, -5.0, 0.0, -1.0, 1.0, 1.0]) == [-5.0, -1.0, 0.0, 1.0, 5.0]
     assert alpha_ticks(CIFAR10_ALPHAS) == [-100.0, -10.0, -1.0, -0.1, 0.0, 0.1, 1.0, 10.0, 100.0]
     assert alpha_ticks(TINY_IMAGENET_ALPHAS) == [-5.0, -1.0, -0.1, 0.0, 0.1, 1.0, 5.0]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# confidence intervals, the paper's figure layout, dead units, selectivity over training, sweep comparisons
+# ----------------------------------------------------------------------------------------------------------------------
+
+def test_t_quantiles_match_the_table():
+    # two-sided 95% critical values of Student's t from a printed table (e.g. NIST/SEMATECH e-Handbook, 1.3.6.7.2)
+    table = {1: 12.706, 2: 4.303, 4: 2.776, 9: 2.262, 30: 2.042}
+    assert {dof: round(t_quantile(0.95, dof), 3) for dof in table} == table
+    assert round(t_quantile(0.99, 4), 3) == 4.604
+    for level, dof in ((1.0, 3), (0.0, 3), (0.95, 0)):
+        with pytest.raises(ValueError, match="^(level|dof): "):
+            t_quantile(level, dof)
+
+
+def test_t_interval_by_hand():
+    values = [0.80, 0.84, 0.90]
+    mean = (0.80 + 0.84 + 0.90) / 3
+    std = math.sqrt(((0.80 - mean) ** 2 + (0.84 - mean) ** 2 + (0.90 - mean) ** 2) / 2)
+    interval = t_interval(values)
+    assert interval.n == 3 and interval.mean == pytest.approx(mean)
+    assert interval.half_width == pytest.approx(4.302652729749464 * std / math.sqrt(3))  # t_{0.975, 2}
+    assert interval.half_width == pytest.approx(0.12503, abs=1e-5)
+    assert (interval.low, interval.high) == (pytest.approx(mean - 0.12503, abs=1e-5),
+                                             pytest.approx(mean + 0.12503, abs=1e-5))
+    one = t_interval([0.5, math.nan])  # non-finite values are left out: one seed, no interval
+    assert (one.n, one.mean) == (1, 0.5) and math.isnan(one.half_width)
+    none = t_interval([])
+    assert none.n == 0 and math.isnan(none.mean) and math.isnan(none.half_width)
+
+
+def test_intervals_by_alpha(sweep):
+    rows = {i.alpha: i for i in intervals_by_alpha(sweep)}
+    # alpha -1: accuracies 0.80, 0.84 -> s = 0.02 · sqrt(2), half width t_{0.975,1} · s / sqrt(2) = 12.7062 · 0.02
+    assert rows[-1.0].accuracy.mean == pytest.approx(0.82)
+    assert rows[-1.0].accuracy.half_width == pytest.approx(12.706205 * 0.02, rel=1e-6)
+    assert rows[0.0].selectivity.half_width == pytest.approx(12.706205 * 0.02, rel=1e-6)
+    assert rows[100.0].n == 1 and math.isnan(rows[100.0].accuracy.half_width)
+
+
+def test_split_at_zero_puts_zero_in_both_halves():
+    assert figures.split_at_zero([100, -1, 0, -1.0, 0.5]) == ([-1.0, 0.0], [0.0, 0.5, 100.0])
+    assert figures.split_at_zero([1, 2]) == ([], [1.0, 2.0])
+    assert figures.split_at_zero([-3, 0]) == ([-3.0, 0.0], [0.0])
+
+
+def _bars(ax):
+    """{alpha: (low, high)} of the confidence-interval error bars drawn on ``ax``."""
+    bars = {}
+    for container in ax.containers:
+        for segment in container.lines[2][0].get_segments():
+            bars[float(segment[0][0])] = (float(segment[0][1]), float(segment[1][1]))
+    return bars
+
+
+def test_paper_figure_layout(sweep):
+    fig = figures.paper_accuracy_selectivity(sweep)
+    (sel_left, sel_right), (acc_left, acc_right) = np.reshape(fig.axes[:4], (2, 2))
+    for left, right, value in ((sel_left, sel_right, "selectivity"), (acc_left, acc_right, "accuracy")):
+        assert list(left.get_lines()[0].get_xdata()) == [-1.0, 0.0]
+        assert list(right.get_lines()[0].get_xdata()) == [0.0, 100.0]
+    assert list(acc_left.get_lines()[0].get_ydata()) == pytest.approx([0.82, 0.91])
+    assert list(sel_right.get_lines()[0].get_ydata()) == pytest.approx([0.42, 0.8])
+    # 95% t intervals where there are two seeds; none at alpha 100 (one seed)
+    half = 12.706205 * 0.02
+    assert _bars(acc_left)[-1.0] == (pytest.approx(0.82 - half, rel=1e-6), pytest.approx(0.82 + half, rel=1e-6))
+    assert sorted(_bars(acc_right)) == [0.0]
+    # the zoomed inset (|alpha| <= 1) on the alpha <= 0 accuracy panel only
+    (inset,) = acc_left.child_axes
+    assert list(inset.get_lines()[0].get_xdata()) == [-1.0, 0.0]
+    assert not acc_right.child_axes and not sel_left.child_axes
+    assert not figures.paper_accuracy_selectivity(sweep, inset_max_abs_alpha=0.5).axes[2].child_axes
+    fig.canvas.draw()
+
+
+def test_dead_units_figure_of_the_fake_sweep(sweep):
+    dead = dead_fractions(sweep)
+    assert dead.alphas == [-1.0, 0.0, 100.0] and dead.layers == LAYERS and not dead.empty
+    assert [dead.per_layer[n][0] for n in LAYERS] == pytest.approx([0.0, 0.005, 0.01])  # seeds 0 and 1
+    assert dead.network == pytest.approx([0.005, 0.005, 0.0])
+    lines = {line.get_label(): list(line.get_ydata()) for line in figures.dead_units_vs_alpha(sweep).axes[0].lines}
+    assert lines[LAYERS[2]] == pytest.approx([0.01, 0.01, 0.0])
+    assert lines["network (mean over layers)"] == pytest.approx(dead.network)
+
+
+def test_selectivity_over_training_of_the_fake_sweep(sweep):
+    train = {c.alpha: c for c in training_curves(sweep, "train_selectivity")}
+    val = {c.alpha: c for c in training_curves(sweep, "val_selectivity")}
+    assert (train[-1.0].epochs, train[-1.0].values) == ([1, 2], pytest.approx([0.06, 0.12]))
+    assert (val[-1.0].epochs, val[-1.0].values) == ([2], pytest.approx([0.12]))
+    assert train[100.0].values == pytest.approx([0.4, 0.8]) and train[100.0].seeds == 1  # the unfinished seed left out
+    assert training_curves(sweep, "no_such_column") == []
+    fig = figures.selectivity_over_training(sweep)
+    train_ax, val_ax = fig.axes[:2]
+    assert [list(line.get_ydata()) for line in train_ax.lines] == [pytest.approx(c.values) for c in train.values()]
+    assert [list(line.get_xdata()) for line in val_ax.lines] == [[2], [2], [2]]
+
+
+def test_dead_units_and_training_curves_of_the_tiny_sweep_match_its_files(tiny_sweep):
+    sweep = load_sweep(str(tiny_sweep))
+    results = {run.alpha: read_json(os.path.join(run.path, "results.json")) for run in sweep.runs}
+    dead = dead_fractions(sweep)
+    assert dead.layers == results[0.0]["layer_names"] and dead.alphas == sorted(results)
+    for name in dead.layers:  # one seed: the figure's values are the files' values
+        assert dead.per_layer[name] == [results[a]["per_layer_dead_fraction"][name] for a in dead.alphas]
+    assert dead.network == [results[a]["test_dead_unit_fraction"] for a in dead.alphas]
+    lines = {line.get_label(): list(line.get_ydata()) for line in figures.dead_units_vs_alpha(sweep).axes[0].lines}
+    assert {name: lines[name] for name in dead.layers} == dead.per_layer
+    assert lines["network (mean over layers)"] == dead.network
+    for curve in training_curves(sweep, "val_selectivity"):
+        (run,) = sweep.runs_at(curve.alpha)
+        rows = [json.loads(line) for line in open(os.path.join(run.path, "metrics.jsonl"))]
+        assert curve.epochs == [row["epoch"] for row in rows if "val_selectivity" in row]
+        assert curve.values == [row["val_selectivity"] for row in rows if "val_selectivity" in row]
+    assert [c.alpha for c in training_curves(sweep, "val_selectivity")] == sweep.alphas
+
+
+def test_cli_against_writes_the_report_and_the_comparison(tiny_sweep, tmp_path):
+    other = tmp_path / "sweeps" / "without_bn"  # a copy of the tiny sweep: accuracy 0.5 everywhere, alpha 2 unfinished
+    shutil.copytree(tiny_sweep, other, ignore=shutil.ignore_patterns("checkpoints", "analysis"))
+    for alpha in (-2.0, 0.0):
+        path = other / run_dirname(alpha, 0) / "results.json"
+        write_json(str(path), {**read_json(str(path)), "test_accuracy": 0.5})
+    os.remove(other / run_dirname(2.0, 0) / "results.json")
+    out = tmp_path / "out"
+    result = run_report("--sweep", str(tiny_sweep), "--out", str(out), "--against", str(other),
+                        "--labels", "with_bn,without_bn")
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = out / "against_without_bn"
+    assert f"comparison: {folder / 'comparison.md'}" in result.stdout
+    for name in figures.FIGURE_CAPTIONS:  # every figure of the report, the new ones included, as PNG and SVG
+        png, svg = out / "figures" / f"{name}.png", out / "figures" / f"{name}.svg"
+        assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 1000, name
+        assert b"<svg" in svg.read_bytes()[:2000]
+    assert (folder / "figures" / "accuracy_selectivity_vs_alpha.png").read_bytes()[:8] == PNG_MAGIC
+    report = (out / "report.md").read_text()
+    assert "](figures/paper_accuracy_selectivity.png)" in report and "## Dead units" in report
+    assert "[against without_bn](against_without_bn/comparison.md)" in report
+    mine = {run.alpha: run.test_accuracy for run in load_sweep(str(tiny_sweep)).runs}
+    with open(folder / "comparison.csv", newline="") as f:
+        rows = {row["alpha"]: row for row in csv.DictReader(f)}
+    assert list(rows) == ["-2", "0", "2"]
+    assert [float(rows[a]["with_bn/test_accuracy_mean"]) for a in rows] == pytest.approx(list(mine.values()))
+    assert [rows[a]["without_bn/test_accuracy_mean"] for a in rows] == ["0.5", "0.5", ""]
+    assert rows["0"]["with_bn/n"] == "1" and rows["0"]["with_bn/test_accuracy_ci"] == ""  # one seed: no interval
+    text = (folder / "comparison.md").read_text()
+    assert text.startswith("# Sweep comparison: with_bn vs without_bn")
+    assert f"| 0 | 1 / 1 | {mine[0.0]:.4f} (no interval) | 0.5000 (no interval) | {0.5 - mine[0.0]:+.4f} |" in text
+    assert f"| 2 | 1 / 0 | {mine[2.0]:.4f} (no interval) | — | — |" in text
+
+
+def test_against_errors_are_one_line(tiny_sweep, tmp_path):
+    result = run_report("--sweep", str(tiny_sweep), "--out", str(tmp_path / "out"), "--against",
+                        str(tmp_path / "absent"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (f"error: against: {tmp_path / 'absent'} is not a directory "
+                                                      "(expected a sweep directory)")
+    assert not (tmp_path / "out").exists()  # nothing written
+    unfinished = tmp_path / "unfinished"
+    write_run(unfinished, 1.0, 0, None)
+    with pytest.raises(ValueError, match=r"^against: no finished run in ") as error:
+        load_comparison(str(tiny_sweep), str(unfinished))
+    assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match="is the reported sweep itself"):
+        load_comparison(str(tiny_sweep), str(tiny_sweep) + "/")
+    with pytest.raises(ValueError, match="^labels: "):
+        load_comparison(str(tiny_sweep), str(unfinished), labels=["only_one"])
+    with pytest.raises(ValueError, match="^labels: .*--against"):
+        write_sweep_report(str(tiny_sweep), str(tmp_path / "out"), labels=["a", "b"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_comparison_default_labels_tell_same_named_sweeps_apart(sweep_dir, tmp_path):
+    from selectivity_jax.report.compare import default_labels
+    assert default_labels("/runs/with_bn", "/runs/without_bn/") == ("with_bn", "without_bn")
+    assert default_labels("/a/bn/sweep", "/b/bn/sweep") == ("a/bn/sweep", "b/bn/sweep")
+    copy = tmp_path / "copy" / sweep_dir.name
+    shutil.copytree(sweep_dir, copy)
+    comparison = load_comparison(str(sweep_dir), str(copy))
+    assert comparison.labels == (f"{sweep_dir.parent.name}/{sweep_dir.name}", f"copy/{sweep_dir.name}")
+    assert comparison.alphas == [-1.0, 0.0, 100.0]
+    assert figures.sweeps_vs_alpha(comparison.sweeps, comparison.labels).axes[0].get_legend() is not None

@@ -22,10 +22,11 @@ NAMES = (
     "similarity",      # CKA / PWCCA similarity to alpha = 0
     "ablation",        # unit ablation (Morcos et al. 2018)
     "rs",              # activation maximisation and Representative Substitution (Chen et al.)
+    "classes",         # preferred class of each unit and per-class accuracy
 )
 GROUPS = {
     "robustness": ("corruptions", "attacks", "gradients", "dimensionality"),
-    "representations": ("basis", "rotation", "similarity", "ablation", "rs"),
+    "representations": ("basis", "rotation", "similarity", "ablation", "rs", "classes"),
     "all": NAMES,
 }
 

@@ -15,8 +15,9 @@ from typing import Any, Sequence
 import ml_collections
 import numpy as np
 
-from selectivity_jax.analyses.base import AlphaStats, Analysis, Record, RunContext, RunResult, by_alpha, per_alpha
+from selectivity_jax.analyses.base import AlphaStats, Analysis, RunContext, RunResult, by_alpha, per_alpha
 from selectivity_jax.analysis import ablation
+from selectivity_jax.records import Record
 from selectivity_jax.report.figures import (alpha_axis, alpha_colorbar, alpha_colors, mean_band, new_figure, panels,
                                             run_title)
 from selectivity_jax.report.tables import markdown_table

@@ -15,10 +15,11 @@ import jax
 import ml_collections
 import numpy as np
 
-from selectivity_jax.analyses.base import (AlphaStats, Analysis, CurveStat, Record, RunContext,
-                                           RunResult, by_alpha, curve_stat, evaluate, per_alpha, resumable_items)
+from selectivity_jax.analyses.base import (AlphaStats, Analysis, RunContext, RunResult, by_alpha, evaluate, per_alpha,
+                                           resumable_items)
 from selectivity_jax.analysis import attacks as attack_lib
 from selectivity_jax.analysis.attacks import NORM_LABELS, epsilon_label
+from selectivity_jax.records import CurveStat, Record, curve_stat
 from selectivity_jax.report.figures import alpha_colorbar, alpha_colors, new_figure, panels, run_title
 from selectivity_jax.report.tables import markdown_table
 

@@ -16,109 +16,24 @@ import abc
 import dataclasses
 import functools
 import json
-import math
 import os
 import time
-import types
-import typing
 from typing import Any, Callable, ClassVar, Generic, Mapping, Sequence, TypeVar
 
 import ml_collections
 import numpy as np
 
-from selectivity_jax.trained import TrainedRun, batched, restore_run
 from selectivity_jax.analysis.attacks import to_unit_interval
 from selectivity_jax.data import load_splits
 from selectivity_jax.data.splits import subset
-from selectivity_jax.report.tables import mean_std
+from selectivity_jax.records import Record, SeedStat, decode, seed_stat
 from selectivity_jax.rundir import ANALYSIS_DIR, read_json, read_run_config, read_run_results, to_jsonable, write_json
 from selectivity_jax.selectivity import selectivity_fn
+from selectivity_jax.trained import TrainedRun, batched, restore_run
 
 R = TypeVar("R", bound="Record")
 C = TypeVar("C", bound="Record")
 SHARED_SETTINGS = ("num_examples", "seed", "layers")  # what every analysis result depends on besides its section
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# typed results with JSON round trips
-# ----------------------------------------------------------------------------------------------------------------------
-
-def _encode(value: Any) -> Any:
-    if isinstance(value, Record):
-        return value.to_json()
-    if isinstance(value, Mapping):
-        return {str(key): _encode(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_encode(item) for item in value]
-    return to_jsonable(value)
-
-
-def _decode(kind: Any, value: Any) -> Any:
-    """``value`` (parsed JSON) as an instance of the type hint ``kind``."""
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if kind is Any or value is None and kind is not float:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        options = [arg for arg in args if arg is not type(None)]
-        return _decode(options[0], value) if len(options) == 1 else value
-    if isinstance(kind, type) and issubclass(kind, Record):
-        return kind.from_json(value)
-    if origin in (list, Sequence):
-        return [_decode(args[0] if args else Any, item) for item in value]
-    if origin is tuple:
-        item_kind = args[0] if args else Any
-        return tuple(_decode(item_kind, item) for item in value)
-    if origin in (dict, Mapping):
-        return {key: _decode(args[1] if args else Any, item) for key, item in value.items()}
-    if kind is float:
-        return math.nan if value is None else float(value)
-    return value
-
-
-class Record:
-    """A dataclass mixin: ``to_json()`` gives a JSON-able dict (non-finite floats as null, arrays as lists) and
-    ``from_json(data)`` rebuilds the instance from it, field by field after the type hints (nested records, lists,
-    tuples, dicts with string keys, ``X | None``; a null float reads back as NaN)."""
-
-    def to_json(self) -> dict[str, Any]:
-        return {field.name: _encode(getattr(self, field.name)) for field in dataclasses.fields(self)}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]):
-        hints = typing.get_type_hints(cls)
-        return cls(**{field.name: _decode(hints[field.name], data[field.name])
-                      for field in dataclasses.fields(cls) if field.name in data})
-
-
-@dataclasses.dataclass(frozen=True)
-class SeedStat(Record):
-    """Mean, standard deviation (ddof 1; 0 for one value) and count of a quantity over seeds."""
-    mean: float
-    std: float
-    n: int
-
-    def format(self, digits: int = 3) -> str:
-        """'mean ± std'."""
-        return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
-
-
-def seed_stat(values: Sequence[float | None]) -> SeedStat:
-    """`SeedStat` of the finite ``values`` (NaN mean and std for none)."""
-    finite = np.asarray([float(v) for v in values if v is not None and np.isfinite(v)], np.float64)
-    mean, std = mean_std(finite)
-    return SeedStat(mean, std, len(finite))
-
-
-@dataclasses.dataclass(frozen=True)
-class CurveStat(Record):
-    """Element-wise mean and standard deviation over seeds of equally long curves."""
-    mean: list[float]
-    std: list[float]
-
-
-def curve_stat(curves: Sequence[Sequence[float]]) -> CurveStat:
-    stats = [seed_stat(column) for column in zip(*curves)]
-    return CurveStat([s.mean for s in stats], [s.std for s in stats])
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -149,8 +64,8 @@ class RunResult(Generic[R]):
     @classmethod
     def from_json(cls, data: Mapping[str, Any], result_type: type[R], run_dir: str = "") -> RunResult[R]:
         return cls(analysis=data["analysis"], alpha=float(data["alpha"]), seed=int(data["seed"]),
-                   test_accuracy=_decode(float, data["test_accuracy"]),
-                   test_selectivity=_decode(float, data["test_selectivity"]), result=result_type.from_json(data),
+                   test_accuracy=decode(float, data["test_accuracy"]),
+                   test_selectivity=decode(float, data["test_selectivity"]), result=result_type.from_json(data),
                    settings=data["settings"], seconds=float(data["seconds"]), run_dir=run_dir)
 
 
@@ -214,12 +129,20 @@ class RunContext:
     """One finished run and what its analyses share, each computed on first use.
 
     ``shared``: the shared settings of configs/analysis.py (num_examples, seed, layers, batch_size, cache_dir).
+    A run directory's model is restored on first use; a model trained elsewhere (`selectivity_jax.trained.from_flax`)
+    comes as ``run`` with its ``test_split``, and ``run_dir`` is then where its analyses are written.
     """
 
-    def __init__(self, run_dir: str, shared: ml_collections.ConfigDict, log: Callable[[str], None] = print):
+    def __init__(self, run_dir: str, shared: ml_collections.ConfigDict, log: Callable[[str], None] = print, *,
+                 run: TrainedRun | None = None, test_split: tuple[np.ndarray, np.ndarray] | None = None):
         self.run_dir = run_dir
         self.shared = shared
         self.log = log
+        self.model_given = run is not None  # a model trained elsewhere: no config.json or results.json to read
+        if run is not None:
+            if test_split is None:
+                raise ValueError("a model given without a run directory needs its test split (images, labels)")
+            self.run, self.test_split = run, (np.asarray(test_split[0]), np.asarray(test_split[1]))
 
     @property
     def batch_size(self) -> int:
@@ -239,16 +162,27 @@ class RunContext:
     @functools.cached_property
     def config(self) -> ml_collections.ConfigDict:
         """The run's config.json (read without restoring the model)."""
+        if self.model_given:
+            return self.run.config
         return ml_collections.ConfigDict(read_run_config(self.run_dir))
 
     @functools.cached_property
     def results(self) -> dict[str, Any]:
-        """The run's results.json."""
-        return read_run_results(self.run_dir)
+        """The run's results.json; for a model given as ``run``, its alpha, seed, and test accuracy and selectivity
+        (of its analysed layers) on the whole test split."""
+        if not self.model_given:
+            return read_run_results(self.run_dir)
+        images, labels = self.test_split
+        responses = batched(self.run.responses_fn(self.layers), images, self.batch_size)
+        return {"alpha": self.run.alpha, "seed": self.run.seed,
+                "test_accuracy": accuracy(self.run, images, labels, self.batch_size),
+                "test_selectivity": float(selectivity_fn(responses, labels, self.run.num_classes))}
 
     @property
     def data_config(self) -> ml_collections.ConfigDict:
         """The run's data config, with the shared ``cache_dir`` (decoded and generated corrupted sets) when set."""
+        if not self.config.get("data") or "name" not in self.config.data:
+            raise ValueError("this analysis needs the model's data set: pass data=<a data config> to from_flax")
         config = ml_collections.ConfigDict(self.config.data.to_dict())
         if self.shared.get("cache_dir"):
             config.cache_dir = self.shared.cache_dir

@@ -18,9 +18,10 @@ from typing import Any, Sequence
 import ml_collections
 import numpy as np
 
-from selectivity_jax.analyses.base import (AlphaLayers, AlphaStats, Analysis, Record, RunContext, RunResult,
-                                           layer_means, per_alpha)
+from selectivity_jax.analyses.base import (AlphaLayers, AlphaStats, Analysis, RunContext, RunResult, layer_means,
+                                           per_alpha)
 from selectivity_jax.analysis import basis, rotation
+from selectivity_jax.records import Record
 from selectivity_jax.report.figures import (alpha_axis, layer_axis, layers_width, lines_per_alpha, mean_band,
                                             new_figure, run_title)
 from selectivity_jax.report.tables import markdown_table

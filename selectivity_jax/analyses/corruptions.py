@@ -17,11 +17,11 @@ import ml_collections
 import numpy as np
 from matplotlib import colormaps
 
-from selectivity_jax.analyses.base import (Analysis, CurveStat, Record, RunContext, RunResult,
-                                           SeedStat, accuracy, by_alpha, curve_stat, resumable_items, seed_stat)
+from selectivity_jax.analyses.base import Analysis, RunContext, RunResult, accuracy, by_alpha, resumable_items
 from selectivity_jax.data import corrupted as corrupted_lib
 from selectivity_jax.data.corruptions import CORRUPTIONS, FAMILIES
 from selectivity_jax.data.splits import subset
+from selectivity_jax.records import CurveStat, Record, SeedStat, curve_stat, seed_stat
 from selectivity_jax.report.figures import alpha_axis, new_figure, panels, run_title, wrap_caption
 from selectivity_jax.report.tables import markdown_table
 

@@ -17,13 +17,13 @@ import jax
 import ml_collections
 import numpy as np
 
-from selectivity_jax.analyses.base import (Analysis, Record, RunContext, RunResult, SeedStat, accuracy, by_alpha,
-                                           evaluate, seed_stat)
+from selectivity_jax.analyses.base import Analysis, RunContext, RunResult, accuracy, by_alpha, evaluate
 from selectivity_jax.analyses.corruptions import check_corruptions, corrupted_subset, sources_note
 from selectivity_jax.analysis import attacks as attack_lib
 from selectivity_jax.analysis.attacks import NORM_LABELS, epsilon_label
 from selectivity_jax.analysis.dimensionality import dimensionality as pca_dimensionality
 from selectivity_jax.data import corrupted as corrupted_lib
+from selectivity_jax.records import Record, SeedStat, seed_stat
 from selectivity_jax.report.figures import alpha_colorbar, alpha_colors, layer_axis, new_figure, panels, run_title
 from selectivity_jax.report.tables import markdown_table
 

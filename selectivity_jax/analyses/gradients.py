@@ -18,9 +18,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from selectivity_jax.analyses.base import Analysis, Record, RunContext, RunResult, SeedStat, by_alpha, seed_stat
+from selectivity_jax.analyses.base import Analysis, RunContext, RunResult, by_alpha
 from selectivity_jax.analysis.gradients import gradient_variability
 from selectivity_jax.data.splits import subset
+from selectivity_jax.records import Record, SeedStat, seed_stat
 from selectivity_jax.report.figures import (alpha_colorbar, alpha_colors, layer_axis, layers_width, new_figure, panels,
                                             run_title)
 from selectivity_jax.report.tables import markdown_table

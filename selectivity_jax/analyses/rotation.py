@@ -17,12 +17,13 @@ import ml_collections
 import numpy as np
 from matplotlib import colormaps
 
-from selectivity_jax.analyses.base import (AlphaLayers, AlphaStats, Analysis, Record, RunContext, RunResult, by_alpha,
+from selectivity_jax.analyses.base import (AlphaLayers, AlphaStats, Analysis, RunContext, RunResult, by_alpha,
                                            layer_means, per_alpha)
-from selectivity_jax.trained import batched
 from selectivity_jax.analysis import rotation
+from selectivity_jax.records import Record
 from selectivity_jax.report.figures import alpha_axis, lines_per_alpha, mean_band, new_figure, run_title
 from selectivity_jax.report.tables import markdown_table
+from selectivity_jax.trained import batched
 
 NEGATIVES_NOTE = ("Rotated responses can be negative, the selectivity index needs non-negative class means: "
                   "'shift_class_means' subtracts each unit's smallest class mean (offset-invariant, no example decides "

@@ -18,10 +18,13 @@ import time
 from typing import Any, Callable, Sequence
 
 import ml_collections
+import numpy as np
 
 from selectivity_jax import analyses as registry
 from selectivity_jax.analyses.base import SHARED_SETTINGS, Analysis, RunContext, RunResult, analysis_settings
-from selectivity_jax.rundir import ANALYSIS_DIR, DirectoryLock, find_finished_runs, read_json, read_run_config, write_json
+from selectivity_jax.rundir import (ANALYSIS_DIR, DirectoryLock, find_finished_runs, read_json, read_run_config,
+                                    write_json)
+from selectivity_jax.trained import TrainedRun
 
 REPORT_FILE = "report.md"
 
@@ -175,3 +178,22 @@ def run_analyses(workdir: str, analyses: Sequence[Analysis], config: ml_collecti
         report = write_report(workdir, is_sweep)
         log(f"report: {report}")
     return AnalysisOutcome(runs=per_run, comparisons=comparisons, report=report)
+
+
+def analyze_model(model: TrainedRun, test_split: tuple[np.ndarray, np.ndarray], analyses: Sequence[Analysis],
+                  config: ml_collections.ConfigDict, out_dir: str, *, log: Callable[[str], None] = print
+                  ) -> dict[str, RunResult]:
+    """The analyses of a model trained anywhere (`selectivity_jax.trained.from_flax`) on its test split (uint8
+    images [N, H, W, C] or float in [0, 1], labels [N]): ``<out_dir>/analysis/<name>.json`` and figures, resumable
+    by settings as for a run directory, and ``<out_dir>/analysis/report.md``. Analyses that compare runs of a sweep
+    (similarity) need run directories."""
+    lone = [a.name for a in analyses if a.needs_sweep]
+    if lone:
+        raise ValueError(f"{', '.join(lone)} compares the runs of a sweep: train them as a sweep of run directories")
+    check_settings(config, analyses)
+    shared = ml_collections.ConfigDict({key: config[key] for key in (*SHARED_SETTINGS, "batch_size", "cache_dir")})
+    os.makedirs(out_dir, exist_ok=True)
+    with analysis_locks(out_dir, [], log):
+        results = analyze_run(RunContext(out_dir, shared, log, run=model, test_split=test_split), analyses, config)
+        log(f"report: {write_report(out_dir, is_sweep=False)}")
+    return results

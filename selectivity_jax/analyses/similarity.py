@@ -16,8 +16,9 @@ from typing import Any, Mapping, Sequence
 import ml_collections
 import numpy as np
 
-from selectivity_jax.analyses.base import Analysis, Record, RunContext, RunResult, SeedStat, by_alpha, seed_stat
+from selectivity_jax.analyses.base import Analysis, RunContext, RunResult, by_alpha
 from selectivity_jax.analysis import similarity
+from selectivity_jax.records import Record, SeedStat, seed_stat
 from selectivity_jax.report.figures import alpha_axis, layer_axis, layers_width, lines_per_alpha, new_figure
 from selectivity_jax.report.tables import markdown_table
 from selectivity_jax.rundir import ANALYSIS_DIR, write_npz

@@ -4,13 +4,18 @@
   and the L2 and Gaussian-blur regularisers of Yosinski et al. 2015): for unit i of a layer, the input x that
   maximises ``r_i(x) - l2 * ||x||^2`` by gradient ascent from small noise. Inhibition AM (IAM) maximises the unit's
   response against the other units of the layer instead, ``r_i(x) - mean_{j != i} r_j(x) - l2 * ||x||^2``.
-- Representative Substitution (RS; Chen et al.): RS(i) is the fraction of the OTHER units of the layer whose response
-  to unit i's generated input exceeds unit i's own. RS near 0: the input generated for unit i represents unit i;
-  RS near 1: other units respond to it more than unit i does.
+- Representative Substitution (RS; Chen et al., Eq. 4): with x_i unit i's generated input, RS(i) =
+  |{j : r_j(x_i) > r_i(x_i)}| / |{x}|, the number of units of the layer that respond to x_i more than unit i itself
+  (strictly: ties do not count), divided by the number of units of the layer, |{x}| = U (one generated input per
+  unit; denominator 'units'). The project's earlier variant divides by the U - 1 other units instead ('others'), so
+  that RS reaches 1 when every other unit responds more; under Eq. 4 RS is at most (U - 1) / U. RS near 0: the input
+  generated for unit i represents unit i; RS near 1: other units respond to it more than unit i does. The units
+  counted are unit i's substitutes (`substitutes`; Chen et al. Fig. 2 shows their IAM inputs beside unit i's).
 
 A layer is given as ``units_fn(images [B, H, W, C]) -> responses [B, U]`` (float32 images in the model's input
-space; conv channels spatially averaged). ``units_fn`` must treat the examples of a batch independently (a model in
-evaluation mode): the units are optimised in parallel with ``jax.vmap``, each on its own batch of one.
+space; a dense layer's responses as they are, a conv map's channels spatially averaged). ``units_fn`` must treat the
+examples of a batch independently (a model in evaluation mode): the units are optimised in parallel with
+``jax.vmap``, each on its own batch of one.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ import scipy.stats
 Array = jax.Array
 UnitsFn = Callable[[Array], Array]
 Objective = Literal["am", "iam"]
+Denominator = Literal["units", "others"]
+DENOMINATORS = ("units", "others")  # RS divides its count by U (Chen et al. Eq. 4) or by the U - 1 other units
 
 
 def _gaussian_kernel(sigma: float) -> np.ndarray:
@@ -184,10 +191,14 @@ def _optimise_units(units_fn: jax.tree_util.Partial, units: Array, base_key: Arr
     return jax.vmap(optimise_unit)(units)
 
 
-def representative_substitution_from_responses(responses: Array, unit_indices: Sequence[int] | Array) -> Array:
+def representative_substitution_from_responses(responses: Array, unit_indices: Sequence[int] | Array,
+                                               denominator: Denominator = "units") -> Array:
     """RS [U'] from responses [U', U] of the layer's U units to the U' generated inputs, input k made for unit
-    ``unit_indices[k]``: the fraction of the other U - 1 units j with ``responses[k, j] > responses[k, unit]``
-    (strictly; ties do not count) (Chen et al., Representative Substitution)."""
+    ``unit_indices[k]`` (Chen et al., Eq. 4): the number of units j with ``responses[k, j] > responses[k, unit]``
+    (strictly; ties do not count), divided by U (``denominator='units'``, the paper's |{x}|) or by the U - 1 other
+    units (``'others'``). Dense layers and spatially averaged conv maps alike: only the [U', U] matrix matters."""
+    if denominator not in DENOMINATORS:
+        raise ValueError(f"denominator must be one of {DENOMINATORS}; got {denominator!r}")
     responses = jnp.asarray(responses)
     units = jnp.asarray(unit_indices, jnp.int32).reshape(-1)
     if responses.ndim != 2 or responses.shape[0] != units.shape[0]:
@@ -196,7 +207,20 @@ def representative_substitution_from_responses(responses: Array, unit_indices: S
         raise ValueError("Representative Substitution needs a layer of at least two units")
     own = jnp.take_along_axis(responses, units[:, None], axis=1)           # [U', 1]
     exceeds = responses > own                                              # own column is never > itself
-    return jnp.sum(exceeds, axis=1).astype(jnp.float32) / (responses.shape[1] - 1)
+    count = responses.shape[1] if denominator == "units" else responses.shape[1] - 1
+    return jnp.sum(exceeds, axis=1).astype(jnp.float32) / count
+
+
+def generated_responses(units_fn: UnitsFn, images: Array, *, batch_size: int | None = None) -> Array:
+    """Responses [U', U] of all U units of the layer to the U' generated ``images [U', H, W, C]``, through
+    ``units_fn`` in batches of ``batch_size`` (default: all at once): the matrix RS counts in (row k: input k)."""
+    images = jnp.asarray(images, jnp.float32)
+    count = images.shape[0]
+    batch_size = count if batch_size is None else int(batch_size)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    return jnp.concatenate([units_fn(images[start:start + batch_size]) for start in range(0, count, batch_size)],
+                           axis=0)
 
 
 def representative_substitution(
@@ -205,19 +229,29 @@ def representative_substitution(
     *,
     unit_indices: Sequence[int] | Array | None = None,
     batch_size: int | None = None,
+    denominator: Denominator = "units",
 ) -> Array:
     """RS [U'] of the units for which ``am_images [U', H, W, C]`` were generated (default: image k for unit k).
 
-    RS(i) = fraction of the OTHER units of the layer whose response to unit i's generated input exceeds unit i's own
-    response (Chen et al.). The images go through ``units_fn`` in batches of ``batch_size`` (default: all at once).
+    RS(i) = the number of units of the layer whose response to unit i's generated input exceeds unit i's own,
+    divided by U (``denominator='units'``, Chen et al. Eq. 4) or by U - 1 (``'others'``); the responses are
+    `generated_responses` (batches of ``batch_size``, default all at once).
     """
-    am_images = jnp.asarray(am_images, jnp.float32)
-    count = am_images.shape[0]
+    count = jnp.shape(am_images)[0]
     units = jnp.arange(count) if unit_indices is None else jnp.asarray(unit_indices, jnp.int32).reshape(-1)
-    batch_size = count if batch_size is None else batch_size
-    responses = jnp.concatenate([units_fn(am_images[start:start + batch_size])
-                                 for start in range(0, count, batch_size)], axis=0)
-    return representative_substitution_from_responses(responses, units)
+    responses = generated_responses(units_fn, am_images, batch_size=batch_size)
+    return representative_substitution_from_responses(responses, units, denominator)
+
+
+def substitutes(responses: np.ndarray, unit: int) -> np.ndarray:
+    """Unit ``unit``'s substitutes: the indices j of the units whose response ``responses[j]`` (one row [U] of
+    `generated_responses`, the layer's responses to the input generated for ``unit``) exceeds the unit's own, most
+    responsive first (ties in index order). Their count is RS(unit) times the denominator (Chen et al., Fig. 2)."""
+    responses = np.asarray(responses).reshape(-1)
+    if not 0 <= int(unit) < responses.shape[0]:
+        raise ValueError(f"unit must index the {responses.shape[0]} responses; got {unit}")
+    above = np.flatnonzero(responses > responses[int(unit)])
+    return above[np.argsort(-responses[above], kind="stable")]
 
 
 class SpearmanCorrelation(NamedTuple):

@@ -1,4 +1,5 @@
-"""Model zoo: CIFAR ResNets, Tiny ImageNet ResNets and VGG-16, all with selectable selectivity layers.
+"""Model zoo: CIFAR ResNets, Tiny ImageNet ResNets, VGG-16 and Chen et al.'s shallow CNN and MLP, all with
+selectable selectivity layers, BatchNorm or none (``norm``) and dropout (``dropout``; see `common`).
 
 Every model is a ``flax.linen`` Module ``model(x [B, H, W, 3], train) -> float32 logits [B, num_classes]`` that sows
 its selected post-ReLU activations into the ``'intermediates'`` collection (see `common`).
@@ -11,7 +12,8 @@ from typing import Any, Callable
 import flax.linen as nn
 
 from selectivity_jax.models.common import (
-    SELECTION_PRESETS, ReluPoint, SelectionSpec, count_params, edit_layers, init_variables, resolve_selection)
+    NORMS, SELECTION_PRESETS, ReluPoint, SelectionSpec, count_params, edit_layers, init_variables, resolve_selection)
+from selectivity_jax.models.chen import MLP, ShallowCNN
 from selectivity_jax.models.resnet import BasicBlock, Bottleneck, ResNet, ResNet18, ResNet50
 from selectivity_jax.models.resnet_cifar import ResNet20, ResNet32, ResNet56, ResNetCifar
 from selectivity_jax.models.vgg import VGG, VGG16
@@ -23,6 +25,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     'resnet18': ResNet18,
     'resnet50': ResNet50,
     'vgg16': VGG16,
+    'shallow_cnn': ShallowCNN,
+    'mlp': MLP,
 }
 
 
@@ -43,8 +47,7 @@ def model_options(model_config: Any) -> dict[str, Any]:
 
 
 __all__ = [
-    'MODELS', 'SELECTION_PRESETS', 'BasicBlock', 'Bottleneck', 'ReluPoint', 'ResNet', 'ResNet18', 'ResNet20',
-    'ResNet32', 'ResNet50', 'ResNet56', 'ResNetCifar', 'SelectionSpec', 'VGG', 'VGG16', 'count_params', 'edit_layers',
-    'get_model', 'model_options',
-    'init_variables', 'resolve_selection',
+    'MLP', 'MODELS', 'NORMS', 'SELECTION_PRESETS', 'BasicBlock', 'Bottleneck', 'ReluPoint', 'ResNet', 'ResNet18',
+    'ResNet20', 'ResNet32', 'ResNet50', 'ResNet56', 'ResNetCifar', 'SelectionSpec', 'ShallowCNN', 'VGG', 'VGG16',
+    'count_params', 'edit_layers', 'get_model', 'init_variables', 'model_options', 'resolve_selection',
 ]

@@ -9,6 +9,14 @@ the submodule passes each post-ReLU value through `relu_output`, which sows it w
 
 `edit_layers` lets analyses change what a named point passes on (rotate, ablate or clamp its units) without touching
 the model code: every point, selected or not, goes through `relu_output`.
+
+Normalization and dropout (every model's ``norm`` and ``dropout`` attributes, ``config.model.norm`` / ``.dropout``):
+``norm='batch'`` puts a BatchNorm after every conv (bias-free) and every hidden layer of the MLP, ``norm='none'``
+leaves every BatchNorm out and gives those layers a bias instead (zero-initialized), so that each keeps a learned
+offset; Morcos et al. (ICLR 2018) report that BatchNorm lowers class selectivity. ``dropout`` (rate p) zeroes the
+features entering the classifier and the outputs of every hidden fully connected layer, in training only
+(``train=True``, a ``'dropout'`` PRNG stream), AFTER their post-ReLU point: selectivity is measured and regularized
+on the units' own responses, not on the masked copy passed on. p = 0 adds nothing to the model.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ ModuleDef = Any
 SelectionSpec = str | Sequence[str]
 
 SELECTION_PRESETS = ('block_outputs', 'all_relus', 'stage_outputs')
+NORMS = ('batch', 'none')  # Every model's ``norm``: BatchNorm after each conv, or no normalization layer at all.
 
 # He et al. (2015) initialization, as in the original ResNet / VGG-BN recipes.
 conv_kernel_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
@@ -41,23 +50,26 @@ conv_kernel_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 # Layer helpers.
 # ----------------------------------------------------------------------------------------------------------------------
 
-def conv(features: int, kernel_size: int, strides: int = 1, *, dtype: Dtype = jnp.float32,
+def conv(features: int, kernel_size: int, strides: int = 1, *, bias: bool = False, dtype: Dtype = jnp.float32,
          name: str | None = None) -> nn.Conv:
-    """Bias-free 'SAME' conv with He (fan_out) init; a BatchNorm always follows it. Vmapped over models (a sweep
-    group) on CPU it runs one plain convolution per model (`selectivity_jax.models.vmap_conv`)."""
+    """'SAME' conv with He (fan_out) init; bias-free when a BatchNorm follows it, with a zero-initialized bias
+    (``bias=True``) when the model has ``norm='none'``. Vmapped over models (a sweep group) on CPU it runs one plain
+    convolution per model (`selectivity_jax.models.vmap_conv`)."""
     return nn.Conv(features, (kernel_size, kernel_size), strides=(strides, strides), padding='SAME',
-                   use_bias=False, kernel_init=conv_kernel_init, dtype=dtype, name=name,
+                   use_bias=bias, kernel_init=conv_kernel_init, dtype=dtype, name=name,
                    conv_general_dilated=conv_general_dilated)
 
 
-def conv3x3(features: int, strides: int = 1, *, dtype: Dtype = jnp.float32, name: str | None = None) -> nn.Conv:
-    """3x3 bias-free conv, see `conv`."""
-    return conv(features, 3, strides, dtype=dtype, name=name)
+def conv3x3(features: int, strides: int = 1, *, bias: bool = False, dtype: Dtype = jnp.float32,
+            name: str | None = None) -> nn.Conv:
+    """3x3 conv, see `conv`."""
+    return conv(features, 3, strides, bias=bias, dtype=dtype, name=name)
 
 
-def conv1x1(features: int, strides: int = 1, *, dtype: Dtype = jnp.float32, name: str | None = None) -> nn.Conv:
-    """1x1 bias-free conv (projection shortcut, bottleneck), see `conv`."""
-    return conv(features, 1, strides, dtype=dtype, name=name)
+def conv1x1(features: int, strides: int = 1, *, bias: bool = False, dtype: Dtype = jnp.float32,
+            name: str | None = None) -> nn.Conv:
+    """1x1 conv (projection shortcut, bottleneck), see `conv`."""
+    return conv(features, 1, strides, bias=bias, dtype=dtype, name=name)
 
 
 def batch_norm(train: bool, *, dtype: Dtype = jnp.float32, scale_init: Callable = nn.initializers.ones,
@@ -65,6 +77,31 @@ def batch_norm(train: bool, *, dtype: Dtype = jnp.float32, scale_init: Callable 
     """BatchNorm with PyTorch-equivalent hyper-parameters (momentum 0.9 = PyTorch 0.1, eps 1e-5)."""
     return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
                         scale_init=scale_init, name=name)
+
+
+def normalization(x: Array, norm: str, train: bool, *, dtype: Dtype = jnp.float32, name: str | None = None) -> Array:
+    """`batch_norm` of ``x`` for ``norm='batch'``, ``x`` itself for ``norm='none'``. Call it from a compact method."""
+    if norm == 'batch':
+        return batch_norm(train, dtype=dtype, name=name)(x)
+    if norm == 'none':
+        return x
+    raise ValueError(f'unknown norm {norm!r}; expected one of {list(NORMS)}')
+
+
+def dropout(x: Array, rate: float, train: bool, *, name: str | None = None) -> Array:
+    """Inverted dropout at ``rate`` while training (draws from the ``'dropout'`` PRNG stream); ``x`` itself in
+    evaluation or at rate 0 (no module, no random numbers). Call it from a compact method."""
+    if rate == 0 or not train:
+        return x
+    return nn.Dropout(rate, deterministic=False, name=name)(x)
+
+
+def check_norm_and_dropout(norm: Any, rate: Any) -> None:
+    """ValueError unless ``norm`` is one of `NORMS` and 0 <= ``rate`` < 1 (a model's ``norm`` and ``dropout``)."""
+    if norm not in NORMS:
+        raise ValueError(f'norm must be one of {list(NORMS)}; got {norm!r}')
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+        raise ValueError(f'dropout must be a rate in [0, 1); got {rate!r}')
 
 
 def global_avg_pool(x: Array) -> Array:
@@ -109,10 +146,15 @@ class _RecordingEdits(dict):
         return super().get(name, default)
 
 
+def active_edit(name: str) -> Callable[[Array], Array] | None:
+    """The edit an active `edit_layers` block gives the point ``name`` (recorded as used), or None."""
+    return _LAYER_EDITS.get().get(name)
+
+
 def relu_output(module: nn.Module, point: str, x: Array, sow_points: Sequence[str]) -> Array:
     """A post-ReLU point of ``module``: applies an active `edit_layers` edit for ``'<module path>/<point>'``, sows the
     result as ``intermediates/<module name>/<point>`` if ``point`` is selected (in ``sow_points``), returns it."""
-    edit = _LAYER_EDITS.get().get('/'.join(module.path + (point,)))
+    edit = active_edit('/'.join(module.path + (point,)))
     if edit is not None:
         x = edit(x)
     if point in sow_points:
@@ -121,30 +163,39 @@ def relu_output(module: nn.Module, point: str, x: Array, sow_points: Sequence[st
 
 
 class ConvBNReLU(nn.Module):
-    """conv -> BN -> ReLU; sows its ReLU output as point ``'relu'``. [B, H, W, Cin] -> [B, H/s, W/s, features]."""
+    """conv -> BN -> ReLU (``norm='none'``: conv with bias -> ReLU); sows its ReLU output as point ``'relu'``.
+    [B, H, W, Cin] -> [B, H/s, W/s, features]."""
     features: int
     kernel_size: int = 3
     strides: int = 1
+    norm: str = 'batch'
     dtype: Dtype = jnp.float32
     sow_points: Sequence[str] = ()
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
-        x = conv(self.features, self.kernel_size, self.strides, dtype=self.dtype, name='conv')(x)
-        x = batch_norm(train, dtype=self.dtype, name='bn')(x)
+        x = conv(self.features, self.kernel_size, self.strides, bias=self.norm == 'none', dtype=self.dtype,
+                 name='conv')(x)
+        x = normalization(x, self.norm, train, dtype=self.dtype, name='bn')
         x = nn.relu(x)
         return relu_output(self, 'relu', x, self.sow_points)
 
 
 class DenseReLU(nn.Module):
-    """Dense -> ReLU; sows its output as point ``'relu'``. [B, Din] -> [B, features]."""
+    """Dense -> ReLU; sows its output as point ``'relu'``. [B, Din] -> [B, features].
+
+    ``norm='none'`` (default: the dense head of the conv nets): Dense with bias. ``norm='batch'`` (the MLP's hidden
+    layers): bias-free Dense -> BN -> ReLU.
+    """
     features: int
+    norm: str = 'none'
     dtype: Dtype = jnp.float32
     sow_points: Sequence[str] = ()
 
     @nn.compact
-    def __call__(self, x: Array) -> Array:
-        x = nn.relu(nn.Dense(self.features, dtype=self.dtype, name='dense')(x))
+    def __call__(self, x: Array, train: bool = False) -> Array:
+        x = nn.Dense(self.features, use_bias=self.norm == 'none', dtype=self.dtype, name='dense')(x)
+        x = nn.relu(normalization(x, self.norm, train, dtype=self.dtype, name='bn'))
         return relu_output(self, 'relu', x, self.sow_points)
 
 

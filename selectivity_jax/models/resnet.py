@@ -12,8 +12,8 @@ import jax
 import jax.numpy as jnp
 
 from selectivity_jax.models.common import (
-    ConvBNReLU, Dtype, ModuleDef, ReluPoint, SelectionSpec, SelectivityMixin, batch_norm, conv1x1, conv3x3,
-    global_avg_pool, relu_output)
+    ConvBNReLU, Dtype, ModuleDef, ReluPoint, SelectionSpec, SelectivityMixin, check_norm_and_dropout, conv1x1,
+    conv3x3, dropout, global_avg_pool, normalization, relu_output)
 
 Array = jax.Array
 
@@ -32,11 +32,12 @@ class BasicBlock(nn.Module):
 
     Points: ``relu1`` (after the first conv-BN) and ``out`` (ReLU after the residual sum).
     ``shortcut``: ``'projection'`` (1x1 conv + BN, "option B") or ``'zero_pad'`` ("option A"); either is only used
-    when the shape changes, identity otherwise.
+    when the shape changes, identity otherwise. ``norm='none'``: no BN, every conv has a bias.
     """
     features: int
     strides: int = 1
     shortcut: str = 'projection'
+    norm: str = 'batch'
     dtype: Dtype = jnp.float32
     sow_points: Sequence[str] = ()
 
@@ -45,11 +46,12 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
-        y = conv3x3(self.features, self.strides, dtype=self.dtype, name='conv1')(x)
-        y = nn.relu(batch_norm(train, dtype=self.dtype, name='bn1')(y))
+        bias = self.norm == 'none'
+        y = conv3x3(self.features, self.strides, bias=bias, dtype=self.dtype, name='conv1')(x)
+        y = nn.relu(normalization(y, self.norm, train, dtype=self.dtype, name='bn1'))
         y = relu_output(self, 'relu1', y, self.sow_points)
-        y = conv3x3(self.features, dtype=self.dtype, name='conv2')(y)
-        y = batch_norm(train, dtype=self.dtype, name='bn2')(y)
+        y = conv3x3(self.features, bias=bias, dtype=self.dtype, name='conv2')(y)
+        y = normalization(y, self.norm, train, dtype=self.dtype, name='bn2')
         y = nn.relu(y + _shortcut(self, x, y.shape[-1], train))
         y = relu_output(self, 'out', y, self.sow_points)
         return y
@@ -59,10 +61,12 @@ class Bottleneck(nn.Module):
     """1x1 -> 3x3 (strided) -> 1x1 (x4 channels) conv-BN layers plus shortcut. [B, H, W, Cin] -> [B, H/s, W/s, 4f].
 
     Points: ``relu1``, ``relu2`` (after the first two conv-BN) and ``out`` (ReLU after the residual sum).
+    ``norm='none'``: no BN, every conv has a bias.
     """
     features: int
     strides: int = 1
     shortcut: str = 'projection'
+    norm: str = 'batch'
     dtype: Dtype = jnp.float32
     sow_points: Sequence[str] = ()
 
@@ -71,14 +75,15 @@ class Bottleneck(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
-        y = conv1x1(self.features, dtype=self.dtype, name='conv1')(x)
-        y = nn.relu(batch_norm(train, dtype=self.dtype, name='bn1')(y))
+        bias = self.norm == 'none'
+        y = conv1x1(self.features, bias=bias, dtype=self.dtype, name='conv1')(x)
+        y = nn.relu(normalization(y, self.norm, train, dtype=self.dtype, name='bn1'))
         y = relu_output(self, 'relu1', y, self.sow_points)
-        y = conv3x3(self.features, self.strides, dtype=self.dtype, name='conv2')(y)
-        y = nn.relu(batch_norm(train, dtype=self.dtype, name='bn2')(y))
+        y = conv3x3(self.features, self.strides, bias=bias, dtype=self.dtype, name='conv2')(y)
+        y = nn.relu(normalization(y, self.norm, train, dtype=self.dtype, name='bn2'))
         y = relu_output(self, 'relu2', y, self.sow_points)
-        y = conv1x1(self.features * self.expansion, dtype=self.dtype, name='conv3')(y)
-        y = batch_norm(train, dtype=self.dtype, name='bn3')(y)
+        y = conv1x1(self.features * self.expansion, bias=bias, dtype=self.dtype, name='conv3')(y)
+        y = normalization(y, self.norm, train, dtype=self.dtype, name='bn3')
         y = nn.relu(y + _shortcut(self, x, y.shape[-1], train))
         y = relu_output(self, 'out', y, self.sow_points)
         return y
@@ -91,8 +96,8 @@ def _shortcut(block: BasicBlock | Bottleneck, x: Array, features: int, train: bo
     if block.shortcut == 'zero_pad':
         return zero_pad_shortcut(x, features, block.strides)
     if block.shortcut == 'projection':
-        x = conv1x1(features, block.strides, dtype=block.dtype, name='proj_conv')(x)
-        return batch_norm(train, dtype=block.dtype, name='proj_bn')(x)
+        x = conv1x1(features, block.strides, bias=block.norm == 'none', dtype=block.dtype, name='proj_conv')(x)
+        return normalization(x, block.norm, train, dtype=block.dtype, name='proj_bn')
     raise ValueError(f"unknown shortcut {block.shortcut!r}; expected 'projection' or 'zero_pad'")
 
 
@@ -118,21 +123,24 @@ def resnet_relu_points(stage_sizes: Sequence[int], block_cls: ModuleDef) -> list
 
 def resnet_forward(model: Any, x: Array, train: bool, *, stage_sizes: Sequence[int], block_cls: ModuleDef,
                    width: int, shortcut: str) -> Array:
-    """Stem (3x3 conv-BN-ReLU, stride 1) -> stages (widths ``width * 2**i``, stride 2 from stage 2) -> GAP -> Dense.
+    """Stem (3x3 conv-BN-ReLU, stride 1) -> stages (widths ``width * 2**i``, stride 2 from stage 2) -> GAP
+    -> dropout -> Dense.
 
     Must be called from ``model``'s compact ``__call__`` (submodules are created in its scope). ``model`` provides
-    ``num_classes``, ``dtype`` and `SelectivityMixin.sow_points_for`. [B, H, W, 3] -> float32 logits [B, classes].
+    ``num_classes``, ``norm``, ``dropout``, ``dtype`` and `SelectivityMixin.sow_points_for`.
+    [B, H, W, 3] -> float32 logits [B, classes].
     """
     dtype = model.dtype
     x = jnp.asarray(x, dtype)
-    x = ConvBNReLU(width, dtype=dtype, sow_points=model.sow_points_for('stem'), name='stem')(x, train)
+    x = ConvBNReLU(width, norm=model.norm, dtype=dtype, sow_points=model.sow_points_for('stem'), name='stem')(x, train)
     for s, n_blocks in enumerate(stage_sizes, start=1):
         for b in range(n_blocks):
             name = block_name(s, b)
             strides = 2 if s > 1 and b == 0 else 1
-            x = block_cls(width * 2 ** (s - 1), strides=strides, shortcut=shortcut, dtype=dtype,
+            x = block_cls(width * 2 ** (s - 1), strides=strides, shortcut=shortcut, norm=model.norm, dtype=dtype,
                           sow_points=model.sow_points_for(name), name=name)(x, train)
     x = global_avg_pool(x)
+    x = dropout(x, model.dropout, train, name='dropout')
     x = nn.Dense(model.num_classes, dtype=dtype, name='fc')(x)
     return jnp.asarray(x, jnp.float32)
 
@@ -145,16 +153,21 @@ class ResNet(SelectivityMixin, nn.Module):
     (x ``block_cls.expansion``) channels and strides 1, 2, 2, 2; shape-changing blocks use a projection shortcut
     (1x1 conv + BN). Points: ``stem/relu``, ``stage{s}_block{b}/relu1`` (``/relu2`` for `Bottleneck`),
     ``stage{s}_block{b}/out``, s = 1..4.
+    ``norm``: ``'batch'`` or ``'none'`` (no BN, convs with bias); ``dropout``: rate on the pooled features that enter
+    the classifier, in training only (see `selectivity_jax.models.common`).
     """
     stage_sizes: Sequence[int] = (2, 2, 2, 2)
     block_cls: ModuleDef = BasicBlock
     num_classes: int = 200
     width: int = 64
+    norm: str = 'batch'
+    dropout: float = 0.0
     dtype: Dtype = jnp.float32
     selectivity_layers: SelectionSpec = 'block_outputs'
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_norm_and_dropout(self.norm, self.dropout)
         self.selectivity_layer_names()  # Validates the selection early.
 
     @nn.nowrap

@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from selectivity_jax.models.common import Dtype, ReluPoint, SelectionSpec, SelectivityMixin
+from selectivity_jax.models.common import Dtype, ReluPoint, SelectionSpec, SelectivityMixin, check_norm_and_dropout
 from selectivity_jax.models.resnet import BasicBlock, resnet_forward, resnet_relu_points
 
 Array = jax.Array
@@ -21,10 +21,14 @@ class ResNetCifar(SelectivityMixin, nn.Module):
     ``width * (1, 2, 4)`` channels (16/32/64), stride 2 in the first block of stages 2 and 3, parameter-free
     "option A" shortcuts (subsample + zero-pad channels), global average pooling and a Dense classifier.
     Points: ``stem/relu``, ``stage{s}_block{b}/relu1``, ``stage{s}_block{b}/out``, s = 1..3, b = 0..n-1.
+    ``norm``: ``'batch'`` or ``'none'`` (no BN, convs with bias); ``dropout``: rate on the pooled features that enter
+    the classifier, in training only (see `selectivity_jax.models.common`).
     """
     depth: int = 20
     num_classes: int = 10
     width: int = 16
+    norm: str = 'batch'
+    dropout: float = 0.0
     dtype: Dtype = jnp.float32
     selectivity_layers: SelectionSpec = 'block_outputs'
 
@@ -33,6 +37,7 @@ class ResNetCifar(SelectivityMixin, nn.Module):
         if self.depth < 8 or (self.depth - 2) % 6 != 0:
             raise ValueError(f'ResNetCifar depth must be 6n + 2 with n >= 1 (20, 32, 44, 56, 110, ...); '
                              f'got {self.depth}')
+        check_norm_and_dropout(self.norm, self.dropout)
         self.selectivity_layer_names()  # Validates the selection early.
 
     @nn.nowrap

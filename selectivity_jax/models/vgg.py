@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 
 from selectivity_jax.models.common import (
-    ConvBNReLU, DenseReLU, Dtype, ReluPoint, SelectionSpec, SelectivityMixin, global_avg_pool)
+    ConvBNReLU, DenseReLU, Dtype, ReluPoint, SelectionSpec, SelectivityMixin, check_norm_and_dropout, dropout,
+    global_avg_pool)
 
 Array = jax.Array
 
@@ -25,15 +26,20 @@ class VGG(SelectivityMixin, nn.Module):
     Then global average pooling and a small classifier: Dense(hidden) + ReLU (``fc1``) + Dense(num_classes) (``fc2``).
     Points: ``conv{i}/relu`` (block outputs; the last before each max-pool is a stage output) and ``fc1/relu``
     (only in ``'all_relus'``).
+    ``norm``: ``'batch'`` or ``'none'`` (no BN, convs with bias; ``fc1`` never has BN); ``dropout``: rate on
+    ``fc1``'s output (the classifier's input), in training only (see `selectivity_jax.models.common`).
     """
     config: Sequence[int | str] = VGG16_CONFIG
     num_classes: int = 10
     hidden: int = 512
+    norm: str = 'batch'
+    dropout: float = 0.0
     dtype: Dtype = jnp.float32
     selectivity_layers: SelectionSpec = 'block_outputs'
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_norm_and_dropout(self.norm, self.dropout)
         self.selectivity_layer_names()  # Validates the selection early.
 
     @nn.nowrap
@@ -59,9 +65,11 @@ class VGG(SelectivityMixin, nn.Module):
             else:
                 i += 1
                 name = f'conv{i}'
-                x = ConvBNReLU(int(item), dtype=self.dtype, sow_points=self.sow_points_for(name), name=name)(x, train)
+                x = ConvBNReLU(int(item), norm=self.norm, dtype=self.dtype, sow_points=self.sow_points_for(name),
+                               name=name)(x, train)
         x = global_avg_pool(x)
         x = DenseReLU(self.hidden, dtype=self.dtype, sow_points=self.sow_points_for('fc1'), name='fc1')(x)
+        x = dropout(x, self.dropout, train, name='dropout')
         x = nn.Dense(self.num_classes, dtype=self.dtype, name='fc2')(x)
         return jnp.asarray(x, jnp.float32)
 

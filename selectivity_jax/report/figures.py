@@ -17,10 +17,11 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Colormap, LinearSegmentedColormap, SymLogNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter, NullFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from selectivity_jax.report.runs import Run, Sweep
-from selectivity_jax.report.tables import mean_std, summarize
+from selectivity_jax.report.tables import (CONFIDENCE_LEVEL, TRAINING_SELECTIVITY_KEYS, MeanInterval, dead_fractions,
+                                           intervals_by_alpha, mean_std, summarize, training_curves)
 
 # Blue (selectivity discouraged) through a mid grey that stays visible on white (alpha = 0) to red (encouraged).
 ALPHA_CMAP = LinearSegmentedColormap.from_list("alpha", ["#2c4fc7", "#8c8c8c", "#c4122a"])
@@ -35,7 +36,17 @@ FIGURE_CAPTIONS = {
     "accuracy_vs_selectivity": "Test accuracy vs network selectivity",
     "layer_selectivity": "Selectivity by layer",
     "unit_selectivity_distribution": "Distribution of unit selectivity by layer",
+    "paper_accuracy_selectivity": "Selectivity and test accuracy vs α, α ≤ 0 and α ≥ 0 apart (the paper's Figs. 2-3; "
+                                  "mean and 95% CI over seeds)",
+    "dead_units_vs_alpha": "Fraction of dead units vs α, by layer",
+    "selectivity_over_training": "Network selectivity over training, per α (metrics.jsonl holds no per-layer "
+                                 "selectivity)",
 }
+
+# The paper's Fig. 2 zooms on the small negative alphas, where discouraging selectivity costs little or no accuracy:
+# the inset of the alpha <= 0 accuracy panel shows the alphas with |alpha| up to this value (drawn when there are
+# at least two of them).
+INSET_MAX_ABS_ALPHA = 1.0
 
 
 def new_figure(width: float = 6.4, height: float = 4.4) -> Figure:
@@ -234,12 +245,169 @@ def unit_selectivity_distribution(sweep: Sweep, alphas: Sequence[float] | None =
     return fig
 
 
+def split_at_zero(alphas: Sequence[float]) -> tuple[list[float], list[float]]:
+    """(alphas <= 0, alphas >= 0), each ascending: alpha = 0, the unregularized baseline, is in both halves (as in
+    the paper's Figs. 2 and 3)."""
+    values = sorted({float(a) for a in alphas})
+    return [a for a in values if a <= 0], [a for a in values if a >= 0]
+
+
+def _ci_label(level: float) -> str:
+    return f"mean over seeds, {100 * level:g}% CI (Student t; none for one seed)"
+
+
+def interval_line(ax, alphas: Sequence[float], intervals: Sequence[MeanInterval], color, label: str | None = None,
+                  marker_colors: Sequence | None = None) -> None:
+    """Means over seeds against alpha joined by a line, markers (``marker_colors``: one colour per point, default
+    ``color``) and confidence-interval error bars at the points with an interval (two or more seeds)."""
+    means = [interval.mean for interval in intervals]
+    ax.plot(alphas, means, "-", color=color, linewidth=1.5, label=label, zorder=2)
+    ax.scatter(alphas, means, color=list(marker_colors) if marker_colors is not None else color, s=26,
+               edgecolors="0.2", linewidths=0.5, zorder=4)
+    bars = [(a, i) for a, i in zip(alphas, intervals) if i.n >= 2 and np.isfinite(i.half_width)]
+    if bars:
+        ax.errorbar([a for a, _ in bars], [i.mean for _, i in bars], yerr=[i.half_width for _, i in bars],
+                    fmt="none", ecolor=color, elinewidth=1.0, capsize=3, zorder=3)
+
+
+def _empty_panel(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=9, color="0.4")
+
+
+def zoom_inset(ax, alphas: Sequence[float], intervals: Sequence[MeanInterval], colors: Sequence, color,
+               max_abs_alpha: float = INSET_MAX_ABS_ALPHA):
+    """An inset in the lower right of ``ax`` (linear alpha axis) of the points with |alpha| <= ``max_abs_alpha``,
+    their alpha span shaded on ``ax``; None (nothing drawn) when fewer than two points are that close to 0."""
+    near = [k for k, a in enumerate(alphas) if abs(a) <= max_abs_alpha]
+    if len(near) < 2:
+        return None
+    inset = ax.inset_axes([0.5, 0.07, 0.47, 0.42])
+    interval_line(inset, [alphas[k] for k in near], [intervals[k] for k in near], color,
+                  marker_colors=[colors[k] for k in near])
+    inset.set_xticks([alphas[k] for k in near] if len(near) <= 6 else inset.get_xticks())
+    inset.xaxis.set_major_formatter(FuncFormatter(_alpha_label))
+    inset.tick_params(labelsize=7)
+    inset.grid(alpha=0.3)
+    inset.set_title(f"zoom: |α| ≤ {max_abs_alpha:g}", fontsize=7, pad=2)
+    ax.axvspan(alphas[near[0]], alphas[near[-1]], color="0.85", alpha=0.5, zorder=0, linewidth=0)  # the zoomed span
+    return inset
+
+
+def paper_accuracy_selectivity(sweep: Sweep, level: float = CONFIDENCE_LEVEL,
+                               inset_max_abs_alpha: float = INSET_MAX_ABS_ALPHA) -> Figure:
+    """The layout of Leavitt & Morcos (2021) Figs. 2 (α ≤ 0, selectivity discouraged) and 3 (α ≥ 0, encouraged)
+    side by side: network selectivity (top row) and test accuracy (bottom row) against α, the mean over seeds with
+    its Student-t confidence interval, points coloured by α; α = 0 in both columns; the α ≤ 0 accuracy panel has a
+    zoomed inset near α = 0 (`zoom_inset`). Rows share their y axis."""
+    intervals = {interval.alpha: interval for interval in intervals_by_alpha(sweep, level)}
+    norm, cmap = alpha_colors(sweep.alphas)
+    fig = new_figure(11.0, 7.8)
+    axes = fig.subplots(2, 2, sharey="row")
+    halves = [("α ≤ 0: selectivity discouraged", split_at_zero(sweep.alphas)[0]),
+              ("α ≥ 0: selectivity encouraged", split_at_zero(sweep.alphas)[1])]
+    rows = [("selectivity", SELECTIVITY_LABEL), ("accuracy", ACCURACY_LABEL)]
+    for column, (heading, alphas) in enumerate(halves):
+        colors = [cmap(norm(a)) for a in alphas]
+        for row, (metric, ylabel) in enumerate(rows):
+            ax = axes[row][column]
+            if row == 0:
+                ax.set_title(heading, fontsize=10)
+            if column == 0:
+                ax.set_ylabel(ylabel)
+            if not alphas:
+                _empty_panel(ax, "no finished run on this side of α = 0")
+                continue
+            values = [getattr(intervals[a], metric) for a in alphas]
+            interval_line(ax, alphas, values, "0.35", label=_ci_label(level), marker_colors=colors)
+            alpha_axis(ax, alphas)
+            if metric == "accuracy" and column == 0:
+                zoom_inset(ax, alphas, values, colors, "0.35", inset_max_abs_alpha)
+    handles, labels = next((found for found in (ax.get_legend_handles_labels() for ax in axes[0]) if found[0]),
+                           ([], []))
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", fontsize=8)
+    fig.suptitle(f"{sweep.model}: selectivity and test accuracy vs α (the paper's Figs. 2-3)\n"
+                 f"{_runs_label(sweep)}", fontsize=10)
+    return fig
+
+
+def dead_units_vs_alpha(sweep: Sweep, layer_cmap: str = "viridis") -> Figure:
+    """The fraction of dead units (never active on the test set) against alpha, mean over seeds: one line per layer
+    coloured by depth (``layer_cmap``), the network's (mean over layers) in black."""
+    dead = dead_fractions(sweep)
+    fig = new_figure(8.4, 4.8)
+    ax = fig.add_subplot()
+    colors = colormaps[layer_cmap](np.linspace(0.0, 0.9, max(len(dead.layers), 1)))
+    for name, color in zip(dead.layers, colors):
+        ax.plot(dead.alphas, dead.per_layer[name], "-o", markersize=3, linewidth=1.0, color=color, label=name)
+    ax.plot(dead.alphas, dead.network, "-s", markersize=4, linewidth=2.0, color="black",
+            label="network (mean over layers)")
+    alpha_axis(ax, dead.alphas)
+    ax.set_ylim(bottom=-0.01)  # a fraction: nothing below 0 to show
+    ax.set_ylabel("fraction of dead units (test)")
+    if dead.empty:
+        _empty_panel(ax, "no run recorded dead-unit fractions (results.json)")
+    else:
+        fig.legend(loc="outside right upper", fontsize=7)
+    ax.set_title(f"{sweep.model}: dead units vs α, mean over seeds\n{_runs_label(sweep)}", fontsize=10)
+    return fig
+
+
+def selectivity_over_training(sweep: Sweep) -> Figure:
+    """Network selectivity (mean over layers) per epoch from each run's metrics.jsonl, one line per alpha coloured by
+    alpha (mean over seeds): a panel per column of `TRAINING_SELECTIVITY_KEYS` (train batches, validation split).
+    metrics.jsonl holds no per-layer selectivity, so there is no per-layer view."""
+    fig, axes = panels(len(TRAINING_SELECTIVITY_KEYS), columns=2, width=4.8, height=3.9)
+    norm, cmap = alpha_colors(sweep.alphas)
+    for ax, (key, what) in zip(axes, TRAINING_SELECTIVITY_KEYS.items()):
+        curves = training_curves(sweep, key)
+        for curve in curves:
+            ax.plot(curve.epochs, curve.values, "-o", markersize=3, linewidth=1.3, color=cmap(norm(curve.alpha)))
+        if curves:  # half an epoch either side, so that a single epoch gets an integer tick
+            ax.set_xlim(min(c.epochs[0] for c in curves) - 0.5, max(c.epochs[-1] for c in curves) + 0.5)
+        else:
+            _empty_panel(ax, f"no {key} in metrics.jsonl")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("network selectivity")
+        ax.set_title(f"{key}: {what}", fontsize=9)
+        ax.grid(alpha=0.3)
+    alpha_colorbar(fig, axes[-1], sweep.alphas)
+    fig.suptitle(f"{sweep.model}: network selectivity (mean over layers) during training, mean over seeds\n"
+                 f"{_runs_label(sweep)}", fontsize=10)
+    return fig
+
+
+def sweeps_vs_alpha(sweeps: Sequence[Sweep], labels: Sequence[str], level: float = CONFIDENCE_LEVEL) -> Figure:
+    """Test accuracy (left) and network selectivity (right) against alpha of several sweeps overlaid, one colour
+    per sweep (``labels[k]`` names ``sweeps[k]``): mean over seeds with its Student-t confidence interval."""
+    if len(labels) != len(sweeps):
+        raise ValueError(f"labels: one per sweep, got {len(labels)} for {len(sweeps)} sweeps")
+    fig, axes = panels(2, columns=2, width=5.4, height=4.4)
+    every_alpha = sorted({a for sweep in sweeps for a in sweep.alphas})
+    for k, (sweep, label) in enumerate(zip(sweeps, labels)):
+        intervals = intervals_by_alpha(sweep, level)
+        alphas = [interval.alpha for interval in intervals]
+        for ax, metric in zip(axes, ("accuracy", "selectivity")):
+            interval_line(ax, alphas, [getattr(i, metric) for i in intervals], f"C{k}",
+                          label=f"{label} ({sweep.model}, {len(sweep.runs)} runs)")
+    for ax, ylabel in zip(axes, (ACCURACY_LABEL, SELECTIVITY_LABEL)):
+        alpha_axis(ax, every_alpha)
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{' vs '.join(labels)}: {_ci_label(level)}", fontsize=10)
+    return fig
+
+
 def make_figures(sweep: Sweep) -> dict[str, Figure]:
     """Every figure of `FIGURE_CAPTIONS` by file name; the distribution only when per-unit arrays exist."""
     figures = {"accuracy_vs_alpha": accuracy_vs_alpha(sweep), "selectivity_vs_alpha": selectivity_vs_alpha(sweep),
                "accuracy_vs_selectivity": accuracy_vs_selectivity(sweep), "layer_selectivity": layer_selectivity(sweep)}
     if distribution_alphas(sweep):
         figures["unit_selectivity_distribution"] = unit_selectivity_distribution(sweep)
+    figures.update({"paper_accuracy_selectivity": paper_accuracy_selectivity(sweep),
+                    "dead_units_vs_alpha": dead_units_vs_alpha(sweep),
+                    "selectivity_over_training": selectivity_over_training(sweep)})
     return figures
 
 

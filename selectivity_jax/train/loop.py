@@ -58,6 +58,10 @@ from selectivity_jax.train.validation import validate_config
 NON_RESULT_FIELDS = ("sweep", "checkpoint_every_epochs", "max_checkpoints_to_keep", "distributed", "data.data_dir",
                      "data.cache_dir", "data.download", "data.corrupted_dir", "steps_per_call", "vmap_conv")
 
+# Fields added after runs were first stored, with the value that a stored config without them was trained with: a
+# run directory written before the field existed resumes when the field is at this value.
+ADDED_FIELDS = {"model.norm": "batch", "model.dropout": 0.0}
+
 # The train-step dispatches of the loop run under this transfer guard: data, states and the epoch order are on the
 # devices already, so a step that needed anything from the host would be a bug (raised, not silently slow).
 HOT_LOOP_TRANSFER_GUARD = "disallow"
@@ -114,7 +118,7 @@ def _comparable(config: dict) -> dict[str, Any]:
             else:
                 flat[path] = value
     visit(config, "")
-    return flat
+    return {**ADDED_FIELDS, **flat}
 
 
 def check_workdir(workdir: str, config: ml_collections.ConfigDict, overwrite: bool = False) -> None:

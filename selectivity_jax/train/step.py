@@ -3,6 +3,10 @@
 Both are plain functions of (state, device arrays); `make_train_step` / `make_evaluate` close over the static
 recipe (batch size, augmentation, normalization, schedules) and return jitted functions. Under a data mesh the
 batch is sharded, so cross-entropy, the selectivity term and BatchNorm statistics are global-batch quantities.
+
+Randomness is a pure function of the state: the run's key ``state.rng`` splits into streams by ``fold_in`` (0: epoch
+order, folded with the epoch; 1: augmentation and 2: dropout, folded with the step), so a resumed run replays the
+same bits.
 """
 
 from __future__ import annotations
@@ -53,6 +57,19 @@ def data_key(state: TrainState) -> Array:
     return jax.random.wrap_key_data(state.rng)
 
 
+def dropout_key(state: TrainState) -> Array:
+    """The ``'dropout'`` PRNG key of step ``state.step`` of one model: stream 2 of the run's key, folded with the step
+    and with the bits of the model's float32 alpha.
+
+    A group's models share their seed, hence ``rng``, and differ in alpha, so they draw independent dropout masks;
+    a run draws the same masks whatever group it trains in, and when resumed (rng, step and alpha are checkpointed).
+    Unused (and compiled away) by a model without dropout.
+    """
+    alpha_bits = jax.lax.bitcast_convert_type(jnp.asarray(state.alpha, jnp.float32), jnp.uint32)
+    key = jax.random.fold_in(jax.random.fold_in(data_key(state), 2), state.step)
+    return jax.random.fold_in(key, alpha_bits)
+
+
 def prepare_batch(spec: StepSpec, state: TrainState, images: Array, labels: Array) -> tuple[Array, Array]:
     """uint8 batch [B, H, W, C] -> augmented, normalized inputs of step ``state.step`` (batch-sharded)."""
     if spec.batch_sharding is not None:  # data parallelism: each device works on its slice of the batch
@@ -64,22 +81,26 @@ def prepare_batch(spec: StepSpec, state: TrainState, images: Array, labels: Arra
 
 def sgd_update(spec: StepSpec, schedule: optax.Schedule, state: TrainState, x: Array,
                labels: Array) -> tuple[TrainState, dict[str, Array]]:
-    """One step of one model on prepared inputs: loss = CE - alpha * network selectivity, gradient, update."""
+    """One step of one model on prepared inputs: loss = CE - alpha * network selectivity, gradient, update.
+
+    A model without BatchNorm (``norm='none'``) has empty ``batch_stats``, kept as they are.
+    """
     alpha = alpha_in_force(state.alpha, state.step, spec.alpha_warmup_steps)
+    rngs = {"dropout": dropout_key(state)}
 
     def loss_fn(params):
         variables = {"params": params, "batch_stats": state.batch_stats}
         if spec.selectivity_term:
             logits, acts, new_state = apply_with_activations(
-                state.apply_fn, variables, x, train=True, filter=None, mutable=["batch_stats"])
+                state.apply_fn, variables, x, train=True, filter=None, mutable=["batch_stats"], rngs=rngs)
             selectivity = selectivity_fn(acts, labels, spec.num_classes)
         else:
-            logits, new_state = state.apply_fn(variables, x, train=True, mutable=["batch_stats"])
+            logits, new_state = state.apply_fn(variables, x, train=True, mutable=["batch_stats"], rngs=rngs)
             selectivity = jnp.full((), jnp.nan)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels).mean()
         loss = ce - alpha * selectivity if spec.selectivity_term else ce
         accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
-        return loss, (new_state["batch_stats"], ce, selectivity, accuracy)
+        return loss, (new_state.get("batch_stats", state.batch_stats), ce, selectivity, accuracy)
 
     (loss, (batch_stats, ce, selectivity, accuracy)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)

@@ -14,7 +14,7 @@ import ml_collections
 
 from selectivity_jax.data import SOURCES
 from selectivity_jax.data.on_device import is_unset
-from selectivity_jax.models import MODELS, get_model
+from selectivity_jax.models import MODELS, NORMS, get_model
 from selectivity_jax.models.vmap_conv import STRATEGIES
 
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
@@ -81,14 +81,17 @@ def _finite_sequence(value: Any, *, positive: bool = False) -> bool:
             and (not positive or all(v > 0 for v in value)))
 
 
-def _model_problem(config: ml_collections.ConfigDict) -> str | None:
-    """Whether the model builds from ``config.model`` and its selectivity layers resolve (no parameters made)."""
+def _model_problem(config: ml_collections.ConfigDict, build: bool = True) -> str | None:
+    """Whether the model builds from ``config.model`` and its selectivity layers resolve (no parameters made);
+    ``build=False``: the name and width only."""
     name = config.model.get("name")
     if not isinstance(name, str) or name.lower() not in MODELS:
         return f"model.name={name!r} (expected one of {sorted(MODELS)})"
     width = config.model.get("width")
     if width is not None and not (_is_integer(width) and width >= 1):
         return f"model.width={width!r} (expected an integer >= 1)"
+    if not build:
+        return None
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in config.model.to_dict().items()
               if k != "name" and v is not None}
     try:
@@ -144,7 +147,10 @@ def validate_config(config: ml_collections.ConfigDict, *, sweep: bool = False) -
         problems.number(field, 1, integer=True)
     problems.number("num_devices", 0, integer=True)
     problems.check("distributed", lambda v: isinstance(v, bool), "True or False", optional=True)
-    model_problem = _model_problem(config)
+    found_before = len(problems.found)
+    problems.check("model.norm", lambda v: v in NORMS, f"one of {list(NORMS)}", optional=True)
+    problems.check("model.dropout", lambda v: _is_number(v) and 0 <= v < 1, "a rate >= 0 and < 1", optional=True)
+    model_problem = _model_problem(config, build=len(problems.found) == found_before)  # a bad norm is said once
     if model_problem:
         problems.found.append(model_problem)
     if sweep:

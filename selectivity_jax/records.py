@@ -1,0 +1,106 @@
+"""Typed results with JSON round trips, and statistics over seeds: what analyses return and reports read back.
+
+A `Record` is a dataclass whose instances go to JSON (``to_json``) and come back (``from_json``) field by field after
+its type hints, so results travel between computation, files, tables and figures as typed values, not nested dicts
+keyed by strings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from selectivity_jax.rundir import to_jsonable
+
+# ----------------------------------------------------------------------------------------------------------------------
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, Record):
+        return value.to_json()
+    if isinstance(value, Mapping):
+        return {str(key): _encode(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode(item) for item in value]
+    return to_jsonable(value)
+
+
+def decode(kind: Any, value: Any) -> Any:
+    """``value`` (parsed JSON) as an instance of the type hint ``kind`` (null as NaN for ``float``)."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if kind is Any or value is None and kind is not float:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        options = [arg for arg in args if arg is not type(None)]
+        return decode(options[0], value) if len(options) == 1 else value
+    if isinstance(kind, type) and issubclass(kind, Record):
+        return kind.from_json(value)
+    if origin in (list, Sequence):
+        return [decode(args[0] if args else Any, item) for item in value]
+    if origin is tuple:
+        item_kind = args[0] if args else Any
+        return tuple(decode(item_kind, item) for item in value)
+    if origin in (dict, Mapping):
+        return {key: decode(args[1] if args else Any, item) for key, item in value.items()}
+    if kind is float:
+        return math.nan if value is None else float(value)
+    return value
+
+
+class Record:
+    """A dataclass mixin: ``to_json()`` gives a JSON-able dict (non-finite floats as null, arrays as lists) and
+    ``from_json(data)`` rebuilds the instance from it, field by field after the type hints (nested records, lists,
+    tuples, dicts with string keys, ``X | None``; a null float reads back as NaN)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {field.name: _encode(getattr(self, field.name)) for field in dataclasses.fields(self)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]):
+        hints = typing.get_type_hints(cls)
+        return cls(**{field.name: decode(hints[field.name], data[field.name])
+                      for field in dataclasses.fields(cls) if field.name in data})
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1); the std of a single value is 0, of none NaN."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return math.nan, math.nan
+    std = float(np.std(values, ddof=1)) if values.size > 1 else 0.0
+    return float(np.mean(values)), std
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedStat(Record):
+    """Mean, standard deviation (ddof 1; 0 for one value) and count of a quantity over seeds."""
+    mean: float
+    std: float
+    n: int
+
+    def format(self, digits: int = 3) -> str:
+        """'mean ± std'."""
+        return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
+
+
+def seed_stat(values: Sequence[float | None]) -> SeedStat:
+    """`SeedStat` of the finite ``values`` (NaN mean and std for none)."""
+    finite = np.asarray([float(v) for v in values if v is not None and np.isfinite(v)], np.float64)
+    mean, std = mean_std(finite)
+    return SeedStat(mean, std, len(finite))
+
+
+@dataclasses.dataclass(frozen=True)
+class CurveStat(Record):
+    """Element-wise mean and standard deviation over seeds of equally long curves."""
+    mean: list[float]
+    std: list[float]
+
+
+def curve_stat(curves: Sequence[Sequence[float]]) -> CurveStat:
+    stats = [seed_stat(column) for column in zip(*curves)]
+    return CurveStat([s.mean for s in stats], [s.std for s in stats])
