@@ -6,12 +6,10 @@ other number as for ResNet20: 45k/5k split drawn per seed, SGD momentum 0.9, lr 
 symmetric alpha grid of configs/base.py.
 """
 
-from configs import base, cifar10_resnet20
+from configs import cifar10_resnet20
 
 
 def get_config():
     config = cifar10_resnet20.get_config()
     config.model.name = "resnet32"
-    config.sweep.alphas = base.CIFAR10_ALPHAS
-    config.sweep.seeds = (0, 1, 2, 3, 4)
     return config

@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
 from selectivity_jax.capture import apply_with_activations, is_relu_module
 from selectivity_jax.data import load_splits
@@ -26,7 +25,7 @@ from selectivity_jax.models import get_model, model_options
 from selectivity_jax.models.common import active_edit, edit_layers
 from selectivity_jax.rundir import CHECKPOINT_DIR, read_run_config, read_run_results
 from selectivity_jax.selectivity import unit_responses
-from selectivity_jax.train.checkpoint import checkpoint_manager
+from selectivity_jax.train.checkpoint import checkpoint_manager, restore_newest
 
 Array = jax.Array
 LayerEdits = Mapping[str, Callable[[Array], Array]]
@@ -199,16 +198,12 @@ def _restore_variables(checkpoint_dir: str) -> dict[str, Any]:
     reason), read without building the optimizer or the training state."""
     if not os.path.isdir(checkpoint_dir):
         raise FileNotFoundError(f"{os.path.dirname(checkpoint_dir)} holds no checkpoint")
-    manager = checkpoint_manager(checkpoint_dir, create=False)
-    errors = []
-    for step in sorted(manager.all_steps(), reverse=True):
-        try:
-            state = manager.restore(step, args=ocp.args.StandardRestore())
-            return {"params": state["params"], "batch_stats": state.get("batch_stats", {})}
-        except Exception as error:  # noqa: BLE001 - orbax/tensorstore raise many types for a damaged checkpoint
-            errors.append(f"step {step}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
-    raise FileNotFoundError(f"{os.path.dirname(checkpoint_dir)} holds no checkpoint that restores"
-                            + (f" ({'; '.join(errors)})" if errors else ""))
+    restored = restore_newest(checkpoint_manager(checkpoint_dir, create=False), None)
+    if restored.state is None:
+        reasons = "; ".join(f"step {step}: {why}" for step, why in restored.skipped)
+        raise FileNotFoundError(f"{os.path.dirname(checkpoint_dir)} holds no checkpoint that restores"
+                                + (f" ({reasons})" if reasons else ""))
+    return {"params": restored.state["params"], "batch_stats": restored.state.get("batch_stats", {})}
 
 
 def restore_run(run_dir: str) -> TrainedRun:

@@ -12,7 +12,7 @@ from selectivity_jax.data import load_splits
 from selectivity_jax.report import load_sweep
 from selectivity_jax.train import loop
 from selectivity_jax.sweep import DEFAULT_MAX_GROUP, default_group_size, plan_groups, run_sweep, train_step_bytes
-from selectivity_jax.train.checkpoint import checkpoint_manager, restore_latest
+from selectivity_jax.train.checkpoint import checkpoint_manager, restore_newest
 from selectivity_jax.rundir import run_dirname
 from helpers import TINY_SWEEP_ALPHAS, tiny_sweep_config
 
@@ -32,7 +32,7 @@ def _final_state(run_dir):
     from selectivity_jax.train.loop import setup_run
     template = unstack_state(setup_run(sweep_config(), num_classes=10, image_shape=(32, 32, 3), num_train=240,
                                        mean=(0.5,) * 3, std=(0.25,) * 3, mesh=make_data_mesh(1)).initial_state, 0)
-    return restore_latest(checkpoint_manager(os.path.join(run_dir, "checkpoints")), template)
+    return restore_newest(checkpoint_manager(os.path.join(run_dir, "checkpoints")), template).state
 
 
 @pytest.fixture(scope="module")

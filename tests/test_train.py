@@ -13,7 +13,7 @@ from helpers import assert_same_run_files, with_overrides
 from selectivity_jax.data import synthetic_images
 from selectivity_jax.data.on_device import put_eval_arrays, put_train_arrays
 from selectivity_jax.parallel import make_data_mesh
-from selectivity_jax.train.checkpoint import checkpoint_manager, restore_latest
+from selectivity_jax.train.checkpoint import checkpoint_manager, restore_newest
 from selectivity_jax.train.loop import Preempted, prepare_workdir, setup_run, train_and_evaluate
 from selectivity_jax.train.state import unstack_state
 
@@ -85,8 +85,8 @@ def test_resume_after_interruption_gives_identical_results(finished_run, tmp_pat
     template = setup_run(tiny_config(), num_classes=10, image_shape=(32, 32, 3), num_train=240,
                          mean=(0.5,) * 3, std=(0.25,) * 3, mesh=make_data_mesh(1)).initial_state
     template = unstack_state(template, 0)
-    a = restore_latest(checkpoint_manager(os.path.join(workdir, "checkpoints")), template)
-    b = restore_latest(checkpoint_manager(os.path.join(resumed_dir, "checkpoints")), template)
+    a = restore_newest(checkpoint_manager(os.path.join(workdir, "checkpoints")), template).state
+    b = restore_newest(checkpoint_manager(os.path.join(resumed_dir, "checkpoints")), template).state
     assert int(a.step) == int(b.step) == 12
     for x, y in zip(jax.tree.leaves((a.params, a.batch_stats, a.opt_state)),
                     jax.tree.leaves((b.params, b.batch_stats, b.opt_state))):

@@ -50,11 +50,11 @@ class Restored:
         return None if self.state is None else int(jax.device_get(self.state.step))
 
 
-def restore_newest(manager: ocp.CheckpointManager, target: Any, *, at_most: int | None = None) -> Restored:
+def restore_newest(manager: ocp.CheckpointManager, target: Any | None, *, at_most: int | None = None) -> Restored:
     """The newest checkpoint (at a step <= ``at_most`` when given) that restores, with the shapes, dtypes and
-    shardings of ``target``; a checkpoint that fails to restore (truncated, garbled, half-written) is skipped and
-    the next older one tried."""
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    shardings of ``target`` (None: the saved tree as nested dicts, without building a state to restore into); a
+    checkpoint that fails to restore (truncated, garbled, half-written) is skipped and the next older one tried."""
+    abstract = None if target is None else jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     skipped = []
     for step in sorted(manager.all_steps(), reverse=True):
         if at_most is not None and step > at_most:
@@ -65,8 +65,3 @@ def restore_newest(manager: ocp.CheckpointManager, target: Any, *, at_most: int 
             reason = " ".join(f"{type(error).__name__}: {error}".split())
             skipped.append((step, reason[:200]))
     return Restored(None, tuple(skipped))
-
-
-def restore_latest(manager: ocp.CheckpointManager, target: Any) -> Any | None:
-    """The newest saved state that restores (see `restore_newest`); None if none."""
-    return restore_newest(manager, target).state
