@@ -16,7 +16,7 @@ from helpers import with_overrides
 from selectivity_jax import analyses
 from selectivity_jax.analyses import GROUPS, NAMES, get_analyses, load
 from selectivity_jax.analyses.base import RunResult, analysis_settings, per_alpha
-from selectivity_jax.analyses.runner import run_analyses
+from selectivity_jax.analyses.runner import compare_models, run_analyses
 from selectivity_jax.records import SeedStat, seed_stat
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -183,3 +183,28 @@ def test_an_analysis_is_one_file_and_one_registry_line(analysed, tmp_path, monke
         -2.0, 0.0, 2.0]
     assert "## Mean unit response" in (copy / "analysis" / "report.md").read_text()
     assert set(out.runs[str(copy / "alpha_0_seed_0")]) == {"mean_response"}
+
+
+def test_runs_of_different_models_compare_side_by_side(analysed, tmp_path):
+    """compare_models: each run's stored RS read back, one table row per layer with its Spearman rho, the depth
+    figure, labels from --labels; RS with different denominators refused before anything is written."""
+    sweep, out, _ = analysed
+    low, high = str(sweep / "alpha_-2_seed_0"), str(sweep / "alpha_2_seed_0")
+    path = compare_models([low, high], get_analyses("rs"), str(tmp_path / "models"), ["low", "high"],
+                          log=lambda _: None)
+    text = open(path).read()
+    assert f"- low: `{low}`" in text and f"- high: `{high}`" in text
+    for label, run in (("low", low), ("high", high)):
+        layer = out.runs[run]["rs"].result.layers[LAYERS[0]]
+        spearman = layer.objectives["iam"].spearman
+        assert re.search(rf"\| {label} \| `{re.escape(LAYERS[0])}` \| 0.00 \| 4 \| .* / {spearman:.2f} \|", text)
+    assert (tmp_path / "models" / "rs_spearman_by_depth.png").exists()
+
+    copy = tmp_path / "other"
+    shutil.copytree(high, copy)
+    stored = json.loads((copy / "analysis" / "rs.json").read_text())
+    stored["denominator"] = "others"
+    (copy / "analysis" / "rs.json").write_text(json.dumps(stored))
+    with pytest.raises(ValueError, match="different denominators"):
+        compare_models([low, str(copy)], get_analyses("rs"), str(tmp_path / "refused"), ["low", "other"])
+    assert not (tmp_path / "refused").exists()

@@ -15,6 +15,7 @@ import pytest
 
 from configs import quickstart
 from selectivity_jax.models import MLP, MODELS, VGG, ResNetCifar, ShallowCNN, count_params, get_model, init_variables
+from selectivity_jax.models.resnet import BasicBlock, Bottleneck, ResNet
 from selectivity_jax.train.validation import validate_config
 
 BATCH = 4
@@ -73,6 +74,21 @@ def test_norm_none_trains_without_batch_stats():
     (logits, state), eval_logits = train_and_eval(variables, x)
     assert logits.shape == (BATCH, 10) and state == {}
     np.testing.assert_array_equal(np.asarray(logits), np.asarray(eval_logits))  # no train/eval difference
+
+
+@pytest.mark.parametrize('block, last', [(BasicBlock, 'conv2'), (Bottleneck, 'conv3')])
+def test_norm_none_starts_each_residual_branch_at_zero(block, last):
+    """Without BN the branch's last conv (BasicBlock conv2, Bottleneck conv3) starts at zero, so each block is the
+    identity (plus its shortcut) at initialization; with BN every conv keeps the He init."""
+    def last_convs(norm: str) -> list[np.ndarray]:
+        model = ResNet(stage_sizes=(1, 1), block_cls=block, width=4, num_classes=10, norm=norm)
+        params = init_variables(model, 0, (1, 16, 16, 3))['params']
+        return [np.asarray(layers[last]['kernel']) for name, layers in params.items() if name.startswith('stage')]
+
+    plain, batch = last_convs('none'), last_convs('batch')
+    assert len(plain) == len(batch) == 2
+    assert all(not kernel.any() for kernel in plain)
+    assert all(np.std(kernel) > 0 for kernel in batch)
 
 
 @pytest.mark.parametrize('name', sorted(MODELS))

@@ -239,6 +239,16 @@ def _bad_inputs(base):
          "attacks.norms"),
         ("experiments.analyze", ["--workdir", run, "--analysis", "similarity"], "compares the runs of a sweep"),
         ("experiments.analyze", ["--workdir", run, "--analysis", ","], "no analysis named"),
+        ("experiments.analyze", ["--analysis", "rs"], "either --workdir"),
+        ("experiments.analyze", ["--workdir", run, "--models", f"{run},{run}", "--analysis", "rs"], "either --workdir"),
+        ("experiments.analyze", ["--models", f"{run},{run}", "--analysis", "rs"], "needs --out"),
+        ("experiments.analyze", ["--models", run, "--analysis", "rs", "--out", str(base / "cmp")], "at least two"),
+        ("experiments.analyze", ["--models", f"{run},{run}", "--analysis", "rs", "--out", str(base / "cmp")],
+         "one distinct label"),
+        ("experiments.analyze", ["--models", f"{run},{run}", "--labels", "a,b", "--analysis", "rs", "--out",
+                                 str(base / "cmp")], "has no rs result"),
+        ("experiments.analyze", ["--models", f"{run},{run}", "--labels", "a,b", "--analysis", "ablation", "--out",
+                                 str(base / "cmp")], "no comparison across models"),
         ("experiments.benchmark", ["--config", TINY, "--config.model.name=bogus"], "model.name='bogus'"),
     ]
 

@@ -27,8 +27,9 @@ from selectivity_jax.report.compare import load_comparison
 from selectivity_jax.report.runs import MissingRun, load_sweep
 from selectivity_jax.report.sweep_report import write_sweep_report
 from selectivity_jax.rundir import run_dirname
-from selectivity_jax.report.tables import (csv_columns, dead_fractions, intervals_by_alpha, markdown_report, mean_std,
-                                           summarize, t_interval, t_quantile, training_curves, write_csv)
+from selectivity_jax.report.tables import (LAYER_SELECTIVITY_KEY, csv_columns, dead_fractions, intervals_by_alpha,
+                                           markdown_report, mean_std, summarize, t_interval, t_quantile,
+                                           training_curves, write_csv)
 from selectivity_jax.rundir import read_json, write_json
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -347,6 +348,18 @@ def test_dead_units_and_training_curves_of_the_tiny_sweep_match_its_files(tiny_s
         assert curve.epochs == [row["epoch"] for row in rows if "val_selectivity" in row]
         assert curve.values == [row["val_selectivity"] for row in rows if "val_selectivity" in row]
     assert [c.alpha for c in training_curves(sweep, "val_selectivity")] == sweep.alphas
+    # per layer on the validation split: the rows' values, whose mean over layers is the network selectivity
+    for name in dead.layers:
+        for curve in training_curves(sweep, LAYER_SELECTIVITY_KEY, name):
+            (run,) = sweep.runs_at(curve.alpha)
+            rows = [json.loads(line) for line in open(os.path.join(run.path, "metrics.jsonl"))]
+            assert curve.values == [row[LAYER_SELECTIVITY_KEY][name] for row in rows if "val_selectivity" in row]
+    for run in sweep.runs:
+        for row in run.metrics:
+            if "val_selectivity" in row:
+                assert np.mean(list(row[LAYER_SELECTIVITY_KEY].values())) == pytest.approx(row["val_selectivity"])
+    titles = [ax.get_title() for ax in figures.selectivity_over_training(sweep).axes]
+    assert [t for t in titles if t.startswith("validation, ")] == [f"validation, {name}" for name in dead.layers]
 
 
 def test_cli_against_writes_the_report_and_the_comparison(tiny_sweep, tmp_path):

@@ -321,3 +321,15 @@ class Analysis(abc.ABC, Generic[R, C]):
     def sweep_figures(self, comparison: C) -> dict[str, Any]:
         """{figure name: Figure} of a sweep's comparison (``<sweep>/analysis/<name>_<figure>.png|svg``)."""
         return {}
+
+    def compare_models(self, results: Mapping[str, RunResult[R]]) -> ModelsView | None:
+        """The comparison of runs of different models ({label: one run's result}, e.g. Chen et al.'s Fig. 3b);
+        None: the analysis has none."""
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelsView:
+    """What `Analysis.compare_models` shows: a Markdown table and {figure name: Figure}."""
+    table: str
+    figures: dict[str, Any]

@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 from matplotlib.figure import Figure
 
-from selectivity_jax.analyses.base import AlphaStats, Analysis, RunContext, RunResult, by_alpha, per_alpha
+from selectivity_jax.analyses.base import AlphaStats, Analysis, ModelsView, RunContext, RunResult, by_alpha, per_alpha
 from selectivity_jax.analysis import feature_vis
 from selectivity_jax.records import Record, SeedStat, seed_stat
 from selectivity_jax.report.figures import (alpha_axis, layer_axis, layers_width, lines_per_alpha, mean_band,
@@ -288,6 +288,43 @@ class RepresentativeSubstitution(Analysis[RsResult, RsComparison]):
             ax.legend(fontsize=7)
         figures["summary"] = fig
         return figures
+
+
+    def compare_models(self, results: Mapping[str, RunResult[RsResult]]) -> ModelsView:
+        """Spearman rho of RS and selectivity against relative depth (first analysed layer 0, last 1), one line per
+        model, a panel per objective (Chen et al. Fig. 3b for their CNN, MLP and VGG16), and a table per layer."""
+        records = {label: result.result for label, result in results.items()}
+        denominators = {record.denominator for record in records.values()}
+        if len(denominators) > 1:
+            raise ValueError(f"the runs' RS use different denominators ({sorted(denominators)}): recompute them with "
+                             "one --config.rs.denominator")
+        objectives = [o for o in OBJECTIVES if all(o in record.objectives for record in records.values())]
+        if not objectives:
+            raise ValueError("the runs' RS share no objective (am, iam)")
+        fig = new_figure(5.0 * len(objectives), 4.2)
+        for ax, objective in zip(np.atleast_1d(fig.subplots(1, len(objectives), sharey=True)), objectives):
+            for i, (label, result) in enumerate(results.items()):
+                layers = list(result.result.layers.values())
+                ax.plot(relative_depth(len(layers)), [layer.objectives[objective].spearman for layer in layers],
+                        "-o", color=f"C{i}", label=f"{label} (test acc. {result.test_accuracy:.2f})")
+            ax.axhline(0.0, color="0.7", linewidth=0.8)
+            ax.set(title=f"{objective.upper()}: Spearman ρ (RS, selectivity)", xlabel="relative depth of the layer",
+                   ylim=(-1.02, 1.02))
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        rows = [[label, f"`{name}`", f"{depth:.2f}", str(len(layer.units)),
+                 *(f"{layer.objectives[o].mean_rs:.3f} / {layer.objectives[o].spearman:.2f}" for o in objectives)]
+                for label, record in records.items()
+                for depth, (name, layer) in zip(relative_depth(len(record.layers)), record.layers.items())]
+        table = (f"Per layer: mean {RS_LABELS[denominators.pop()]} / Spearman ρ between RS and unit selectivity.\n\n"
+                 + markdown_table(["model", "layer", "relative depth", "units", *(o.upper() for o in objectives)],
+                                  rows))
+        return ModelsView(table=table, figures={"spearman_by_depth": fig})
+
+
+def relative_depth(num_layers: int) -> np.ndarray:
+    """Positions of ``num_layers`` analysed layers in [0, 1], first 0 and last 1 (one layer: 0)."""
+    return np.linspace(0.0, 1.0, num_layers) if num_layers > 1 else np.zeros(1)
 
 
 def substitute_inputs(generate: Callable[..., jax.Array], objective: str, units: np.ndarray, chosen: int,

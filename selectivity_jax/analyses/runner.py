@@ -6,7 +6,8 @@ Layout (``<name>`` is one of `selectivity_jax.analyses.NAMES`):
 
 - ``<run>/analysis/<name>.json`` and ``<run>/analysis/<name>_<figure>.png|svg``;
 - ``<sweep>/analysis/<name>.json`` (the comparison) and ``<sweep>/analysis/<name>_<figure>.png|svg``;
-- ``<workdir>/analysis/report.md``: the summary table and figures of every analysis done so far.
+- ``<workdir>/analysis/report.md``: the summary table and figures of every analysis done so far;
+- with `compare_models`, runs of different models side by side: ``<out>/models.md`` and ``<out>/<name>_<figure>``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from selectivity_jax.rundir import (ANALYSIS_DIR, DirectoryLock, find_finished_r
 from selectivity_jax.trained import TrainedRun
 
 REPORT_FILE = "report.md"
+MODELS_FILE = "models.md"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,3 +199,48 @@ def analyze_model(model: TrainedRun, test_split: tuple[np.ndarray, np.ndarray], 
         results = analyze_run(RunContext(out_dir, shared, log, run=model, test_split=test_split), analyses, config)
         log(f"report: {write_report(out_dir, is_sweep=False)}")
     return results
+
+
+def compare_models(run_dirs: Sequence[str], analyses: Sequence[Analysis], out_dir: str,
+                   labels: Sequence[str] | None = None, *, log: Callable[[str], None] = print) -> str:
+    """Runs of different models side by side (e.g. Chen et al.'s RS by depth for their CNN, MLP and VGG16): reads
+    each run's ``analysis/<name>.json`` (computed before, with each model's own layers) and writes the analyses'
+    `Analysis.compare_models` table and figures into ``out_dir`` (``models.md``, ``<name>_<figure>.png|svg``).
+    ``labels`` default to the runs' model names. Everything is checked before anything is written."""
+    if len(run_dirs) < 2:
+        raise ValueError(f"comparing models needs at least two run directories; got {len(run_dirs)}")
+    for run_dir in run_dirs:
+        is_sweep, _ = find_finished_runs(run_dir)
+        if is_sweep:
+            raise ValueError(f"{run_dir} is a sweep: pass one run directory per model, e.g. {run_dir}/alpha_0_seed_0")
+    if labels is None:
+        labels = [str(read_run_config(run_dir)["model"]["name"]) for run_dir in run_dirs]
+    if len(labels) != len(run_dirs) or len(set(labels)) != len(labels):
+        raise ValueError(f"need one distinct label per run directory ({len(run_dirs)}); got {list(labels)}: "
+                         "name them with --labels")
+    missing = [a.name for a in analyses if type(a).compare_models is Analysis.compare_models]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} has no comparison across models")
+    results: dict[str, dict[str, RunResult]] = {}
+    for analysis in analyses:
+        results[analysis.name] = {}
+        for label, run_dir in zip(labels, run_dirs):
+            path = os.path.join(run_dir, ANALYSIS_DIR, f"{analysis.name}.json")
+            if not os.path.exists(path):
+                raise ValueError(f"{run_dir} has no {analysis.name} result: run python -m experiments.analyze "
+                                 f"--workdir {run_dir} --analysis {analysis.name} first")
+            results[analysis.name][label] = RunResult.from_json(read_json(path), analysis.result_type, run_dir)
+    views = {analysis.name: analysis.compare_models(results[analysis.name]) for analysis in analyses}
+    os.makedirs(out_dir, exist_ok=True)
+    lines = [f"# {', '.join(labels)}", "", *(f"- {label}: `{run_dir}`" for label, run_dir in zip(labels, run_dirs)), ""]
+    for analysis in analyses:
+        view = views[analysis.name]
+        lines += [f"## {analysis.title}", "", view.table, ""]
+        for path in _save_figures(view.figures, out_dir, analysis.name):
+            if path.endswith(".png"):
+                lines += [f"![{os.path.splitext(os.path.basename(path))[0]}]({os.path.basename(path)})", ""]
+    path = os.path.join(out_dir, MODELS_FILE)
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    log(f"models compared: {path}")
+    return path

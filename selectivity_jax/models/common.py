@@ -51,25 +51,26 @@ conv_kernel_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 # ----------------------------------------------------------------------------------------------------------------------
 
 def conv(features: int, kernel_size: int, strides: int = 1, *, bias: bool = False, dtype: Dtype = jnp.float32,
-         name: str | None = None) -> nn.Conv:
-    """'SAME' conv with He (fan_out) init; bias-free when a BatchNorm follows it, with a zero-initialized bias
-    (``bias=True``) when the model has ``norm='none'``. Vmapped over models (a sweep group) on CPU it runs one plain
-    convolution per model (`selectivity_jax.models.vmap_conv`)."""
+         zero_init: bool = False, name: str | None = None) -> nn.Conv:
+    """'SAME' conv with He (fan_out) init (zeros with ``zero_init``); bias-free when a BatchNorm follows it, with a
+    zero-initialized bias (``bias=True``) when the model has ``norm='none'``. Vmapped over models (a sweep group) on
+    CPU it runs one plain convolution per model (`selectivity_jax.models.vmap_conv`)."""
+    kernel_init = nn.initializers.zeros if zero_init else conv_kernel_init
     return nn.Conv(features, (kernel_size, kernel_size), strides=(strides, strides), padding='SAME',
-                   use_bias=bias, kernel_init=conv_kernel_init, dtype=dtype, name=name,
+                   use_bias=bias, kernel_init=kernel_init, dtype=dtype, name=name,
                    conv_general_dilated=conv_general_dilated)
 
 
 def conv3x3(features: int, strides: int = 1, *, bias: bool = False, dtype: Dtype = jnp.float32,
-            name: str | None = None) -> nn.Conv:
+            zero_init: bool = False, name: str | None = None) -> nn.Conv:
     """3x3 conv, see `conv`."""
-    return conv(features, 3, strides, bias=bias, dtype=dtype, name=name)
+    return conv(features, 3, strides, bias=bias, dtype=dtype, zero_init=zero_init, name=name)
 
 
 def conv1x1(features: int, strides: int = 1, *, bias: bool = False, dtype: Dtype = jnp.float32,
-            name: str | None = None) -> nn.Conv:
+            zero_init: bool = False, name: str | None = None) -> nn.Conv:
     """1x1 conv (projection shortcut, bottleneck), see `conv`."""
-    return conv(features, 1, strides, bias=bias, dtype=dtype, name=name)
+    return conv(features, 1, strides, bias=bias, dtype=dtype, zero_init=zero_init, name=name)
 
 
 def batch_norm(train: bool, *, dtype: Dtype = jnp.float32, scale_init: Callable = nn.initializers.ones,

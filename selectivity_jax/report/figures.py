@@ -20,8 +20,9 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from selectivity_jax.report.runs import Run, Sweep
-from selectivity_jax.report.tables import (CONFIDENCE_LEVEL, TRAINING_SELECTIVITY_KEYS, MeanInterval, dead_fractions,
-                                           intervals_by_alpha, mean_std, summarize, training_curves)
+from selectivity_jax.report.tables import (CONFIDENCE_LEVEL, LAYER_SELECTIVITY_KEY, TRAINING_SELECTIVITY_KEYS,
+                                           MeanInterval, dead_fractions, intervals_by_alpha, mean_std, summarize,
+                                           training_curves)
 
 # Blue (selectivity discouraged) through a mid grey that stays visible on white (alpha = 0) to red (encouraged).
 ALPHA_CMAP = LinearSegmentedColormap.from_list("alpha", ["#2c4fc7", "#8c8c8c", "#c4122a"])
@@ -354,13 +355,17 @@ def dead_units_vs_alpha(sweep: Sweep, layer_cmap: str = "viridis") -> Figure:
 
 
 def selectivity_over_training(sweep: Sweep) -> Figure:
-    """Network selectivity (mean over layers) per epoch from each run's metrics.jsonl, one line per alpha coloured by
-    alpha (mean over seeds): a panel per column of `TRAINING_SELECTIVITY_KEYS` (train batches, validation split).
-    metrics.jsonl holds no per-layer selectivity, so there is no per-layer view."""
-    fig, axes = panels(len(TRAINING_SELECTIVITY_KEYS), columns=2, width=4.8, height=3.9)
+    """Selectivity per epoch from each run's metrics.jsonl, one line per alpha coloured by alpha (mean over seeds):
+    a panel per column of `TRAINING_SELECTIVITY_KEYS` (network selectivity on train batches and on the validation
+    split), then, where the runs logged it (`LAYER_SELECTIVITY_KEY`), a panel per layer on the validation split."""
+    layer_panels = [(LAYER_SELECTIVITY_KEY, f"validation, {name}", name) for name in sweep.layer_names
+                    if training_curves(sweep, LAYER_SELECTIVITY_KEY, name)]
+    rows = [(key, what, None) for key, what in TRAINING_SELECTIVITY_KEYS.items()] + layer_panels
+    size = {"columns": 3, "width": 3.6, "height": 3.0} if layer_panels else {"columns": 2, "width": 4.8, "height": 3.9}
+    fig, axes = panels(len(rows), **size)
     norm, cmap = alpha_colors(sweep.alphas)
-    for ax, (key, what) in zip(axes, TRAINING_SELECTIVITY_KEYS.items()):
-        curves = training_curves(sweep, key)
+    for ax, (key, what, layer) in zip(axes, rows):
+        curves = training_curves(sweep, key, layer)
         for curve in curves:
             ax.plot(curve.epochs, curve.values, "-o", markersize=3, linewidth=1.3, color=cmap(norm(curve.alpha)))
         if curves:  # half an epoch either side, so that a single epoch gets an integer tick
@@ -369,11 +374,11 @@ def selectivity_over_training(sweep: Sweep) -> Figure:
             _empty_panel(ax, f"no {key} in metrics.jsonl")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.set_xlabel("epoch")
-        ax.set_ylabel("network selectivity")
-        ax.set_title(f"{key}: {what}", fontsize=9)
+        ax.set_ylabel("network selectivity" if layer is None else "layer selectivity")
+        ax.set_title(f"{key}: {what}" if layer is None else what, fontsize=9 if layer is None else 8)
         ax.grid(alpha=0.3)
     alpha_colorbar(fig, axes[-1], sweep.alphas)
-    fig.suptitle(f"{sweep.model}: network selectivity (mean over layers) during training, mean over seeds\n"
+    fig.suptitle(f"{sweep.model}: selectivity during training, mean over seeds\n"
                  f"{_runs_label(sweep)}", fontsize=10)
     return fig
 

@@ -134,11 +134,13 @@ def dead_fractions(sweep: Sweep) -> DeadFractions:
         network=[_mean_of_finite([network(run) for run in sweep.runs_at(alpha)]) for alpha in alphas])
 
 
-# The metrics.jsonl columns of selectivity during training: network selectivity (mean over layers) only; the rows
-# hold no per-layer selectivity. train: mean over the epoch's training batches; val: on the validation split, at
-# evaluation epochs only.
+# The metrics.jsonl columns of network selectivity (mean over layers) during training. train: mean over the epoch's
+# training batches; val: on the validation split, at evaluation epochs only.
 TRAINING_SELECTIVITY_KEYS = {"train_selectivity": "train batches (mean over the epoch)",
                              "val_selectivity": "validation split"}
+# The metrics.jsonl column of per-layer selectivity on the validation split ({layer: value}; runs trained before it
+# was logged have none).
+LAYER_SELECTIVITY_KEY = "val_layer_selectivity"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,9 +158,10 @@ def epoch_rows(run: Run) -> dict[int, dict]:
     return {int(row["epoch"]): row for row in run.metrics if "epoch" in row}
 
 
-def training_curves(sweep: Sweep, key: str) -> list[TrainingCurve]:
-    """Per alpha (ascending), the mean over seeds of metrics.jsonl's ``key`` per epoch, epochs where some seed logged
-    it; alphas where none did are left out."""
+def training_curves(sweep: Sweep, key: str, layer: str | None = None) -> list[TrainingCurve]:
+    """Per alpha (ascending), the mean over seeds of metrics.jsonl's ``key`` per epoch (with ``layer``, of
+    ``row[key][layer]``, e.g. `LAYER_SELECTIVITY_KEY`), epochs where some seed logged it; alphas where none did are
+    left out."""
     curves = []
     for alpha in sweep.alphas:
         by_epoch: dict[int, list[float]] = {}
@@ -166,6 +169,8 @@ def training_curves(sweep: Sweep, key: str) -> list[TrainingCurve]:
         for run in runs:
             for epoch, row in epoch_rows(run).items():
                 value = row.get(key)
+                if layer is not None:
+                    value = value.get(layer) if isinstance(value, dict) else None
                 if value is not None and math.isfinite(float(value)):
                     by_epoch.setdefault(epoch, []).append(float(value))
         if by_epoch:

@@ -570,6 +570,7 @@ def _train_locked(config: ml_collections.ConfigDict, alphas: tuple[float, ...], 
                 if val is not None:
                     row.update({"val_accuracy": val[k]["accuracy"], "val_cross_entropy": val[k]["cross_entropy"],
                                 "val_selectivity": val[k]["selectivity"],
+                                "val_layer_selectivity": val[k]["per_layer_selectivity"],
                                 "val_dead_unit_fraction": val[k]["dead_unit_fraction"]})
                 if writer:
                     run.writer.write(row)
