@@ -79,7 +79,7 @@ def test_norm_none_trains_without_batch_stats():
 @pytest.mark.parametrize('block, last', [(BasicBlock, 'conv2'), (Bottleneck, 'conv3')])
 def test_norm_none_starts_each_residual_branch_at_zero(block, last):
     """Without BN the branch's last conv (BasicBlock conv2, Bottleneck conv3) starts at zero, so each block is the
-    identity (plus its shortcut) at initialization; with BN every conv keeps the He init."""
+    identity (plus its projection shortcut) at initialization; with BN every conv keeps the He init."""
     def last_convs(norm: str) -> list[np.ndarray]:
         model = ResNet(stage_sizes=(1, 1), block_cls=block, width=4, num_classes=10, norm=norm)
         params = init_variables(model, 0, (1, 16, 16, 3))['params']
@@ -89,6 +89,24 @@ def test_norm_none_starts_each_residual_branch_at_zero(block, last):
     assert len(plain) == len(batch) == 2
     assert all(not kernel.any() for kernel in plain)
     assert all(np.std(kernel) > 0 for kernel in batch)
+
+
+def test_norm_none_keeps_zero_padded_channels_alive():
+    """Option-A shortcuts add zero channels in the first block of stages 2 and 3: there the branch keeps its He init,
+    so no channel of any block output starts (and stays, ReLU'(0) = 0) at exactly zero for every input."""
+    model = ResNetCifar(depth=14, width=4, norm='none', selectivity_layers='block_outputs')  # 2 blocks per stage
+    variables = init_variables(model, 0, (1, 32, 32, 3))
+    zero_last = {name: not np.asarray(layers['conv2']['kernel']).any()
+                 for name, layers in variables['params'].items() if name.startswith('stage')}
+    assert zero_last == {'stage1_block0': True, 'stage1_block1': True, 'stage2_block0': False,
+                         'stage2_block1': True, 'stage3_block0': False, 'stage3_block1': True}
+    x = jax.random.normal(jax.random.key(1), (8, 32, 32, 3))
+    _, state = model.apply(variables, x, mutable=['intermediates'])
+    outputs = {jax.tree_util.keystr(path): np.asarray(leaf)
+               for path, leaf in jax.tree_util.tree_leaves_with_path(state['intermediates'])}
+    assert len(outputs) == 6
+    for name, value in outputs.items():
+        assert (value.reshape(-1, value.shape[-1]) > 0).any(axis=0).all(), name
 
 
 @pytest.mark.parametrize('name', sorted(MODELS))

@@ -33,7 +33,7 @@ class BasicBlock(nn.Module):
     Points: ``relu1`` (after the first conv-BN) and ``out`` (ReLU after the residual sum).
     ``shortcut``: ``'projection'`` (1x1 conv + BN, "option B") or ``'zero_pad'`` ("option A"); either is only used
     when the shape changes, identity otherwise. ``norm='none'``: no BN, every conv has a bias, and the branch's
-    last conv starts at zero (`_zero_init_last`).
+    last conv starts at zero unless the shortcut zero-pads channels (`_zero_init_last`).
     """
     features: int
     strides: int = 1
@@ -51,7 +51,8 @@ class BasicBlock(nn.Module):
         y = conv3x3(self.features, self.strides, bias=bias, dtype=self.dtype, name='conv1')(x)
         y = nn.relu(normalization(y, self.norm, train, dtype=self.dtype, name='bn1'))
         y = relu_output(self, 'relu1', y, self.sow_points)
-        y = conv3x3(self.features, bias=bias, dtype=self.dtype, zero_init=_zero_init_last(self.norm), name='conv2')(y)
+        y = conv3x3(self.features, bias=bias, dtype=self.dtype, zero_init=_zero_init_last(self, x.shape[-1]),
+                    name='conv2')(y)
         y = normalization(y, self.norm, train, dtype=self.dtype, name='bn2')
         y = nn.relu(y + _shortcut(self, x, y.shape[-1], train))
         y = relu_output(self, 'out', y, self.sow_points)
@@ -62,7 +63,8 @@ class Bottleneck(nn.Module):
     """1x1 -> 3x3 (strided) -> 1x1 (x4 channels) conv-BN layers plus shortcut. [B, H, W, Cin] -> [B, H/s, W/s, 4f].
 
     Points: ``relu1``, ``relu2`` (after the first two conv-BN) and ``out`` (ReLU after the residual sum).
-    ``norm='none'``: no BN, every conv has a bias, and the branch's last conv starts at zero (`_zero_init_last`).
+    ``norm='none'``: no BN, every conv has a bias, and the branch's last conv starts at zero unless the shortcut
+    zero-pads channels (`_zero_init_last`).
     """
     features: int
     strides: int = 1
@@ -83,21 +85,25 @@ class Bottleneck(nn.Module):
         y = conv3x3(self.features, self.strides, bias=bias, dtype=self.dtype, name='conv2')(y)
         y = nn.relu(normalization(y, self.norm, train, dtype=self.dtype, name='bn2'))
         y = relu_output(self, 'relu2', y, self.sow_points)
-        y = conv1x1(self.features * self.expansion, bias=bias, dtype=self.dtype, zero_init=_zero_init_last(self.norm),
-                    name='conv3')(y)
+        y = conv1x1(self.features * self.expansion, bias=bias, dtype=self.dtype,
+                    zero_init=_zero_init_last(self, x.shape[-1]), name='conv3')(y)
         y = normalization(y, self.norm, train, dtype=self.dtype, name='bn3')
         y = nn.relu(y + _shortcut(self, x, y.shape[-1], train))
         y = relu_output(self, 'out', y, self.sow_points)
         return y
 
 
-def _zero_init_last(norm: str) -> bool:
-    """Whether a residual branch's last conv starts at zero: without BatchNorm (``norm='none'``) each block's sum
-    otherwise doubles the activations' variance, 2^9 over ResNet20's 9 blocks, and SGD at the BN recipe's learning
-    rate diverges (measured: non-finite loss at step 4 at lr 0.1, chance accuracy at lr 0.02). A zero last layer
-    makes every block the identity at initialization (Fixup, Zhang et al., ICLR 2019, Sec. 3, rule 2; with BN the
-    models keep the standard init, as in Leavitt & Morcos)."""
-    return norm == 'none'
+def _zero_init_last(block: BasicBlock | Bottleneck, in_features: int) -> bool:
+    """Whether the block's residual branch starts its last conv at zero: without BatchNorm (``norm='none'``) each
+    block's sum otherwise doubles the activations' variance, 2^9 over ResNet20's 9 blocks, and SGD at the BN recipe's
+    learning rate diverges (measured: non-finite loss at step 4 at lr 0.1). A zero last layer makes the block the
+    identity at initialization (Fixup, Zhang et al., ICLR 2019, Sec. 3, rule 2). Not in a block whose zero-pad
+    shortcut adds channels: those channels would be exactly 0 before the ReLU, so no gradient would ever reach them
+    (measured: half of stage 2's and three quarters of stage 3's units dead through training). With BN every conv
+    keeps the standard init, as in Leavitt & Morcos."""
+    features = block.features * block.expansion
+    pads_channels = block.shortcut == 'zero_pad' and (block.strides != 1 or in_features != features)
+    return block.norm == 'none' and not pads_channels
 
 
 def _shortcut(block: BasicBlock | Bottleneck, x: Array, features: int, train: bool) -> Array:
