@@ -181,6 +181,12 @@ def _library_versions() -> dict[str, str]:
     return versions
 
 
+# IN_FLIGHT_NOTE: JAX dispatches asynchronously, so without a wait the loop would queue a whole epoch of calls in a
+# fraction of a second and notice a SIGTERM only when they had all run (an epoch: 20 minutes for a VGG16 on a CPU,
+# far past a preemption's grace period). After dispatching call n the loop waits for call n - 1, which keeps the
+# device busy (call n is queued behind it) and answers a SIGTERM within about two calls.
+
+
 class _SigtermFlag:
     """Turns SIGTERM into a flag the loop checks between steps (main thread only; restored on exit)."""
 
@@ -535,6 +541,8 @@ def _train_locked(config: ml_collections.ConfigDict, alphas: tuple[float, ...], 
                 steps = steps_in_next_call(step - epoch * steps_per_epoch, left, setup.steps_per_call)
                 with jax.transfer_guard(HOT_LOOP_TRANSFER_GUARD):
                     states, metrics = (setup.train_steps if steps > 1 else setup.train_step)(states, train_data, order)
+                if step_metrics:  # at most one call in flight (see IN_FLIGHT_NOTE)
+                    jax.block_until_ready(step_metrics[-1])
                 step_metrics.append(metrics)
                 step += steps
                 fault_point("step")
