@@ -32,10 +32,40 @@ def _quiet(_):
     pass
 
 
+def record_dispatches(monkeypatch: pytest.MonkeyPatch, events: list) -> None:
+    """Makes the loop's train calls append ('call', id(metrics)) and jax.block_until_ready ('wait', id(tree))."""
+    from selectivity_jax.train import loop
+    real_setup, real_wait = loop.setup_run, jax.block_until_ready
+
+    def recording_setup(*args, **kwargs):
+        setup = real_setup(*args, **kwargs)
+
+        def step(*step_args):
+            states, metrics = setup.train_step(*step_args)
+            events.append(("call", id(metrics)))
+            return states, metrics
+        return dataclasses.replace(setup, train_step=step, train_steps=step)
+
+    def recording_wait(tree):
+        events.append(("wait", id(tree)))
+        return real_wait(tree)
+
+    monkeypatch.setattr(loop, "setup_run", recording_setup)
+    monkeypatch.setattr(jax, "block_until_ready", recording_wait)
+
+
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
+def dispatches():
+    """What the loop dispatched and waited for while `finished_run` trained (`record_dispatches`)."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, dispatches):
     workdir = str(tmp_path_factory.mktemp("run"))
-    return workdir, train_and_evaluate(tiny_config(), workdir, log=_quiet)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        record_dispatches(monkeypatch, dispatches)
+        return workdir, train_and_evaluate(tiny_config(), workdir, log=_quiet)
 
 
 def test_run_writes_everything(finished_run):
@@ -232,33 +262,14 @@ def test_train_steps_stay_on_device_donate_their_state_and_compile_once():
             run.train_steps(state, data, np.asarray(order))
 
 
-def test_the_loop_keeps_at_most_one_call_in_flight(tmp_path, monkeypatch):
+def test_the_loop_keeps_at_most_one_call_in_flight(finished_run, dispatches):
     """JAX dispatches asynchronously: unless the loop waits, it queues a whole epoch of calls and sees a SIGTERM only
     after they have all run. After dispatching call n it waits for call n - 1's results (IN_FLIGHT_NOTE)."""
-    from selectivity_jax.train import loop
-    events = []
-    real_setup, real_wait = loop.setup_run, jax.block_until_ready
-
-    def recording_setup(*args, **kwargs):
-        setup = real_setup(*args, **kwargs)
-
-        def step(*step_args):
-            states, metrics = setup.train_step(*step_args)
-            events.append(("call", id(metrics)))
-            return states, metrics
-        return dataclasses.replace(setup, train_step=step, train_steps=step)
-
-    def recording_wait(tree):
-        events.append(("wait", id(tree)))
-        return real_wait(tree)
-
-    monkeypatch.setattr(loop, "setup_run", recording_setup)
-    monkeypatch.setattr(jax, "block_until_ready", recording_wait)
-    train_and_evaluate(tiny_config(num_epochs=1.0), str(tmp_path / "run"), log=_quiet)
-    calls = [i for i, (kind, _) in enumerate(events) if kind == "call"]
-    assert len(calls) == 6  # one epoch of 6 steps, one step per call on CPU
+    calls = [i for i, (kind, _) in enumerate(dispatches) if kind == "call"]
+    assert len(calls) == 12  # 2 epochs of 6 steps, one step per call on CPU
     for previous, current in zip(calls, calls[1:]):
-        assert events[current + 1] == ("wait", events[previous][1])  # call n - 1 waited for right after call n
+        if current != calls[6]:  # not across the epoch boundary, where the epoch's metrics are read anyway
+            assert dispatches[current + 1] == ("wait", dispatches[previous][1])  # call n - 1 waited for after call n
 
 
 def test_alpha_moves_test_selectivity(tmp_path):
