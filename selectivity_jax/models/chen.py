@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from selectivity_jax.models.common import (
-    ConvBNReLU, DenseReLU, Dtype, ReluPoint, SelectionSpec, SelectivityMixin, check_norm_and_dropout, dropout)
+    ConvBNReLU, DenseReLU, Dtype, ReluPoint, SelectionSpec, SelectivityMixin, dropout)
 
 Array = jax.Array
 
@@ -52,13 +52,11 @@ class ShallowCNN(SelectivityMixin, nn.Module):
     dtype: Dtype = jnp.float32
     selectivity_layers: SelectionSpec = 'block_outputs'
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    @nn.nowrap
+    def check_fields(self) -> None:
         _check_widths('features', self.features)
         if isinstance(self.hidden, bool) or not isinstance(self.hidden, int) or self.hidden < 1:
             raise ValueError(f'hidden must be a positive integer; got {self.hidden!r}')
-        check_norm_and_dropout(self.norm, self.dropout)
-        self.selectivity_layer_names()  # Validates the selection early.
 
     @nn.nowrap
     def pool_after(self, i: int) -> bool:
@@ -106,11 +104,9 @@ class MLP(SelectivityMixin, nn.Module):
     dtype: Dtype = jnp.float32
     selectivity_layers: SelectionSpec = 'block_outputs'
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    @nn.nowrap
+    def check_fields(self) -> None:
         _check_widths('hidden', self.hidden)
-        check_norm_and_dropout(self.norm, self.dropout)
-        self.selectivity_layer_names()  # Validates the selection early.
 
     @nn.nowrap
     def relu_points(self) -> list[ReluPoint]:

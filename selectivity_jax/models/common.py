@@ -243,7 +243,20 @@ def resolve_selection(selection: SelectionSpec, points: Sequence[ReluPoint]) -> 
 
 
 class SelectivityMixin:
-    """Selection logic shared by all models; the model provides ``selectivity_layers`` and `relu_points`."""
+    """Selection logic and field checks shared by all models; the model provides ``selectivity_layers``, ``norm``,
+    ``dropout``, `relu_points` and, for fields of its own, `check_fields`."""
+
+    def __post_init__(self) -> None:
+        """Checks the fields once the model is built: the model's own (`check_fields`), ``norm`` and ``dropout``, then
+        the selection (resolved here, so that a bad layer name fails at construction)."""
+        super().__post_init__()  # type: ignore[misc]
+        self.check_fields()
+        check_norm_and_dropout(self.norm, self.dropout)  # type: ignore[attr-defined]
+        self.selectivity_layer_names()
+
+    @nn.nowrap
+    def check_fields(self) -> None:
+        """Raises ValueError for bad values of the model's own fields (widths, depth); none by default."""
 
     @nn.nowrap
     def relu_points(self) -> list[ReluPoint]:

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from selectivity_jax.models.common import (
-    ConvBNReLU, Dtype, ModuleDef, ReluPoint, SelectionSpec, SelectivityMixin, check_norm_and_dropout, conv1x1,
+    ConvBNReLU, Dtype, ModuleDef, ReluPoint, SelectionSpec, SelectivityMixin, conv1x1,
     conv3x3, dropout, global_avg_pool, normalization, relu_output)
 
 Array = jax.Array
@@ -181,11 +181,6 @@ class ResNet(SelectivityMixin, nn.Module):
     dropout: float = 0.0
     dtype: Dtype = jnp.float32
     selectivity_layers: SelectionSpec = 'block_outputs'
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_norm_and_dropout(self.norm, self.dropout)
-        self.selectivity_layer_names()  # Validates the selection early.
 
     @nn.nowrap
     def relu_points(self) -> list[ReluPoint]:

@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from selectivity_jax.models.common import Dtype, ReluPoint, SelectionSpec, SelectivityMixin, check_norm_and_dropout
+from selectivity_jax.models.common import Dtype, ReluPoint, SelectionSpec, SelectivityMixin
 from selectivity_jax.models.resnet import BasicBlock, resnet_forward, resnet_relu_points
 
 Array = jax.Array
@@ -32,13 +32,11 @@ class ResNetCifar(SelectivityMixin, nn.Module):
     dtype: Dtype = jnp.float32
     selectivity_layers: SelectionSpec = 'block_outputs'
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    @nn.nowrap
+    def check_fields(self) -> None:
         if self.depth < 8 or (self.depth - 2) % 6 != 0:
             raise ValueError(f'ResNetCifar depth must be 6n + 2 with n >= 1 (20, 32, 44, 56, 110, ...); '
                              f'got {self.depth}')
-        check_norm_and_dropout(self.norm, self.dropout)
-        self.selectivity_layer_names()  # Validates the selection early.
 
     @nn.nowrap
     def stage_sizes(self) -> tuple[int, int, int]:

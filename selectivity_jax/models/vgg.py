@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from selectivity_jax.models.common import (
-    ConvBNReLU, DenseReLU, Dtype, ReluPoint, SelectionSpec, SelectivityMixin, check_norm_and_dropout, dropout,
+    ConvBNReLU, DenseReLU, Dtype, ReluPoint, SelectionSpec, SelectivityMixin, dropout,
     global_avg_pool)
 
 Array = jax.Array
@@ -36,11 +36,6 @@ class VGG(SelectivityMixin, nn.Module):
     dropout: float = 0.0
     dtype: Dtype = jnp.float32
     selectivity_layers: SelectionSpec = 'block_outputs'
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_norm_and_dropout(self.norm, self.dropout)
-        self.selectivity_layer_names()  # Validates the selection early.
 
     @nn.nowrap
     def relu_points(self) -> list[ReluPoint]:
