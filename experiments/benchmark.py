@@ -11,9 +11,12 @@ from experiments import cli  # noqa: I001 - first: installs the SIGTERM handler 
 import dataclasses
 import json
 
+import jax
+
 from absl import flags
 from ml_collections import config_flags
 
+from selectivity_jax import cpu_tuning
 from selectivity_jax.models.vmap_conv import STRATEGIES
 from selectivity_jax.train import torch_reference
 from selectivity_jax.train.benchmark import benchmark, benchmark_groups, fastest_strategy
@@ -37,7 +40,8 @@ def _groups(config) -> None:
         if strategy not in STRATEGIES + ("auto",):
             raise ValueError(f"unknown strategy {strategy!r}; expected 'all', 'auto' or some of {list(STRATEGIES)}")
     groups = benchmark_groups(config, sizes, strategies, timed_steps=FLAGS.steps)
-    print(f"{config.model.name}, batch {config.batch_size} per model, {config.compute_dtype}")
+    print(f"{config.model.name}, batch {config.batch_size} per model, {config.compute_dtype}"
+          + (f", cpu_tuning {cpu_tuning.in_force()}" if jax.default_backend() == "cpu" else ""))
     for strategy, rows in groups.items():
         base = rows[min(rows)].images_per_second
         print(f" {strategy} convolutions:")
@@ -56,7 +60,8 @@ def _groups(config) -> None:
 def _steps(config) -> None:
     results = benchmark(config, alpha=FLAGS.alpha, timed_steps=FLAGS.steps)
     print(f"{results['model']}, batch {results['batch_size']}, {results['compute_dtype']}, "
-          f"{results['device_count']} x {results['device_kind']}, {results['steps_per_call']} step(s) per call")
+          f"{results['device_count']} x {results['device_kind']}, {results['steps_per_call']} step(s) per call"
+          + (f", cpu_tuning {results['cpu_tuning']}" if results["platform"] == "cpu" else ""))
     for key, value in results.items():
         if key.startswith("train_images_per_second/"):
             name = key.split("/", 1)[1]
@@ -87,6 +92,7 @@ def main(argv):
     cli.no_extra_arguments(argv)
     def bench() -> None:
         validate_config(FLAGS.config)
+        cpu_tuning.use(FLAGS.config.get("cpu_tuning", "auto"))  # before JAX starts
         if FLAGS.steps < 1:
             raise ValueError(f"--steps must be >= 1; got {FLAGS.steps}")
         if FLAGS.vmap and not all(k.isdigit() and int(k) >= 1 for k in FLAGS.vmap):

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from selectivity_jax import cpu_tuning
 from selectivity_jax.data import ArraySplits, check_available, load_splits
 from selectivity_jax.data.on_device import TrainArrays
 from selectivity_jax.parallel import make_data_mesh, maybe_initialize_distributed
@@ -109,12 +110,13 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str, *, mode: str | 
 
     ``mode``: 'vmap' or 'serial' (None: `default_mode`); ``group_size``: models per vmapped group (0: automatic).
     """
+    validate_config(config, sweep=True)
+    cpu_tuning.use(config.get("cpu_tuning", "auto"))  # before `default_mode` starts JAX
     mode = mode or default_mode()
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
     if group_size < 0:
         raise ValueError(f"group_size must be >= 0 (0: automatic); got {group_size}")
-    validate_config(config, sweep=True)
     check_sweep_dir(sweep_dir)
     for seed in config.sweep.seeds:  # every run directory, and the data once (train_group checks each group again)
         for alpha in config.sweep.alphas:

@@ -27,6 +27,7 @@ def test_train_cli_quickstart(tmp_path):
     assert "epoch 1/1" in result.stdout and "test accuracy" in result.stdout
     results = json.loads((workdir / "results.json").read_text())
     assert results["alpha"] == -1.0 and np.isfinite(results["test_selectivity"])
+    assert results["cpu_tuning"] == "auto"  # the project's XLA:CPU settings, on by default
     assert json.loads((workdir / "config.json").read_text())["model"]["width"] == 4
     # the same command again: nothing to train, same results
     again = run("experiments.train", "--config", TINY, "--workdir", str(workdir),
@@ -71,10 +72,11 @@ def test_sigterm_saves_a_checkpoint(tmp_path):
 def test_benchmark_cli(tmp_path):
     output = tmp_path / "bench.json"
     result = run("experiments.benchmark", "--config", TINY, "--steps", "2",
-                 "--output", str(output))
+                 "--output", str(output), "--config.cpu_tuning=off")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "selectivity term overhead" in result.stdout
+    assert "selectivity term overhead" in result.stdout and "cpu_tuning off" in result.stdout
     figures = json.loads(output.read_text())
+    assert figures["cpu_tuning"] == "off"  # the switch back to XLA's defaults acted before JAX started
     assert figures["train_step_compiles/alpha_1"] == 1
     assert all(figures[f"train_images_per_second/{k}"] > 0 for k in ("no_selectivity_term", "alpha_0", "alpha_1"))
 
@@ -82,11 +84,12 @@ def test_benchmark_cli(tmp_path):
 def test_sweep_then_report_cli(tmp_path):
     sweep_dir = tmp_path / "sweep"
     result = run("experiments.sweep", "--config", TINY, "--workdir", str(sweep_dir), "--mode=vmap",
-                 "--config.sweep.alphas=(-2.0, 2.0)")
+                 "--config.sweep.alphas=(-2.0, 2.0)", "--config.cpu_tuning=off")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "1 group(s) of at most 2" in result.stdout
     for name in ("alpha_-2_seed_0", "alpha_2_seed_0"):
-        assert json.loads((sweep_dir / name / "results.json").read_text())["models_in_group"] == 2
+        results = json.loads((sweep_dir / name / "results.json").read_text())
+        assert results["models_in_group"] == 2 and results["cpu_tuning"] == "off"
     report = run("experiments.report", "--sweep", str(sweep_dir))
     assert report.returncode == 0, report.stderr[-3000:]
     assert (sweep_dir / "report.md").exists() and (sweep_dir / "report.csv").exists()

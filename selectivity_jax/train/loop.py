@@ -35,7 +35,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from selectivity_jax import rundir
+from selectivity_jax import cpu_tuning, rundir
 from selectivity_jax.data import ArraySplits, check_available, load_splits
 from selectivity_jax.data.on_device import normalization_stats, put_eval_arrays, put_train_arrays
 from selectivity_jax.faults import fault_point
@@ -53,10 +53,11 @@ from selectivity_jax.train.step import StepSpec, make_evaluate, make_permutation
 from selectivity_jax.train.validation import validate_config
 
 # Config fields (dotted paths) that do not change what a run computes, so a resumed run may differ in them, e.g.
-# after the data moved to another directory, or when it resumes on another platform (steps_per_call and vmap_conv
-# change how the steps run, at most float32 rounding of what they compute).
+# after the data moved to another directory, or when it resumes on another platform (steps_per_call, vmap_conv and
+# cpu_tuning change how the steps run, at most float32 rounding of what they compute).
 NON_RESULT_FIELDS = ("sweep", "checkpoint_every_epochs", "max_checkpoints_to_keep", "distributed", "data.data_dir",
-                     "data.cache_dir", "data.download", "data.corrupted_dir", "steps_per_call", "vmap_conv")
+                     "data.cache_dir", "data.download", "data.corrupted_dir", "steps_per_call", "vmap_conv",
+                     "cpu_tuning")
 
 # Fields added after runs were first stored, with the value that a stored config without them was trained with: a
 # run directory written before the field existed resumes when the field is at this value.
@@ -467,6 +468,7 @@ def train_group(config: ml_collections.ConfigDict, alphas: list[float], workdirs
     """
     fault_point("start")
     check_group(config, alphas, workdirs, overwrite)
+    cpu_tuning.use(config.get("cpu_tuning", "auto"))  # before JAX starts, when the caller has not started it
     maybe_initialize_distributed(config.get("distributed", False))
     if not overwrite and all(map(rundir.is_finished, workdirs)):
         log(f"already finished: {', '.join(workdirs)}")
@@ -614,6 +616,7 @@ def _train_locked(config: ml_collections.ConfigDict, alphas: tuple[float, ...], 
             "model": config.model.name, "steps": total_steps, "epochs": num_epochs, "split_sizes": splits.sizes(),
             "models_in_group": len(runs), "device_kind": jax.devices()[0].device_kind,
             "device_count": mesh.devices.size, "vmap_conv": resolve_strategy(setup.spec.vmap_conv),
+            "cpu_tuning": cpu_tuning.in_force(),
             "process_count": jax.process_count(), "versions": _library_versions(),
             # what restoring the model needs besides config.json and the checkpoint (`trained.restore_run`)
             "num_classes": splits.num_classes, "image_shape": list(splits.image_shape),

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import ml_collections
 
+from selectivity_jax.cpu_tuning import CHOICES as CPU_TUNING_CHOICES
 from selectivity_jax.data import SOURCES
 from selectivity_jax.data.on_device import is_unset
 from selectivity_jax.models import MODELS, NORMS, get_model
@@ -142,6 +143,8 @@ def validate_config(config: ml_collections.ConfigDict, *, sweep: bool = False) -
     problems.check("compute_dtype", lambda v: v in COMPUTE_DTYPES, f"one of {list(COMPUTE_DTYPES)}")
     problems.number("steps_per_call", 0, integer=True, optional=True)
     problems.check("vmap_conv", lambda v: v in STRATEGIES + ("auto",), f"one of {list(STRATEGIES + ('auto',))}",
+                   optional=True)
+    problems.check("cpu_tuning", lambda v: v in CPU_TUNING_CHOICES, f"one of {list(CPU_TUNING_CHOICES)}",
                    optional=True)
     for field in ("eval_every_epochs", "checkpoint_every_epochs", "max_checkpoints_to_keep"):
         problems.number(field, 1, integer=True)
