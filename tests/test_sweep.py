@@ -45,7 +45,8 @@ def test_vmap_equals_serial(sweeps):
     assert [r["alpha"] for r in vmap] == list(ALPHAS) == [r["alpha"] for r in serial]
     assert [r["models_in_group"] for r in vmap] == [3, 3, 3] and [r["models_in_group"] for r in serial] == [1, 1, 1]
     # On CPU a vmapped group runs each model's convolutions as plain ones (models/vmap_conv.py), so a model trains
-    # in a group as it does alone, up to float32 rounding of the other vmapped ops (bitwise equal on jax 0.10).
+    # in a group as it does alone, up to float32 rounding of the other vmapped ops: a few ulps of the parameters
+    # under the project's CPU tuning (bitwise equal under XLA's defaults on jax 0.10).
     for a, b in zip(vmap, serial):
         for key in ("test_accuracy", "val_accuracy", "test_cross_entropy", "test_selectivity", "val_selectivity"):
             assert a[key] == pytest.approx(b[key], abs=1e-6), key
@@ -58,7 +59,7 @@ def test_vmap_equals_serial(sweeps):
         worst = max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
                     for x, y in zip(jax.tree.leaves((v.params, v.batch_stats)),
                                     jax.tree.leaves((s.params, s.batch_stats))))
-        assert worst < 1e-6, (alpha, worst)
+        assert worst < 4e-6, (alpha, worst)
         vrows = [json.loads(l) for l in open(root / "vmap" / run_dirname(alpha, 0) / "metrics.jsonl")]
         srows = [json.loads(l) for l in open(root / "serial" / run_dirname(alpha, 0) / "metrics.jsonl")]
         for key in ("train_loss", "train_selectivity", "val_accuracy"):

@@ -125,4 +125,5 @@ def test_group_trained_with_each_strategy_equals_models_trained_alone(strategy):
                                    rtol=1e-5)
         for x, y in zip(jax.tree.leaves((group.params, group.batch_stats)),
                         jax.tree.leaves((alone.params, alone.batch_stats))):
-            np.testing.assert_allclose(np.asarray(x[k]), np.asarray(y[0]), atol=2e-6, rtol=0)
+            # float32 rounding: im2col's matmul sums in another order than the convolution kernels
+            np.testing.assert_allclose(np.asarray(x[k]), np.asarray(y[0]), atol=1e-5, rtol=0)
