@@ -46,8 +46,8 @@ def main(choice: str, out: str) -> None:
         logits, _ = model.apply({**variables, "params": params}, images, train=True, mutable=["batch_stats"])
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
-    arrays = {"logits": np.asarray(jax.jit(lambda v: model.apply(v, images, train=False))(variables))}
-    arrays.update(flat(jax.jit(jax.grad(loss))(variables["params"]), "grads"))
+    logits, grads = jax.jit(lambda v: (model.apply(v, images, train=False), jax.grad(loss)(v["params"])))(variables)
+    arrays = {"logits": np.asarray(logits), **flat(grads, "grads")}
 
     mesh = make_data_mesh(1)
     run = setup_run(config, num_classes=10, image_shape=(32, 32, 3), num_train=BATCH * STEPS,
