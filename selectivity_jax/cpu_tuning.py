@@ -9,8 +9,9 @@ elementwise fusions (the README's CPU table):
 
 The flag chooses kernels, not the computation: results differ from XLA's defaults only by float32 rounding (the order
 of sums), as tests/test_cpu_tuning.py checks for the forward pass, the gradients and training steps. It names
-``xla_cpu`` options only, so GPU and TPU programs are unaffected. jaxlib releases before 0.8.1 do not know it (XLA
-would abort on an unknown flag), so there ``'auto'`` sets nothing.
+``xla_cpu`` options only, so GPU and TPU programs are unaffected. XLA aborts the process on a flag it does not know,
+so ``'auto'`` sets the flag only where the installed jaxlib defines it: from 0.8.1 on (checked in the released wheels)
+and while its library still holds the flag's name (a later release may rename an experimental flag).
 
 XLA reads ``XLA_FLAGS`` once, when JAX starts its first backend, so a choice acts only before that:
 
@@ -26,6 +27,9 @@ strided convolutions, hand-written kernel gradients and BatchNorm backward, bflo
 
 from __future__ import annotations
 
+import functools
+import glob
+import mmap
 import os
 import shlex
 
@@ -45,10 +49,31 @@ def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
+@functools.lru_cache(maxsize=None)
+def installed_jaxlib_defines(flag: str) -> bool:
+    """Whether one of the installed jaxlib's shared libraries holds the name of XLA flag ``flag`` (``--name=...``):
+    the flag definitions are compiled in, so a renamed or removed flag is absent (about 20 ms, once)."""
+    name = flag.split("=", 1)[0].lstrip("-").encode()
+    libraries = sorted(glob.glob(os.path.join(os.path.dirname(jaxlib.__file__), "*.so")), key=os.path.getsize,
+                       reverse=True)
+    for path in libraries:
+        try:
+            with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                if data.find(name) >= 0:
+                    return True
+        except (OSError, ValueError):  # unreadable or empty: look in the others
+            continue
+    return False
+
+
 def tuned_flags(jaxlib_version: str | None = None) -> tuple[str, ...]:
-    """The XLA flags of ``'auto'`` for ``jaxlib_version`` (default: the installed one); () before jaxlib 0.8.1."""
-    version = jaxlib_version or jaxlib.__version__
-    return TUNED_FLAGS if _version_tuple(version) >= FIRST_JAXLIB_WITH_FLAGS else ()
+    """The XLA flags of ``'auto'`` for ``jaxlib_version`` (default: the installed jaxlib, whose libraries must also
+    define them); () before jaxlib 0.8.1."""
+    if _version_tuple(jaxlib_version or jaxlib.__version__) < FIRST_JAXLIB_WITH_FLAGS:
+        return ()
+    if jaxlib_version is None and not all(installed_jaxlib_defines(flag) for flag in TUNED_FLAGS):
+        return ()
+    return TUNED_FLAGS
 
 
 def _user_chose_ynn(tokens: list[str]) -> bool:
