@@ -101,13 +101,18 @@ print("repository:", REPO_DIR)
 # Colab's TPU runtimes are TPU VMs: JAX sees the TPU cores directly as its devices, with no setup call (the old
 # `jax.tools.colab_tpu.setup_tpu()` was for the retired TPU Node runtime) and no TensorFlow. Expect 1 to 8
 # devices depending on the TPU type (v5e-1: 1, v2-8: 8). Training below shards each batch over the devices
-# (data parallelism with global-batch selectivity); on a CPU runtime the backend is `cpu`.
+# (data parallelism with global-batch selectivity); on a CPU runtime the backend is `cpu`. `selectivity_jax` is
+# imported first: it applies the project's XLA:CPU settings (faster convolutions on CPU), which act only before JAX
+# starts.
 
 # %%
 import jax
 
+from selectivity_jax import cpu_tuning  # importing the package applies its settings before JAX starts
+
 print("backend:", jax.default_backend())
 print("devices:", jax.devices())
+print("XLA:CPU settings:", cpu_tuning.in_force())
 
 # %% [markdown]
 # ## Network selectivity of a small Flax model
