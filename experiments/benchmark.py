@@ -92,7 +92,7 @@ def main(argv):
     cli.no_extra_arguments(argv)
     def bench() -> None:
         validate_config(FLAGS.config)
-        cpu_tuning.use(FLAGS.config.get("cpu_tuning", "auto"))  # before JAX starts
+        cpu_tuning.use_config(FLAGS.config)  # before JAX starts
         if FLAGS.steps < 1:
             raise ValueError(f"--steps must be >= 1; got {FLAGS.steps}")
         if FLAGS.vmap and not all(k.isdigit() and int(k) >= 1 for k in FLAGS.vmap):

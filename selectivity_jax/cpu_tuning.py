@@ -32,6 +32,7 @@ import glob
 import mmap
 import os
 import shlex
+from typing import Any
 
 import jaxlib
 
@@ -124,3 +125,8 @@ def use(choice: str) -> None:
             f"(the project's tuning); call selectivity_jax.cpu_tuning.use('off') before JAX computes anything, "
             f"or run the command in a fresh process")
     os.environ["XLA_FLAGS"] = wanted
+
+
+def use_config(config: Any) -> None:
+    """`use` with a training config's ``cpu_tuning`` (a config stored before the field existed: ``'auto'``)."""
+    use(config.get("cpu_tuning", "auto"))

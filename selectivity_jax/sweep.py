@@ -111,7 +111,7 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str, *, mode: str | 
     ``mode``: 'vmap' or 'serial' (None: `default_mode`); ``group_size``: models per vmapped group (0: automatic).
     """
     validate_config(config, sweep=True)
-    cpu_tuning.use(config.get("cpu_tuning", "auto"))  # before `default_mode` starts JAX
+    cpu_tuning.use_config(config)  # before `default_mode` starts JAX
     mode = mode or default_mode()
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")

@@ -468,7 +468,7 @@ def train_group(config: ml_collections.ConfigDict, alphas: list[float], workdirs
     """
     fault_point("start")
     check_group(config, alphas, workdirs, overwrite)
-    cpu_tuning.use(config.get("cpu_tuning", "auto"))  # before JAX starts, when the caller has not started it
+    cpu_tuning.use_config(config)  # before JAX starts, when the caller has not started it
     maybe_initialize_distributed(config.get("distributed", False))
     if not overwrite and all(map(rundir.is_finished, workdirs)):
         log(f"already finished: {', '.join(workdirs)}")
