@@ -17,6 +17,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from selectivity_jax import cpu_tuning
+from selectivity_jax.models import onednn_conv
 from selectivity_jax.models.vmap_conv import STRATEGIES
 from selectivity_jax.train import torch_reference
 from selectivity_jax.train.benchmark import benchmark, benchmark_groups, fastest_strategy
@@ -41,7 +42,8 @@ def _groups(config) -> None:
             raise ValueError(f"unknown strategy {strategy!r}; expected 'all', 'auto' or some of {list(STRATEGIES)}")
     groups = benchmark_groups(config, sizes, strategies, timed_steps=FLAGS.steps)
     print(f"{config.model.name}, batch {config.batch_size} per model, {config.compute_dtype}"
-          + (f", cpu_tuning {cpu_tuning.in_force()}" if jax.default_backend() == "cpu" else ""))
+          + (f", cpu_tuning {cpu_tuning.in_force()}, {onednn_conv.kernels_in_use()} convolutions"
+             if jax.default_backend() == "cpu" else ""))
     for strategy, rows in groups.items():
         base = rows[min(rows)].images_per_second
         print(f" {strategy} convolutions:")
@@ -61,7 +63,8 @@ def _steps(config) -> None:
     results = benchmark(config, alpha=FLAGS.alpha, timed_steps=FLAGS.steps)
     print(f"{results['model']}, batch {results['batch_size']}, {results['compute_dtype']}, "
           f"{results['device_count']} x {results['device_kind']}, {results['steps_per_call']} step(s) per call"
-          + (f", cpu_tuning {results['cpu_tuning']}" if results["platform"] == "cpu" else ""))
+          + (f", cpu_tuning {results['cpu_tuning']}, {results['convolutions']} convolutions"
+             if results["platform"] == "cpu" else ""))
     for key, value in results.items():
         if key.startswith("train_images_per_second/"):
             name = key.split("/", 1)[1]

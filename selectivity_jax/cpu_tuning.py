@@ -1,4 +1,15 @@
-"""The project's XLA:CPU settings, on by default: which kernels XLA runs on a CPU (the ``cpu_tuning`` config field).
+"""The project's CPU settings, on by default (the ``cpu_tuning`` config field, ``'auto'`` or ``'off'``).
+
+``'auto'`` does three things, each measured on ResNet20 (CIFAR-10 shapes, batch 128, float32, 2-core AMD EPYC; the
+README's CPU section):
+
+1. convolutions run on oneDNN (`selectivity_jax.models.onednn_conv`; this module records the choice, `choice`, and
+   the models read it when they are traced);
+2. the process's heap keeps the memory it frees (glibc's malloc, Linux): one arena for all threads, buffers up to
+   `HEAP_KEEP_BYTES` from the heap and not trimmed back. With glibc's defaults every XLA:CPU execution maps its large
+   temporary buffers afresh and the kernel zeroes each page on first touch: a third of a ResNet20 train step went to
+   page faults (``perf``). The heap then stays at its peak size while the process lives;
+3. an XLA:CPU flag (below).
 
 XLA:CPU (jaxlib 0.10) sends most convolutions to YNNPACK fusions and leaves the others to Eigen. Measured on
 ResNet20 (CIFAR-10 shapes, batch 128, float32, 2-core AMD EPYC), Eigen's convolutions are faster at every layer shape
@@ -13,7 +24,8 @@ of sums), as tests/test_cpu_tuning.py checks for the forward pass, the gradients
 so ``'auto'`` sets the flag only where the installed jaxlib defines it: from 0.8.1 on (checked in the released wheels)
 and while its library still holds the flag's name (a later release may rename an experimental flag).
 
-XLA reads ``XLA_FLAGS`` once, when JAX starts its first backend, so a choice acts only before that:
+XLA reads ``XLA_FLAGS`` once, when JAX starts its first backend, and threads keep the heap arena they started with,
+so the flag and the heap settings act only before JAX starts (the convolutions follow `use` at any time):
 
 - ``import selectivity_jax`` applies ``'auto'`` when JAX has not started yet (notebooks and library users get it
   without asking);
@@ -27,16 +39,26 @@ strided convolutions, hand-written kernel gradients and BatchNorm backward, bflo
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import glob
 import mmap
 import os
+import platform
 import shlex
 from typing import Any
 
 import jaxlib
 
 CHOICES = ("auto", "off")
+_choice = "auto"  # the choice `use` last applied; the convolutions follow it when a model is traced
+
+# glibc's mallopt(3) parameters, and the values of 'auto' and of glibc's defaults (arena count 0: glibc's own rule)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
+HEAP_KEEP_BYTES = 1 << 30  # buffers up to 1 GiB come from the heap, and up to 1 GiB of free memory stays in it
+TUNED_HEAP = ((M_ARENA_MAX, 1), (M_MMAP_THRESHOLD, HEAP_KEEP_BYTES), (M_TRIM_THRESHOLD, HEAP_KEEP_BYTES))
+DEFAULT_HEAP = ((M_ARENA_MAX, 0), (M_MMAP_THRESHOLD, 128 * 1024), (M_TRIM_THRESHOLD, 128 * 1024))
+_heap_tuned = False
 YNN_FUSION_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 TUNED_FLAGS = (f"{YNN_FUSION_FLAG}=LIBRARY_FUSION_TYPE_ELTWISE",)
 FIRST_JAXLIB_WITH_FLAGS = (0, 8, 1)
@@ -102,6 +124,35 @@ def in_force(xla_flags: str | None = None) -> str:
     return "auto" if all(flag in tokens for flag in TUNED_FLAGS) and tuned_flags() else "off"
 
 
+@functools.lru_cache(maxsize=None)
+def _glibc() -> Any:
+    """glibc (for mallopt), or None elsewhere (macOS, musl)."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+def heap_tunable() -> bool:
+    """Whether this process's heap takes the settings of 'auto' (glibc's malloc)."""
+    return _glibc() is not None
+
+
+def heap_tuned() -> bool:
+    """Whether the heap settings of 'auto' are in force in this process."""
+    return _heap_tuned
+
+
+def _set_heap(tuned: bool) -> None:
+    global _heap_tuned
+    if heap_tunable():
+        for parameter, value in TUNED_HEAP if tuned else DEFAULT_HEAP:
+            _glibc().mallopt(parameter, value)
+        _heap_tuned = tuned
+
+
 def backends_started() -> bool:
     """Whether JAX has started a backend in this process (after which XLA_FLAGS is read and fixed)."""
     from jax._src import xla_bridge  # JAX has no public query; the private one has kept this name since 0.4
@@ -109,22 +160,32 @@ def backends_started() -> bool:
     return xla_bridge.backends_are_initialized()
 
 
+def choice() -> str:
+    """The choice `use` last applied (``'auto'`` from ``import selectivity_jax`` on): whether models traced from now
+    on run their convolutions on oneDNN (``'auto'``) or on XLA (``'off'``)."""
+    return _choice
+
+
 def use(choice: str) -> None:
-    """Applies ``choice`` (``'auto'`` or ``'off'``) to this process's ``XLA_FLAGS``; call it before JAX computes
-    anything. Once JAX has started, ``'auto'`` keeps what is in force (it tunes where it still can) and ``'off'``
-    raises ValueError unless XLA's defaults are in force already."""
+    """Applies ``choice`` (``'auto'`` or ``'off'``): to this process's ``XLA_FLAGS`` and heap, which acts before JAX
+    computes anything, and to the convolutions of models traced from now on. Once JAX has started, ``'auto'`` keeps
+    the flags and heap in force (it tunes where it still can) and ``'off'`` raises ValueError unless XLA's defaults
+    and glibc's are in force already."""
+    global _choice
     current = os.environ.get("XLA_FLAGS", "")
     wanted = flags_for(choice, current)
-    if wanted == " ".join(shlex.split(current)):
+    settled = wanted == " ".join(shlex.split(current)) and _heap_tuned == (choice == "auto" and heap_tunable())
+    if settled or (choice == "auto" and backends_started()):
+        _choice = choice
         return
     if backends_started():
-        if choice == "auto":
-            return
         raise ValueError(
             f"cpu_tuning='off' cannot act: JAX has already started in this process with XLA_FLAGS={current!r} "
             f"(the project's tuning); call selectivity_jax.cpu_tuning.use('off') before JAX computes anything, "
             f"or run the command in a fresh process")
     os.environ["XLA_FLAGS"] = wanted
+    _set_heap(choice == "auto")
+    _choice = choice
 
 
 def use_config(config: Any) -> None:

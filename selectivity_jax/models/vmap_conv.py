@@ -9,7 +9,8 @@ strategies:
 
 - ``'grouped'``: plain ``lax.conv_general_dilated``; under vmap, one grouped convolution for the whole group.
 - ``'per_model'``: under vmap, one ordinary convolution per model (forward and backward), so a group costs what its
-  models cost one after another and each model's convolutions are exactly those it would run alone.
+  models cost one after another and each model's convolutions are exactly those it would run alone. On CPU with
+  ``cpu_tuning='auto'`` that convolution runs on oneDNN (`selectivity_jax.models.onednn_conv`), vmapped or not.
 - ``'im2col'``: the input's patches (strided slices, no convolution) times the kernel as one matrix product; under
   vmap the products become one batched matmul. Equal to the others
   up to float32 summation order.
@@ -28,6 +29,9 @@ from typing import Any, Callable, Iterator
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.sharding import Mesh
+
+from selectivity_jax.models import onednn_conv
 
 STRATEGIES = ("grouped", "per_model", "im2col")
 
@@ -54,14 +58,21 @@ def resolve_strategy(name: str) -> str:
 
 
 @contextlib.contextmanager
-def conv_strategy(name: str) -> Iterator[None]:
+def conv_strategy(name: str, batch_mesh: Mesh | None = None) -> Iterator[None]:
     """While active (at trace time), `conv_general_dilated` runs by strategy ``name`` (``'auto'`` or one of
-    `STRATEGIES`)."""
+    `STRATEGIES`), and splits oneDNN convolutions' batch over ``batch_mesh`` (the step's data mesh; None: none)."""
     token = _STRATEGY.set(resolve_strategy(name))
     try:
-        yield
+        with onednn_conv.batch_mesh(batch_mesh):
+            yield
     finally:
         _STRATEGY.reset(token)
+
+
+def uses_onednn(lhs: jax.Array, rhs: jax.Array, conv_kwargs: dict[str, Any]) -> bool:
+    """Whether a single model's convolution runs on oneDNN: on CPU, with ``cpu_tuning='auto'``, for a convolution
+    `onednn_conv.supports`, where the oneDNN handlers are available."""
+    return onednn_conv.supports(lhs, rhs, conv_kwargs) and onednn_conv.enabled()
 
 
 def per_index_under_vmap(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -82,6 +93,8 @@ def per_index_under_vmap(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _per_model_conv(lhs: jax.Array, rhs: jax.Array, **conv_kwargs: Any) -> jax.Array:
     """The convolution with forward and backward pass each run per mapped index under vmap (see module doc)."""
     def plain(lhs, rhs):
+        if uses_onednn(lhs, rhs, conv_kwargs):
+            return onednn_conv.conv_general_dilated(lhs, rhs, **conv_kwargs)
         return lax.conv_general_dilated(lhs, rhs, **conv_kwargs)
 
     forward = per_index_under_vmap(plain)

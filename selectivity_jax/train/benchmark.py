@@ -21,6 +21,7 @@ import numpy as np
 from selectivity_jax import cpu_tuning
 from selectivity_jax.data import nominal_shape
 from selectivity_jax.data.on_device import TrainArrays, put_eval_arrays, put_train_arrays
+from selectivity_jax.models import onednn_conv
 from selectivity_jax.models.vmap_conv import resolve_strategy
 from selectivity_jax.parallel import make_data_mesh
 from selectivity_jax.train.loop import RunSetup, setup_run, steps_in_next_call, steps_per_call_of
@@ -141,6 +142,7 @@ def benchmark(config: ml_collections.ConfigDict, *, alpha: float = 1.0, warmup_s
     results: dict[str, Any] = {"model": config.model.name, "batch_size": config.batch_size,
                                "compute_dtype": config.compute_dtype, "device_kind": jax.devices()[0].device_kind,
                                "platform": jax.default_backend(), "cpu_tuning": cpu_tuning.in_force(),
+                               "convolutions": onednn_conv.kernels_in_use(),
                                "device_count": mesh.devices.size, "steps_per_call": steps_per_call}
     variants = {"no_selectivity_term": (0.0, False), "alpha_0": (0.0, True), f"alpha_{alpha:g}": (alpha, True)}
     for name, (run_alpha, selectivity_term) in variants.items():

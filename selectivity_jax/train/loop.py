@@ -39,7 +39,7 @@ from selectivity_jax import cpu_tuning, rundir
 from selectivity_jax.data import ArraySplits, check_available, load_splits
 from selectivity_jax.data.on_device import normalization_stats, put_eval_arrays, put_train_arrays
 from selectivity_jax.faults import fault_point
-from selectivity_jax.models import get_model, model_options
+from selectivity_jax.models import get_model, model_options, onednn_conv
 from selectivity_jax.models.vmap_conv import resolve_strategy
 from selectivity_jax.parallel import (batch_sharded, check_batch_size, make_data_mesh, maybe_initialize_distributed,
                                       replicated)
@@ -518,8 +518,7 @@ def _train_locked(config: ml_collections.ConfigDict, alphas: tuple[float, ...], 
         f"{config.seed}: {splits.sizes()} examples, {total_steps} steps ({num_epochs} epochs of {steps_per_epoch}), "
         f"batch {config.batch_size} on {mesh.devices.size} {jax.devices()[0].device_kind} device(s)"
         f"{' (data parallel)' if mesh.devices.size > 1 else ''}, {setup.steps_per_call} step(s) per call, "
-        f"{resolve_strategy(setup.spec.vmap_conv)} "
-        f"convolutions; "
+        f"{resolve_strategy(setup.spec.vmap_conv)} convolutions on {onednn_conv.kernels_in_use()}; "
         f"selectivity layers {setup.layer_names}")
 
     progress = Progress(num_epochs)
@@ -616,7 +615,7 @@ def _train_locked(config: ml_collections.ConfigDict, alphas: tuple[float, ...], 
             "model": config.model.name, "steps": total_steps, "epochs": num_epochs, "split_sizes": splits.sizes(),
             "models_in_group": len(runs), "device_kind": jax.devices()[0].device_kind,
             "device_count": mesh.devices.size, "vmap_conv": resolve_strategy(setup.spec.vmap_conv),
-            "cpu_tuning": cpu_tuning.in_force(),
+            "cpu_tuning": cpu_tuning.in_force(), "convolutions": onednn_conv.kernels_in_use(),
             "process_count": jax.process_count(), "versions": _library_versions(),
             # what restoring the model needs besides config.json and the checkpoint (`trained.restore_run`)
             "num_classes": splits.num_classes, "image_shape": list(splits.image_shape),

@@ -46,6 +46,11 @@ class StepSpec:
     vmap_conv: str = "auto"        # How a group's convolutions run (selectivity_jax/models/vmap_conv.py)
 
 
+def batch_mesh(spec: StepSpec) -> Any:
+    """The data mesh the batch is split over (None without one), for convolutions that split it themselves."""
+    return None if spec.batch_sharding is None else spec.batch_sharding.mesh
+
+
 def alpha_in_force(alpha: Array, step: Array, warmup_steps: int) -> Array:
     """alpha, ramped linearly from 0 over the first ``warmup_steps`` steps (no ramp when 0)."""
     if warmup_steps <= 0:
@@ -123,7 +128,7 @@ def _group_update(spec: StepSpec, schedule: optax.Schedule, states: TrainState, 
     convolutions run by the strategy ``spec.vmap_conv``. A group of one is a single run.
     """
     x, labels = prepare_batch(spec, first_model(states), images, labels)
-    with conv_strategy(spec.vmap_conv):
+    with conv_strategy(spec.vmap_conv, batch_mesh(spec)):
         return jax.vmap(functools.partial(sgd_update, spec, schedule), in_axes=(0, None, None))(states, x, labels)
 
 
@@ -205,7 +210,7 @@ def make_evaluate(spec: StepSpec) -> Callable[[TrainState, EvalArrays], tuple[di
             totals, stats = carry
             images, labels, mask = batch
             x = normalize(images, spec.mean, spec.std, spec.compute_dtype)
-            with conv_strategy(spec.vmap_conv):
+            with conv_strategy(spec.vmap_conv, batch_mesh(spec)):
                 logits, acts, _ = apply_with_activations(state.apply_fn, variables, x, train=False, filter=None)
             logits = logits.astype(jnp.float32)
             ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
