@@ -102,17 +102,19 @@ print("repository:", REPO_DIR)
 # `jax.tools.colab_tpu.setup_tpu()` was for the retired TPU Node runtime) and no TensorFlow. Expect 1 to 8
 # devices depending on the TPU type (v5e-1: 1, v2-8: 8). Training below shards each batch over the devices
 # (data parallelism with global-batch selectivity); on a CPU runtime the backend is `cpu`. `selectivity_jax` is
-# imported first: it applies the project's XLA:CPU settings (faster convolutions on CPU), which act only before JAX
-# starts.
+# imported first: it applies the project's CPU settings (convolutions on oneDNN, a heap that keeps freed memory, an
+# XLA:CPU flag), the last two of which act only before JAX starts. On CPU the first model traced builds the oneDNN
+# convolutions (a few seconds, once per machine).
 
 # %%
 import jax
 
 from selectivity_jax import cpu_tuning  # importing the package applies its settings before JAX starts
+from selectivity_jax.models import onednn_conv
 
 print("backend:", jax.default_backend())
 print("devices:", jax.devices())
-print("XLA:CPU settings:", cpu_tuning.in_force())
+print("CPU settings:", cpu_tuning.in_force(), "| convolutions on:", onednn_conv.kernels_in_use())
 
 # %% [markdown]
 # ## Network selectivity of a small Flax model

@@ -9,12 +9,12 @@ README's CPU section):
    `HEAP_KEEP_BYTES` from the heap and not trimmed back. With glibc's defaults every XLA:CPU execution maps its large
    temporary buffers afresh and the kernel zeroes each page on first touch: a third of a ResNet20 train step went to
    page faults (``perf``). The heap then stays at its peak size while the process lives;
-3. an XLA:CPU flag (below).
+3. an XLA:CPU flag (below) for the convolutions oneDNN does not take (other dtypes, the ``'grouped'`` and
+   ``'im2col'`` vmap strategies, machines without oneDNN).
 
 XLA:CPU (jaxlib 0.10) sends most convolutions to YNNPACK fusions and leaves the others to Eigen. Measured on
-ResNet20 (CIFAR-10 shapes, batch 128, float32, 2-core AMD EPYC), Eigen's convolutions are faster at every layer shape
-of the network, forward and backward, and the whole train step runs about 1.4x as fast when YNNPACK keeps only the
-elementwise fusions (the README's CPU table):
+ResNet20 with XLA's convolutions, Eigen's are faster at every layer shape of the network, forward and backward, and
+the whole train step runs about 1.4x as fast when YNNPACK keeps only the elementwise fusions:
 
     --xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_ELTWISE
 
@@ -34,7 +34,8 @@ so the flag and the heap settings act only before JAX starts (the convolutions f
 
 The project never touches a choice of YNNPACK fusions the user wrote into ``XLA_FLAGS`` (nor ``'off'`` removes it).
 Other formulations were measured and not kept (the README's CPU section): im2col convolutions, space-to-depth
-strided convolutions, hand-written kernel gradients and BatchNorm backward, bfloat16, other XLA:CPU flags.
+strided convolutions, hand-written kernel gradients and BatchNorm backward, bfloat16, other XLA:CPU flags, oneDNN's
+OpenMP threads sleeping instead of spinning between calls.
 """
 
 from __future__ import annotations
@@ -146,8 +147,9 @@ def heap_tuned() -> bool:
 
 
 def _set_heap(tuned: bool) -> None:
+    """Applies the heap settings of 'auto' (``tuned``) or glibc's defaults, where they are not in force already."""
     global _heap_tuned
-    if heap_tunable():
+    if heap_tunable() and tuned != _heap_tuned:
         for parameter, value in TUNED_HEAP if tuned else DEFAULT_HEAP:
             _glibc().mallopt(parameter, value)
         _heap_tuned = tuned
@@ -169,22 +171,21 @@ def choice() -> str:
 def use(choice: str) -> None:
     """Applies ``choice`` (``'auto'`` or ``'off'``): to this process's ``XLA_FLAGS`` and heap, which acts before JAX
     computes anything, and to the convolutions of models traced from now on. Once JAX has started, ``'auto'`` keeps
-    the flags and heap in force (it tunes where it still can) and ``'off'`` raises ValueError unless XLA's defaults
-    and glibc's are in force already."""
+    the flags and heap in force, and ``'off'`` raises ValueError unless XLA's defaults are in force already (it then
+    restores glibc's heap thresholds)."""
     global _choice
     current = os.environ.get("XLA_FLAGS", "")
     wanted = flags_for(choice, current)
-    settled = wanted == " ".join(shlex.split(current)) and _heap_tuned == (choice == "auto" and heap_tunable())
-    if settled or (choice == "auto" and backends_started()):
-        _choice = choice
-        return
-    if backends_started():
+    started = backends_started()
+    if wanted != " ".join(shlex.split(current)) and started and choice == "off":
         raise ValueError(
             f"cpu_tuning='off' cannot act: JAX has already started in this process with XLA_FLAGS={current!r} "
             f"(the project's tuning); call selectivity_jax.cpu_tuning.use('off') before JAX computes anything, "
             f"or run the command in a fresh process")
-    os.environ["XLA_FLAGS"] = wanted
-    _set_heap(choice == "auto")
+    if not started:
+        os.environ["XLA_FLAGS"] = wanted
+    if not started or choice == "off":  # glibc's thresholds act at once; 'auto' after the start keeps the heap
+        _set_heap(choice == "auto")
     _choice = choice
 
 

@@ -4,9 +4,11 @@
 
 applies ``cpu_tuning.use(CHOICE)`` before JAX starts, then saves a narrowed ResNet20's evaluation logits, the
 gradients of its training loss (BatchNorm in training mode) and its parameters before and after three of the
-project's train steps (selectivity term at alpha = 1), all from fixed seeds.
+project's train steps (selectivity term at alpha = 1), all from fixed seeds; also which kernels ran the
+convolutions and how glibc served a large buffer.
 """
 
+import ctypes
 import sys
 
 from selectivity_jax import cpu_tuning
@@ -19,7 +21,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from configs import quickstart  # noqa: E402
-from selectivity_jax.models import get_model  # noqa: E402
+from selectivity_jax.models import get_model, onednn_conv  # noqa: E402
 from selectivity_jax.parallel import make_data_mesh  # noqa: E402
 from selectivity_jax.train.benchmark import random_train_data  # noqa: E402
 from selectivity_jax.train.loop import setup_run  # noqa: E402
@@ -30,6 +32,26 @@ BATCH, STEPS = 32, 3
 def flat(tree, prefix):
     return {f"{prefix}/{jax.tree_util.keystr(path)}": np.asarray(leaf)
             for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                      "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def mapped_bytes_while_a_large_buffer_lives() -> int:
+    """How many more bytes glibc holds in separate mappings (mallinfo2's hblkhd) while a 256 MiB array lives: its
+    size under glibc's defaults, 0 when the heap serves it; -1 without glibc's mallinfo2."""
+    try:
+        mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return -1
+    mallinfo2.restype = MallInfo2
+    before = mallinfo2().hblkhd
+    buffer = np.ones(64 * 2 ** 20, np.float32)
+    mapped = mallinfo2().hblkhd - before
+    del buffer
+    return int(mapped)
 
 
 def main(choice: str, out: str) -> None:
@@ -59,7 +81,8 @@ def main(choice: str, out: str) -> None:
     for _ in range(STEPS):
         state, _ = run.train_step(state, data, order)
     arrays.update(flat(state.params, "trained"))
-    np.savez(out, in_force=np.asarray(cpu_tuning.in_force()), **arrays)
+    np.savez(out, in_force=np.asarray(cpu_tuning.in_force()), kernels=np.asarray(onednn_conv.kernels_in_use()),
+             mapped_bytes=np.asarray(mapped_bytes_while_a_large_buffer_lives()), **arrays)
 
 
 if __name__ == "__main__":

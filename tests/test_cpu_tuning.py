@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from selectivity_jax import cpu_tuning
+from selectivity_jax.models import onednn_conv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TUNED = cpu_tuning.TUNED_FLAGS[0]
@@ -67,22 +68,29 @@ def test_use_before_and_after_jax_starts(monkeypatch):
     import jax
 
     jax.devices()  # JAX has started
+    heap = []  # the heap settings asked for (not applied: this process keeps its own)
+    monkeypatch.setattr(cpu_tuning, "_set_heap", heap.append)
+    monkeypatch.setattr(cpu_tuning, "_choice", cpu_tuning.choice())
     monkeypatch.setenv("XLA_FLAGS", TUNED)
     cpu_tuning.use("auto")  # nothing to change
     with pytest.raises(ValueError, match="cannot act: JAX has already started"):
         cpu_tuning.use("off")
     assert os.environ["XLA_FLAGS"] == TUNED  # left as it was
+    assert heap == [] and cpu_tuning.choice() == "auto"
     monkeypatch.setenv("XLA_FLAGS", "")
     cpu_tuning.use("auto")  # after the start 'auto' keeps what is in force
-    cpu_tuning.use("off")
-    assert os.environ["XLA_FLAGS"] == ""
+    assert heap == []
+    cpu_tuning.use("off")  # XLA's defaults are in force: the convolutions and glibc's thresholds follow
+    assert os.environ["XLA_FLAGS"] == "" and heap == [False] and cpu_tuning.choice() == "off"
 
     monkeypatch.setattr(cpu_tuning, "backends_started", lambda: False)  # as before JAX starts
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
     cpu_tuning.use("auto")
     assert os.environ["XLA_FLAGS"] == f"--xla_force_host_platform_device_count=8 {TUNED}"
+    assert heap == [False, True] and cpu_tuning.choice() == "auto"
     cpu_tuning.use("off")
     assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=8"
+    assert heap == [False, True, False] and cpu_tuning.choice() == "off"
 
 
 @needs_tuning
@@ -137,6 +145,8 @@ def test_tuned_equals_xla_defaults_up_to_float32_rounding(both_settings):
     4e-3 overall. A wrong kernel or layout would differ by order 1."""
     tuned, plain = both_settings["auto"], both_settings["off"]
     assert str(tuned["in_force"]) == "auto" and str(plain["in_force"]) == "off"
+    assert str(plain["kernels"]) == "xla"
+    assert str(tuned["kernels"]) == ("onednn" if onednn_conv.problem() is None else "xla")
     assert tuned.keys() == plain.keys()
     assert np.max(np.abs(tuned["logits"] - plain["logits"])) <= 1e-5 * np.max(np.abs(plain["logits"]))
     for name, grad in _group(plain, "grads").items():
@@ -146,4 +156,13 @@ def test_tuned_equals_xla_defaults_up_to_float32_rounding(both_settings):
     update = lambda arrays: flat(arrays, "trained") - flat(arrays, "initial")
     assert _relative(update(tuned), update(plain)) < 2e-2
     # the setting acts: other kernels, other rounding somewhere
-    assert not all(np.array_equal(tuned[k], plain[k]) for k in plain if k != "in_force")
+    assert not all(np.array_equal(tuned[k], plain[k]) for k in plain if k not in ("in_force", "kernels",
+                                                                                    "mapped_bytes"))
+
+
+@pytest.mark.skipif(not cpu_tuning.heap_tunable(), reason="glibc's malloc only")
+def test_tuned_heap_serves_large_buffers_from_memory_it_keeps(both_settings):
+    """Under glibc's defaults a 256 MiB buffer is a fresh mapping (its pages faulted in and zeroed by the kernel at
+    every use); under the tuning the heap serves it."""
+    assert int(both_settings["off"]["mapped_bytes"]) >= 256 * 2 ** 20
+    assert int(both_settings["auto"]["mapped_bytes"]) == 0

@@ -59,15 +59,15 @@ def tiny_config():
 
 # Values of the alpha = 0 run with TINY_FLAGS. The port to one file per analysis reproduced every number of the
 # analyses before it exactly; then the tiny sweep was trained under the project's CPU tuning (selectivity_jax/
-# cpu_tuning.py): other kernels, other float32 rounding. Under XLA's defaults: 0.1125, 0.262903, 0.803484, 1.101539,
+# cpu_tuning.py, now with oneDNN convolutions): other kernels, other float32 rounding. Under XLA's defaults: 0.1125, 0.262903, 0.803484, 1.101539,
 # 1.008411, 1.066269 (the adversarial ratio moves most: PGD follows the gradients' signs).
 PINNED = {
     ("corruptions", "mean_accuracy"): 0.1125,
-    ("gradients", "summary", "norm_cv_over_units_mean"): 0.26295267825911606,
-    ("gradients", "summary", "cosine_distance_over_samples_mean"): 0.8033281082080175,
-    ("dimensionality", "layers", LAYERS[-1], "clean", "participation_ratio"): 1.1015983873361692,
-    ("dimensionality", "layers", LAYERS[-1], "corruption", "participation_ratio"): 1.0084130055718172,
-    ("dimensionality", "layers", LAYERS[-1], "adversarial", "participation_ratio"): 1.0566032895860211,
+    ("gradients", "summary", "norm_cv_over_units_mean"): 0.2629644285136847,
+    ("gradients", "summary", "cosine_distance_over_samples_mean"): 0.803329708713781,
+    ("dimensionality", "layers", LAYERS[-1], "clean", "participation_ratio"): 1.1015985816158185,
+    ("dimensionality", "layers", LAYERS[-1], "corruption", "participation_ratio"): 1.0084129878134807,
+    ("dimensionality", "layers", LAYERS[-1], "adversarial", "participation_ratio"): 1.0548511809206964,
 }
 
 

@@ -45,13 +45,14 @@ def test_vmap_equals_serial(sweeps):
     assert [r["alpha"] for r in vmap] == list(ALPHAS) == [r["alpha"] for r in serial]
     assert [r["models_in_group"] for r in vmap] == [3, 3, 3] and [r["models_in_group"] for r in serial] == [1, 1, 1]
     # On CPU a vmapped group runs each model's convolutions as plain ones (models/vmap_conv.py), so a model trains
-    # in a group as it does alone, up to float32 rounding of the other vmapped ops: a few ulps of the parameters
-    # under the project's CPU tuning (bitwise equal under XLA's defaults on jax 0.10).
+    # in a group as it does alone, up to float32 rounding of the other vmapped ops, which six training steps carry
+    # on: bitwise equal under XLA's defaults on jax 0.10; under the project's CPU tuning (oneDNN convolutions)
+    # measured up to 6e-6 in the parameters and 1e-5 in the test cross-entropy. A wrong model's kernel is order 1.
     for a, b in zip(vmap, serial):
         for key in ("test_accuracy", "val_accuracy", "test_cross_entropy", "test_selectivity", "val_selectivity"):
-            assert a[key] == pytest.approx(b[key], abs=1e-6), key
+            assert a[key] == pytest.approx(b[key], abs=3e-5), key
         for layer in a["per_layer_selectivity"]:
-            assert a["per_layer_selectivity"][layer] == pytest.approx(b["per_layer_selectivity"][layer], abs=1e-6)
+            assert a["per_layer_selectivity"][layer] == pytest.approx(b["per_layer_selectivity"][layer], abs=3e-5)
     for alpha in ALPHAS:
         v = _final_state(str(root / "vmap" / run_dirname(alpha, 0)))
         s = _final_state(str(root / "serial" / run_dirname(alpha, 0)))
@@ -59,7 +60,7 @@ def test_vmap_equals_serial(sweeps):
         worst = max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
                     for x, y in zip(jax.tree.leaves((v.params, v.batch_stats)),
                                     jax.tree.leaves((s.params, s.batch_stats))))
-        assert worst < 4e-6, (alpha, worst)
+        assert worst < 3e-5, (alpha, worst)
         vrows = [json.loads(l) for l in open(root / "vmap" / run_dirname(alpha, 0) / "metrics.jsonl")]
         srows = [json.loads(l) for l in open(root / "serial" / run_dirname(alpha, 0) / "metrics.jsonl")]
         for key in ("train_loss", "train_selectivity", "val_accuracy"):

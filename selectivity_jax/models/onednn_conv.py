@@ -270,9 +270,17 @@ _conv.defvjp(_conv_forward, _conv_backward)
 def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Any, padding: Any,
                          feature_group_count: int = 1, **unused: Any) -> jax.Array:
     """``lax.conv_general_dilated`` on oneDNN for a call `supports` accepts (its other arguments are the defaults
-    `supports` requires): [N, H, W, C] x [KH, KW, C / groups, O] -> [N, H', W', O]."""
+    `supports` requires): [N, H, W, C] x [KH, KW, C / groups, O] -> [N, H', W', O]. RuntimeError where the handlers
+    are not available (`problem`)."""
+    if problem() is not None:
+        raise RuntimeError(problem())
     strides = tuple(int(s) for s in window_strides)
     pads = _explicit_padding(lhs.shape, rhs.shape, strides, padding)
+    if rhs.shape[:2] == (1, 1) and strides != (1, 1):
+        # a strided 1x1 convolution reads every s-th pixel: that subsample, convolved at stride 1 (oneDNN 3.2's
+        # kernel gradient of strided 1x1 convolutions corrupts memory on some shapes, e.g. 64x64x4 -> 8 at batch 2)
+        lhs = jnp.pad(lhs, ((0, 0), pads[0], pads[1], (0, 0)))[:, ::strides[0], ::strides[1], :]
+        strides, pads = (1, 1), ((0, 0), (0, 0))
     attrs = ConvAttributes(strides[0], strides[1], pads[0][0], pads[0][1], pads[1][0], pads[1][1],
                            int(feature_group_count))
     mesh = _BATCH_MESH.get()
