@@ -54,11 +54,13 @@ import jaxlib
 CHOICES = ("auto", "off")
 _choice = "auto"  # the choice `use` last applied; the convolutions follow it when a model is traced
 
-# glibc's mallopt(3) parameters, and the values of 'auto' and of glibc's defaults (arena count 0: glibc's own rule)
+# glibc's mallopt(3) parameters, and the values of 'auto' and of 'off'. glibc starts at 128 KiB thresholds and raises
+# them as large buffers are freed, up to 32 MiB (mmap) and 64 MiB (trim) on 64-bit; mallopt cannot restore that
+# adaptation, so 'off' after 'auto' sets the values it reaches (arena count 0: glibc's own rule).
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
 HEAP_KEEP_BYTES = 1 << 30  # buffers up to 1 GiB come from the heap, and up to 1 GiB of free memory stays in it
 TUNED_HEAP = ((M_ARENA_MAX, 1), (M_MMAP_THRESHOLD, HEAP_KEEP_BYTES), (M_TRIM_THRESHOLD, HEAP_KEEP_BYTES))
-DEFAULT_HEAP = ((M_ARENA_MAX, 0), (M_MMAP_THRESHOLD, 128 * 1024), (M_TRIM_THRESHOLD, 128 * 1024))
+DEFAULT_HEAP = ((M_ARENA_MAX, 0), (M_MMAP_THRESHOLD, 32 << 20), (M_TRIM_THRESHOLD, 64 << 20))
 _heap_tuned = False
 YNN_FUSION_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 TUNED_FLAGS = (f"{YNN_FUSION_FLAG}=LIBRARY_FUSION_TYPE_ELTWISE",)
@@ -147,7 +149,8 @@ def heap_tuned() -> bool:
 
 
 def _set_heap(tuned: bool) -> None:
-    """Applies the heap settings of 'auto' (``tuned``) or glibc's defaults, where they are not in force already."""
+    """Applies the heap settings of 'auto' (``tuned``) or of 'off' (glibc's adapted defaults), where they are not in
+    force already."""
     global _heap_tuned
     if heap_tunable() and tuned != _heap_tuned:
         for parameter, value in TUNED_HEAP if tuned else DEFAULT_HEAP:

@@ -1,7 +1,7 @@
 """2-D convolutions on oneDNN for XLA:CPU: the CPU default of ``cpu_tuning='auto'`` (`selectivity_jax.cpu_tuning`).
 
 XLA:CPU runs convolutions on Eigen or YNNPACK; on the shapes of the papers' CIFAR ResNets the gradients of a
-convolution take about twice as long there as on oneDNN, the library PyTorch's CPU convolutions use (measured per layer
+convolution take 1.1-2.4x as long there as on oneDNN, the library PyTorch's CPU convolutions use (measured per layer
 and for the whole train step in the README's CPU section). This module runs a float32 NHWC/HWIO convolution (flax's
 layout) as three XLA FFI custom calls into oneDNN (``onednn_conv.cc`` beside this file): the forward pass, the input's
 cotangent (backward data) and the kernel's cotangent (backward weights), tied together by ``jax.custom_vjp``. They
@@ -38,6 +38,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 
+import filelock
 import jax
 import jax.numpy as jnp
 import jaxlib
@@ -46,6 +47,7 @@ from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 
 from selectivity_jax import cpu_tuning
+from selectivity_jax.parallel import DATA_AXIS
 
 SOURCE = Path(__file__).with_suffix(".cc")
 HANDLERS = {"forward": "SelectivityJaxConvForward", "backward_data": "SelectivityJaxConvBackwardData",
@@ -53,7 +55,6 @@ HANDLERS = {"forward": "SelectivityJaxConvForward", "backward_data": "Selectivit
 ONEDNN_LIBRARY = "libdnnl.so.3"
 ONEDNN_HEADER = Path("oneapi", "dnnl", "dnnl.hpp")
 COMPILE_TIMEOUT_S = 600
-DATA_AXIS = "data"  # the mesh axis the batch is split over (selectivity_jax.parallel.DATA_AXIS)
 
 _BATCH_MESH: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar("selectivity_jax_conv_mesh", default=None)
 _NHWC = ("NHWC", "HWIO", "NHWC")
@@ -111,8 +112,6 @@ def _library_path(prefix: Path) -> Path:
 def _build(prefix: Path, target: Path) -> None:
     """Compiles the handlers into ``target``: into a temporary file beside it, renamed when complete, under a lock
     (parallel processes build once; an interrupted build leaves no partial library)."""
-    import filelock
-
     target.parent.mkdir(parents=True, exist_ok=True)
     with filelock.FileLock(str(target) + ".lock"):
         if target.exists():
