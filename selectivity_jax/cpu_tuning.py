@@ -143,11 +143,6 @@ def heap_tunable() -> bool:
     return _glibc() is not None
 
 
-def heap_tuned() -> bool:
-    """Whether the heap settings of 'auto' are in force in this process."""
-    return _heap_tuned
-
-
 def _set_heap(tuned: bool) -> None:
     """Applies the heap settings of 'auto' (``tuned``) or of 'off' (glibc's adapted defaults), where they are not in
     force already."""

@@ -57,7 +57,7 @@ ONEDNN_HEADER = Path("oneapi", "dnnl", "dnnl.hpp")
 COMPILE_TIMEOUT_S = 600
 
 _BATCH_MESH: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar("selectivity_jax_conv_mesh", default=None)
-_NHWC = ("NHWC", "HWIO", "NHWC")
+_NHWC = ("NHWC", "HWIO", "NHWC")  # the layout flax's nn.Conv uses for 2-D inputs
 
 
 class ConvAttributes(NamedTuple):
@@ -199,23 +199,29 @@ def _explicit_padding(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], st
     return tuple((int(lo), int(hi)) for lo, hi in padding)
 
 
-def supports(lhs: jax.Array, rhs: jax.Array, conv_kwargs: dict[str, Any]) -> bool:
-    """Whether this ``lax.conv_general_dilated`` call (arguments as `conv_general_dilated` takes them) is one the
-    handlers compute: float32, 2-D, flax's NHWC/HWIO layout, no dilation, no batch groups, non-negative padding."""
-    if lhs.ndim != 4 or rhs.ndim != 4 or lhs.dtype != jnp.float32 or rhs.dtype != jnp.float32:
-        return False
-    if conv_kwargs.get("preferred_element_type") not in (None, jnp.float32, np.float32):
-        return False
-    if conv_kwargs.get("batch_group_count", 1) != 1:
+def is_flax_2d(lhs: jax.Array, rhs: jax.Array, conv_kwargs: dict[str, Any]) -> bool:
+    """True for an undilated 2-D convolution without batch groups in flax's NHWC / HWIO layout (arguments as
+    ``lax.conv_general_dilated`` takes them)."""
+    if lhs.ndim != 4 or rhs.ndim != 4 or conv_kwargs.get("batch_group_count", 1) != 1:
         return False
     if any(d not in (None, (1, 1), [1, 1]) for d in (conv_kwargs.get("lhs_dilation"), conv_kwargs.get("rhs_dilation"))):
         return False
+    given = lax.conv_dimension_numbers(lhs.shape, rhs.shape, conv_kwargs.get("dimension_numbers"))
+    return given == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+
+
+def supports(lhs: jax.Array, rhs: jax.Array, conv_kwargs: dict[str, Any]) -> bool:
+    """Whether this ``lax.conv_general_dilated`` call (arguments as `conv_general_dilated` takes them) is one the
+    handlers compute: float32, `is_flax_2d`, non-negative padding."""
+    if lhs.dtype != jnp.float32 or rhs.dtype != jnp.float32 or not is_flax_2d(lhs, rhs, conv_kwargs):
+        return False
+    if conv_kwargs.get("preferred_element_type") not in (None, jnp.float32, np.float32):
+        return False
     try:
-        given = lax.conv_dimension_numbers(lhs.shape, rhs.shape, conv_kwargs.get("dimension_numbers"))
         padding = _explicit_padding(lhs.shape, rhs.shape, tuple(conv_kwargs["window_strides"]), conv_kwargs["padding"])
     except (TypeError, ValueError):
         return False
-    return given == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC) and min(min(p) for p in padding) >= 0
+    return min(min(p) for p in padding) >= 0
 
 
 def _output_shape(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], attrs: ConvAttributes) -> tuple[int, ...]:

@@ -37,8 +37,6 @@ STRATEGIES = ("grouped", "per_model", "im2col")
 
 _STRATEGY: contextvars.ContextVar[str] = contextvars.ContextVar("selectivity_jax_vmap_conv", default="auto")
 
-# The layout flax's nn.Conv uses for 2-D inputs; im2col handles this one and leaves any other to lax.
-_NHWC = ("NHWC", "HWIO", "NHWC")
 
 
 def default_strategy(backend: str | None = None) -> str:
@@ -112,12 +110,7 @@ def _per_model_conv(lhs: jax.Array, rhs: jax.Array, **conv_kwargs: Any) -> jax.A
 def _is_plain_nhwc(lhs: jax.Array, rhs: jax.Array, conv_kwargs: dict[str, Any]) -> bool:
     """True for an ungrouped, undilated 2-D convolution in flax's NHWC / HWIO layout (what `_im2col_conv`
     handles)."""
-    if lhs.ndim != 4 or conv_kwargs["feature_group_count"] != 1 or conv_kwargs["batch_group_count"] != 1:
-        return False
-    if any(d not in (None, (1, 1), [1, 1]) for d in (conv_kwargs["lhs_dilation"], conv_kwargs["rhs_dilation"])):
-        return False
-    given = lax.conv_dimension_numbers(lhs.shape, rhs.shape, conv_kwargs["dimension_numbers"])
-    return given == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+    return conv_kwargs["feature_group_count"] == 1 and onednn_conv.is_flax_2d(lhs, rhs, conv_kwargs)
 
 
 def _im2col_conv(lhs: jax.Array, rhs: jax.Array, **conv_kwargs: Any) -> jax.Array:
