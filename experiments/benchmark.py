@@ -17,7 +17,6 @@ from absl import flags
 from ml_collections import config_flags
 
 from selectivity_jax import cpu_tuning
-from selectivity_jax.models import onednn_conv
 from selectivity_jax.models.vmap_conv import STRATEGIES
 from selectivity_jax.train import torch_reference
 from selectivity_jax.train.benchmark import benchmark, benchmark_groups, fastest_strategy
@@ -42,11 +41,10 @@ def _groups(config) -> None:
             raise ValueError(f"unknown strategy {strategy!r}; expected 'all', 'auto' or some of {list(STRATEGIES)}")
     groups = benchmark_groups(config, sizes, strategies, timed_steps=FLAGS.steps)
     print(f"{config.model.name}, batch {config.batch_size} per model, {config.compute_dtype}"
-          + (f", cpu_tuning {cpu_tuning.in_force()}, {onednn_conv.kernels_in_use()} convolutions"
-             if jax.default_backend() == "cpu" else ""))
+          + (f", cpu_tuning {cpu_tuning.in_force()}" if jax.default_backend() == "cpu" else ""))
     for strategy, rows in groups.items():
         base = rows[min(rows)].images_per_second
-        print(f" {strategy} convolutions:")
+        print(f" {strategy} convolutions ({rows[min(rows)].convolutions} kernels):")
         for size, row in rows.items():
             print(f"  K={size:<3d} {row.images_per_second_per_model:9.0f} images/s per model "
                   f"{row.images_per_second:10.0f} total  ({row.images_per_second / base:.2f}x K={min(rows)})  "

@@ -114,7 +114,7 @@ from selectivity_jax.models import onednn_conv
 
 print("backend:", jax.default_backend())
 print("devices:", jax.devices())
-print("CPU settings:", cpu_tuning.in_force(), "| convolutions on:", onednn_conv.kernels_in_use())
+print("CPU settings:", cpu_tuning.in_force(), "| convolutions on:", onednn_conv.kernels_in_use("cpu"))
 
 # %% [markdown]
 # ## Network selectivity of a small Flax model
@@ -181,7 +181,7 @@ config.sweep.alphas = (-5.0, 0.0, 5.0)
 config.sweep.seeds = (0,)
 if config.num_devices == 0:  # all devices that split the batches evenly (e.g. 5 of a v2-8's 8 cores for batch 100)
     config.num_devices = dividing_device_count(config.batch_size, config.eval_batch_size)
-MODE = default_mode()
+MODE = default_mode(jax.devices()[0].platform)
 WORKDIR = os.environ.get("WORKDIR") or tempfile.mkdtemp(prefix="selectivity_jax_quickstart_")
 print(f"short mode: {SHORT}; {config.num_devices} device(s); mode {MODE}; runs in {WORKDIR}")
 

@@ -123,7 +123,7 @@ if TRAIN:
     config = quickstart.get_config("tiny" if SHORT else None)
     if config.num_devices == 0:  # all devices that split the batches evenly (e.g. 5 of a v2-8's 8 cores)
         config.num_devices = dividing_device_count(config.batch_size, config.eval_batch_size)
-    MODE = default_mode()
+    MODE = default_mode(jax.devices()[0].platform)
     SWEEP_DIR = SWEEP_DIR or tempfile.mkdtemp(prefix="selectivity_jax_sweep_")
     print(f"short mode: {SHORT}; {config.num_devices} device(s); mode {MODE}; sweep in {SWEEP_DIR}")
     run_sweep(config, SWEEP_DIR, mode=MODE)

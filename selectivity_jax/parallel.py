@@ -35,6 +35,13 @@ def dividing_device_count(*batch_sizes: int) -> int:
     return max(d for d in range(1, jax.device_count() + 1) if all(size % d == 0 for size in batch_sizes))
 
 
+def mesh_platform(mesh: Mesh) -> str:
+    """The platform (``'cpu'``, ``'gpu'``, ``'tpu'``) of ``mesh``'s devices: what a program sharded over it is compiled
+    for, and so what decides everything platform-specific (convolution strategy and kernels, steps per call). A TPU
+    topology's devices on a CPU host (ahead-of-time compilation) give ``'tpu'``."""
+    return mesh.devices.flat[0].platform
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 

@@ -33,6 +33,8 @@ PARTIAL_EPOCH_FILE = "partial_epoch.npz"  # per-step metrics of an epoch a SIGTE
 SWEEP_FILE = "sweep.json"
 LOCK_FILE = ".lock"
 LOCK_OWNER_FILE = ".lock.owner"
+COMPILE_CHECK_FILE = "compile_check.json"   # experiments.compile_check: the programs compiled for one TPU target
+COMPILE_CHECK_REPORT = "compile_check.md"
 ANALYSIS_DIR = "analysis"           # the analyses' outputs, in a run and in a sweep directory
 
 # What the project writes into a run directory (training and the analyses) and into a sweep directory (besides the
@@ -93,6 +95,14 @@ def write_json(path: str, payload: Mapping[str, Any]) -> None:
     with open(tmp, "w") as f:
         json.dump(to_jsonable(payload), f, indent=2, sort_keys=True, allow_nan=False)
         f.write("\n")
+    os.replace(tmp, path)
+
+
+def write_text(path: str, text: str) -> None:
+    """Writes ``text`` atomically (temp file + rename)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
     os.replace(tmp, path)
 
 
@@ -167,6 +177,11 @@ def foreign_run_entries(directory: str) -> list[str]:
     """Entries of a would-be run directory that no run of the project writes (temporary files of interrupted
     writes are the project's)."""
     return _foreign_entries(directory, RUN_ENTRIES, lambda name: False)
+
+
+def foreign_compile_check_entries(directory: str) -> list[str]:
+    """Entries of a would-be compile-check directory that the compile check does not write."""
+    return _foreign_entries(directory, frozenset({COMPILE_CHECK_FILE, COMPILE_CHECK_REPORT}), lambda name: False)
 
 
 def foreign_sweep_entries(directory: str) -> list[str]:

@@ -29,7 +29,7 @@ import ml_collections
 from selectivity_jax import cpu_tuning
 from selectivity_jax.data import ArraySplits, check_available, load_splits
 from selectivity_jax.data.on_device import TrainArrays
-from selectivity_jax.parallel import make_data_mesh, maybe_initialize_distributed
+from selectivity_jax.parallel import make_data_mesh, maybe_initialize_distributed, mesh_platform, replicated
 from selectivity_jax.rundir import (SWEEP_FILE, DirectoryLock, check_writable_dir, foreign_sweep_entries,
                                     is_finished, latest_step, read_run_results, run_dirname, write_json)
 from selectivity_jax.train.loop import check_workdir, run_config, setup_run, train_group
@@ -39,9 +39,9 @@ MODES = ("vmap", "serial")
 DEFAULT_MAX_GROUP = 16  # the automatic group size's cap
 
 
-def default_mode() -> str:
-    """'vmap' on an accelerator, 'serial' on CPU (the same speed there, with less memory)."""
-    return "serial" if jax.default_backend() == "cpu" else "vmap"
+def default_mode(platform: str) -> str:
+    """'vmap' on an accelerator ``platform``, 'serial' on CPU (the same speed there, with less memory)."""
+    return "serial" if platform == "cpu" else "vmap"
 
 
 def seed_config(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
@@ -50,43 +50,55 @@ def seed_config(config: ml_collections.ConfigDict, seed: int) -> ml_collections.
     return config
 
 
-def train_step_bytes(config: ml_collections.ConfigDict, num_models: int, splits: ArraySplits) -> int:
-    """Device memory (per device) that XLA's memory analysis gives for the compiled train step of a group of
-    ``num_models`` on ``splits``' shapes: arguments (states and the on-device training set) + outputs - donated +
-    temporaries. Nothing is initialized or placed on a device: states and data enter as shapes."""
-    num_train = len(splits.train[1])
-    mean, std = (0.5,) * splits.image_shape[-1], (0.25,) * splits.image_shape[-1]  # normalization costs no memory
-    setup = setup_run(config, num_classes=splits.num_classes, image_shape=splits.image_shape, num_train=num_train,
-                      mean=mean, std=std, mesh=make_data_mesh(config.get("num_devices", 0)),
-                      alphas=(0.0,) * num_models, initialize=False)
-    data = TrainArrays(jax.ShapeDtypeStruct((num_train,) + splits.image_shape, jnp.uint8),
-                       jax.ShapeDtypeStruct((num_train,), jnp.int32))
-    order = jax.ShapeDtypeStruct((num_train,), jnp.int32)
-    memory = setup.train_step.lower(setup.initial_state, data, order).compile().memory_analysis()
+def compiled_bytes(compiled: jax.stages.Compiled) -> int:
+    """Device memory (per device) of a compiled program from XLA's memory analysis: arguments + outputs - donated
+    (aliased) + temporaries."""
+    memory = compiled.memory_analysis()
     return (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
             + memory.temp_size_in_bytes)
 
 
-def default_group_size(config: ml_collections.ConfigDict, num_alphas: int, splits: Callable[[], ArraySplits], *,
-                       bytes_limit: int | None = None, headroom: float = 0.8) -> int:
-    """How many models to vmap together by default: all alphas of a seed, at most `DEFAULT_MAX_GROUP`, and no more
-    than fit ``headroom`` of one device's memory.
+def train_step_bytes(config: ml_collections.ConfigDict, num_models: int, splits: ArraySplits,
+                     mesh: jax.sharding.Mesh) -> int:
+    """`compiled_bytes` of the train step of a group of ``num_models`` on ``splits``' shapes, compiled for ``mesh``'s
+    devices (states and the on-device training set included). Nothing is initialized or placed on a device: states
+    and data enter as shapes."""
+    num_train = len(splits.train[1])
+    mean, std = (0.5,) * splits.image_shape[-1], (0.25,) * splits.image_shape[-1]  # normalization costs no memory
+    setup = setup_run(config, num_classes=splits.num_classes, image_shape=splits.image_shape, num_train=num_train,
+                      mean=mean, std=std, mesh=mesh, alphas=(0.0,) * num_models, initialize=False)
+    data = TrainArrays(jax.ShapeDtypeStruct((num_train,) + splits.image_shape, jnp.uint8, sharding=replicated(mesh)),
+                       jax.ShapeDtypeStruct((num_train,), jnp.int32, sharding=replicated(mesh)))
+    order = jax.ShapeDtypeStruct((num_train,), jnp.int32, sharding=replicated(mesh))
+    return compiled_bytes(setup.train_step.lower(setup.initial_state, data, order).compile())
 
-    The fit is measured, not guessed: the compiled train step's memory for groups of 1 and 2 models gives the
-    per-model and the shared bytes (memory grows linearly with the group), against the device's ``bytes_limit``
-    (from ``memory_stats()``; CPU reports none, and then only the cap applies). ``splits`` gives the data, called
-    only when a measurement is needed.
-    """
-    largest = max(1, min(num_alphas, DEFAULT_MAX_GROUP))
-    if bytes_limit is None:
-        bytes_limit = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
-    if not bytes_limit or largest == 1:
-        return largest
-    data = splits()
-    one, two = train_step_bytes(config, 1, data), train_step_bytes(config, 2, data)
+
+def fitting_group_size(one: int, two: int, bytes_limit: int, largest: int, headroom: float = 0.8) -> int:
+    """The most models (1 to ``largest``) whose group fits ``headroom`` of ``bytes_limit``, from the bytes of groups
+    of one (``one``) and two (``two``) models: memory grows linearly with the group, by ``two - one`` a model."""
     per_model = max(two - one, 1)
     fitting = int((headroom * bytes_limit - (one - per_model)) // per_model)
     return max(1, min(largest, fitting))
+
+
+def default_group_size(config: ml_collections.ConfigDict, num_alphas: int, splits: Callable[[], ArraySplits], *,
+                       mesh: jax.sharding.Mesh, bytes_limit: int | None = None, headroom: float = 0.8) -> int:
+    """How many models to vmap together by default: all alphas of a seed, at most `DEFAULT_MAX_GROUP`, and no more
+    than fit ``headroom`` of one device's memory.
+
+    The fit is measured, not guessed: the train step compiled for ``mesh``'s devices, for groups of 1 and 2 models,
+    gives the per-model and the shared bytes (`fitting_group_size`), against the device's ``bytes_limit`` (from
+    ``memory_stats()``; CPU reports none, and then only the cap applies). ``splits`` gives the data, called only
+    when a measurement is needed.
+    """
+    largest = max(1, min(num_alphas, DEFAULT_MAX_GROUP))
+    if bytes_limit is None:
+        bytes_limit = (mesh.devices.flat[0].memory_stats() or {}).get("bytes_limit")
+    if not bytes_limit or largest == 1:
+        return largest
+    data = splits()
+    return fitting_group_size(train_step_bytes(config, 1, data, mesh), train_step_bytes(config, 2, data, mesh),
+                              bytes_limit, largest, headroom)
 
 
 def plan_groups(config: ml_collections.ConfigDict, sweep_dir: str, group_size: int) -> list[tuple[int, list[float]]]:
@@ -111,9 +123,8 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str, *, mode: str | 
     ``mode``: 'vmap' or 'serial' (None: `default_mode`); ``group_size``: models per vmapped group (0: automatic).
     """
     validate_config(config, sweep=True)
-    cpu_tuning.use_config(config)  # before `default_mode` starts JAX
-    mode = mode or default_mode()
-    if mode not in MODES:
+    cpu_tuning.use_config(config)  # before JAX starts
+    if mode is not None and mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
     if group_size < 0:
         raise ValueError(f"group_size must be >= 0 (0: automatic); got {group_size}")
@@ -124,8 +135,9 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str, *, mode: str | 
             check_workdir(run_dir, run_config(seed_config(config, seed), alpha))
     check_available(config.data)
     maybe_initialize_distributed(config.get("distributed", False))
+    mesh = make_data_mesh(config.get("num_devices", 0))
     with DirectoryLock(sweep_dir, log) if jax.process_index() == 0 else contextlib.nullcontext():
-        return _run_locked(config, sweep_dir, mode, group_size, log)
+        return _run_locked(config, sweep_dir, mode or default_mode(mesh_platform(mesh)), group_size, mesh, log)
 
 
 def check_sweep_dir(sweep_dir: str) -> None:
@@ -139,7 +151,7 @@ def check_sweep_dir(sweep_dir: str) -> None:
 
 
 def _run_locked(config: ml_collections.ConfigDict, sweep_dir: str, mode: str, group_size: int,
-                log: Callable[[str], None]) -> list[dict[str, Any]]:
+                mesh: jax.sharding.Mesh, log: Callable[[str], None]) -> list[dict[str, Any]]:
     """`run_sweep` once the sweep directory is checked and locked."""
     alphas, seeds = list(config.sweep.alphas), list(config.sweep.seeds)
     write_json(os.path.join(sweep_dir, SWEEP_FILE), {"alphas": alphas, "seeds": seeds, "mode": mode,
@@ -153,8 +165,8 @@ def _run_locked(config: ml_collections.ConfigDict, sweep_dir: str, mode: str, gr
         return loaded[seed]
 
     if not size:  # automatic: measured only when something is left to train
-        size = (default_group_size(config, len(alphas), splits_of_first_group) if plan_groups(config, sweep_dir, 1)
-                else len(alphas))
+        size = (default_group_size(config, len(alphas), splits_of_first_group, mesh=mesh)
+                if plan_groups(config, sweep_dir, 1) else len(alphas))
     groups = plan_groups(config, sweep_dir, size)
     finished = len(alphas) * len(seeds) - sum(len(group) for _, group in groups)
     log(f"sweep {sweep_dir}: {len(alphas)} alphas x {len(seeds)} seeds, {finished} finished, "

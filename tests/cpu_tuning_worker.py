@@ -82,7 +82,7 @@ def main(choice: str, out: str) -> None:
     for _ in range(STEPS):
         state, _ = run.train_step(state, data, order)
     arrays.update(flat(state.params, "trained"))
-    np.savez(out, in_force=np.asarray(cpu_tuning.in_force()), kernels=np.asarray(onednn_conv.kernels_in_use()),
+    np.savez(out, in_force=np.asarray(cpu_tuning.in_force()), kernels=np.asarray(onednn_conv.kernels_in_use("cpu")),
              mapped_bytes=np.asarray(mapped_bytes), **arrays)
 
 

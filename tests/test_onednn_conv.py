@@ -141,10 +141,10 @@ def test_routed_by_the_cpu_tuning_choice(monkeypatch):
                 return conv_general_dilated(x, k, (2, 2), "SAME", dimension_numbers=DIMENSIONS)
         return jax.jit(model)
 
-    assert cpu_tuning.choice() == "auto" and uses_onednn(lhs, rhs, conv_kwargs(case))
+    assert cpu_tuning.choice() == "auto" and uses_onednn(lhs, rhs, conv_kwargs(case), "cpu")
     routed, tuned = traced_model().lower(lhs, rhs).as_text(), traced_model()(lhs, rhs)
     monkeypatch.setattr(cpu_tuning, "_choice", "off")
-    assert not uses_onednn(lhs, rhs, conv_kwargs(case))
+    assert not uses_onednn(lhs, rhs, conv_kwargs(case), "cpu")
     plain, untuned = traced_model().lower(lhs, rhs).as_text(), traced_model()(lhs, rhs)
     assert "selectivity_jax_conv_forward" in routed and "selectivity_jax_conv_forward" not in plain
     assert_close(tuned, untuned)
@@ -159,8 +159,8 @@ def test_unavailable_falls_back_with_one_warning(monkeypatch):
         assert "oneDNN is not installed" in onednn_conv.problem()
         lhs, rhs = operands(CASES[0])
         with pytest.warns(RuntimeWarning, match="convolutions run on XLA"):
-            assert not uses_onednn(lhs, rhs, conv_kwargs(CASES[0]))
-        assert onednn_conv.kernels_in_use() == "xla"
+            assert not uses_onednn(lhs, rhs, conv_kwargs(CASES[0]), "cpu")
+        assert onednn_conv.kernels_in_use("cpu") == "xla"
     finally:
         onednn_conv.problem.cache_clear()
         onednn_conv._warn_once.cache_clear()

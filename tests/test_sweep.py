@@ -1,5 +1,6 @@
 """Sweeps: vmapped groups equal separate runs, finished runs are skipped, groups are planned per seed and step."""
 
+import functools
 import json
 import os
 
@@ -12,6 +13,7 @@ from selectivity_jax.data import load_splits
 from selectivity_jax.report import load_sweep
 from selectivity_jax.train import loop
 from selectivity_jax.sweep import DEFAULT_MAX_GROUP, default_group_size, plan_groups, run_sweep, train_step_bytes
+from selectivity_jax.parallel import make_data_mesh
 from selectivity_jax.train.checkpoint import checkpoint_manager, restore_newest
 from selectivity_jax.rundir import run_dirname
 from helpers import TINY_SWEEP_ALPHAS, tiny_sweep_config
@@ -102,19 +104,20 @@ def test_bad_mode(tmp_path):
 def test_default_group_size_fits_the_memory_it_is_given():
     config = sweep_config()
     data = load_splits(config.data, seed=config.seed)
+    mesh = make_data_mesh(config.num_devices)
     loads = []
     splits = lambda: loads.append(1) or data
-    one, two = train_step_bytes(config, 1, data), train_step_bytes(config, 2, data)
+    one, two = train_step_bytes(config, 1, data, mesh), train_step_bytes(config, 2, data, mesh)
     per_model = two - one
     assert per_model > 0.4 * one  # each model brings its own activations; the shared data is small here
     shared = one - per_model
-    assert default_group_size(config, 5, splits, bytes_limit=shared + 2.5 * per_model, headroom=1.0) == 2
-    assert default_group_size(config, 5, splits, bytes_limit=shared + 100 * per_model, headroom=1.0) == 5
-    assert default_group_size(config, 40, splits, bytes_limit=shared + 100 * per_model,
-                              headroom=1.0) == DEFAULT_MAX_GROUP
-    assert default_group_size(config, 5, splits, bytes_limit=one // 2) == 1  # never less than one model
+    size = functools.partial(default_group_size, config, mesh=mesh)
+    assert size(5, splits, bytes_limit=shared + 2.5 * per_model, headroom=1.0) == 2
+    assert size(5, splits, bytes_limit=shared + 100 * per_model, headroom=1.0) == 5
+    assert size(40, splits, bytes_limit=shared + 100 * per_model, headroom=1.0) == DEFAULT_MAX_GROUP
+    assert size(5, splits, bytes_limit=one // 2) == 1  # never less than one model
     assert len(loads) == 4  # the data once per measurement, ...
-    assert default_group_size(config, 7, splits) == 7  # ... none on CPU, which reports no memory limit: the cap alone
+    assert size(7, splits) == 7  # ... none on CPU, which reports no memory limit: the cap alone
     assert len(loads) == 4
 
 

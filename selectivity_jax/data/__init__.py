@@ -151,15 +151,28 @@ class Source:
     val_per_class: int = 0
     image_shape: tuple[int, int, int] = (32, 32, 3)
     num_classes: int = 10
+    sizes: Callable[[Any], tuple[int, int]] | None = None  # (train, test) examples before the validation split
+
+
+def _synthetic_sizes(config: Any) -> tuple[int, int]:
+    classes, test_per_class = config.get("num_classes", 10), config.get("test_per_class", 20)
+    return classes * (config.get("num_per_class", 100) - test_per_class), classes * test_per_class
+
+
+def _image_folder_sizes(config: Any) -> tuple[int, int]:
+    from selectivity_jax.data.image_folder import count_images
+    _check_image_folder(config)
+    counts = count_images(config.root)
+    return counts["train"], counts["test"]
 
 
 # Data sets by config name.
 SOURCES: dict[str, Source] = {
-    "synthetic": Source(_load_synthetic, _check_synthetic),
-    "cifar10": Source(_load_cifar10, _check_cifar10, num_val=5000),
+    "synthetic": Source(_load_synthetic, _check_synthetic, sizes=_synthetic_sizes),
+    "cifar10": Source(_load_cifar10, _check_cifar10, num_val=5000, sizes=lambda _: (50_000, 10_000)),
     "tiny_imagenet": Source(_load_tiny_imagenet, _check_tiny_imagenet, val_per_class=50, image_shape=(64, 64, 3),
-                            num_classes=200),
-    "image_folder": Source(_load_image_folder, _check_image_folder),
+                            num_classes=200, sizes=lambda _: (100_000, 10_000)),
+    "image_folder": Source(_load_image_folder, _check_image_folder, sizes=_image_folder_sizes),
 }
 
 
@@ -170,6 +183,17 @@ def nominal_shape(data_config: Any) -> tuple[tuple[int, int, int], int]:
     size = data_config.get("image_size", None)
     image_shape = (size, size, source.image_shape[-1]) if size else source.image_shape
     return image_shape, data_config.get("num_classes", None) or source.num_classes
+
+
+def nominal_split_sizes(data_config: Any) -> tuple[int, int, int]:
+    """(train, validation, test) examples a run of ``data_config`` trains and evaluates on, without loading the data
+    (an image folder is counted): what ahead-of-time compilation needs (`selectivity_jax.bench.compile_check`)."""
+    source = _source(data_config)
+    train, test = source.sizes(data_config)
+    num_val, val_per_class = _validation_sizes(data_config, source)
+    val = num_val or val_per_class * nominal_shape(data_config)[1]
+    train_subset, test_subset = data_config.get("train_subset", 0), data_config.get("test_subset", 0)
+    return min(train - val, train_subset or train), val, min(test, test_subset or test)
 
 
 def _validation_sizes(config: Any, source: Source) -> tuple[int, int]:
@@ -216,5 +240,5 @@ def load_splits(data_config: Any, seed: int) -> ArraySplits:
 
 
 __all__ = ["ArraySplits", "SOURCES", "Source", "TrainTest", "cached_arrays", "check_available", "load_image_folder",
-           "load_image_folder_splits", "load_splits", "nominal_shape", "split_train_val", "subset", "synthetic_images",
-           "tail_per_class"]
+           "load_image_folder_splits", "load_splits", "nominal_shape", "nominal_split_sizes", "split_train_val",
+           "subset", "synthetic_images", "tail_per_class"]

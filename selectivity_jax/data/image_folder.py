@@ -119,6 +119,16 @@ def is_archive(root: str | os.PathLike) -> bool:
     return os.fspath(root).lower().endswith(ARCHIVE_SUFFIXES)
 
 
+def count_images(root: str | os.PathLike, splits: Sequence[str] = ("train", "test")) -> dict[str, int]:
+    """{split: number of images} of an image folder (directory or tar archive), without decoding any image."""
+    root = os.fspath(root)
+    entries = _archive_entries(root, splits) if is_archive(root) else _directory_entries(root, splits)
+    counts = {split: 0 for split in splits}
+    for split, _, file_name, _ in entries:
+        counts[split] += file_name is not None
+    return counts
+
+
 def _collect(entries: Iterable[tuple[str, str, str | None, bytes | str | None]], splits: Sequence[str],
              image_size: int | None, source: str) -> dict[str, dict[str, dict[str, np.ndarray]]]:
     """Decodes entries into {split: {class: {file name: image}}}, checking that all images share one shape."""

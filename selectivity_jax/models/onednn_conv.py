@@ -161,14 +161,16 @@ def available() -> bool:
 
 
 def enabled() -> bool:
-    """Whether single-model convolutions run on oneDNN in this process: on CPU, with ``cpu_tuning='auto'``
-    (`cpu_tuning.choice`), where the handlers are available."""
-    return cpu_tuning.choice() == "auto" and jax.default_backend() == "cpu" and available()
+    """Whether single-model convolutions of CPU programs run on oneDNN in this process: with ``cpu_tuning='auto'``
+    (`cpu_tuning.choice`), where the handlers are available. Programs for other platforms never do
+    (`selectivity_jax.models.vmap_conv.uses_onednn`)."""
+    return cpu_tuning.choice() == "auto" and available()
 
 
-def kernels_in_use() -> str:
-    """``'onednn'`` or ``'xla'``: what runs the convolutions `supports` accepts (for results and benchmarks)."""
-    return "onednn" if enabled() else "xla"
+def kernels_in_use(platform: str) -> str:
+    """``'onednn'`` or ``'xla'``: what runs the convolutions `supports` accepts in programs compiled for ``platform``
+    (for results and benchmarks)."""
+    return "onednn" if platform == "cpu" and enabled() else "xla"
 
 
 @functools.lru_cache(maxsize=None)

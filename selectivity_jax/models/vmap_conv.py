@@ -15,16 +15,19 @@ strategies:
   vmap the products become one batched matmul. Equal to the others
   up to float32 summation order.
 
-``'auto'`` (the default) is `default_strategy()` of the platform. The strategy in force is set with
-`conv_strategy`, entered inside the traced function (the training and evaluation steps do so with their
-``StepSpec.vmap_conv``); it acts when the model is traced, like `selectivity_jax.models.edit_layers`.
+``'auto'`` (the default) is `default_strategy` of the platform the model is compiled for. The strategy in force is
+set with `conv_strategy`, entered inside the traced function (the training and evaluation steps do so with their
+``StepSpec.vmap_conv`` and data mesh, whose devices give the platform: a TPU topology's devices on a CPU host give a
+TPU program, with no CPU-only kernel in it); it acts when the model is traced, like
+`selectivity_jax.models.edit_layers`. Outside any `conv_strategy` block a model runs ``'auto'`` on JAX's default
+backend, the platform an unsharded ``jax.jit`` compiles for.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,45 +35,73 @@ from jax import lax
 from jax.sharding import Mesh
 
 from selectivity_jax.models import onednn_conv
+from selectivity_jax.parallel import mesh_platform
 
 STRATEGIES = ("grouped", "per_model", "im2col")
 
-_STRATEGY: contextvars.ContextVar[str] = contextvars.ContextVar("selectivity_jax_vmap_conv", default="auto")
+
+class _Routing(NamedTuple):
+    """What an active `conv_strategy` block sets: the strategy (resolved) and the platform compiled for."""
+    strategy: str
+    platform: str
 
 
+_ROUTING: contextvars.ContextVar[_Routing | None] = contextvars.ContextVar("selectivity_jax_vmap_conv", default=None)
 
-def default_strategy(backend: str | None = None) -> str:
-    """The strategy ``'auto'`` means on ``backend`` (default: JAX's default backend): ``'per_model'`` on CPU (grouped
+
+def default_strategy(platform: str) -> str:
+    """The strategy ``'auto'`` means on ``platform`` (``'cpu'``, ``'gpu'``, ``'tpu'``): ``'per_model'`` on CPU (grouped
     convolutions cost K^2 there), ``'grouped'`` on GPU and TPU (their own grouped-convolution kernels;
-    ``python -m experiments.accelerator_check`` measures every strategy on the device at hand)."""
-    return "per_model" if (backend or jax.default_backend()) == "cpu" else "grouped"
+    ``python -m experiments.accelerator_check`` measures every strategy on the device at hand, and
+    ``python -m experiments.compile_check`` sizes them for a TPU)."""
+    return "per_model" if platform == "cpu" else "grouped"
 
 
-def resolve_strategy(name: str) -> str:
-    """``name`` checked, with ``'auto'`` replaced by `default_strategy`."""
+def resolve_strategy(name: str, platform: str) -> str:
+    """``name`` checked, with ``'auto'`` replaced by `default_strategy` of ``platform``."""
     if name == "auto":
-        return default_strategy()
+        return default_strategy(platform)
     if name not in STRATEGIES:
         raise ValueError(f"unknown vmap_conv strategy {name!r}; expected 'auto' or one of {list(STRATEGIES)}")
     return name
 
 
 @contextlib.contextmanager
-def conv_strategy(name: str, batch_mesh: Mesh | None = None) -> Iterator[None]:
+def conv_strategy(name: str, batch_mesh: Mesh | None = None, platform: str | None = None) -> Iterator[None]:
     """While active (at trace time), `conv_general_dilated` runs by strategy ``name`` (``'auto'`` or one of
-    `STRATEGIES`), and splits oneDNN convolutions' batch over ``batch_mesh`` (the step's data mesh; None: none)."""
-    token = _STRATEGY.set(resolve_strategy(name))
+    `STRATEGIES`) for ``platform`` (default: the platform of ``batch_mesh``'s devices, else JAX's default backend), and
+    splits oneDNN convolutions' batch over ``batch_mesh`` (the step's data mesh; None: none)."""
+    platform = platform or (mesh_platform(batch_mesh) if batch_mesh is not None else jax.default_backend())
+    token = _ROUTING.set(_Routing(resolve_strategy(name, platform), platform))
     try:
         with onednn_conv.batch_mesh(batch_mesh):
             yield
     finally:
-        _STRATEGY.reset(token)
+        _ROUTING.reset(token)
 
 
-def uses_onednn(lhs: jax.Array, rhs: jax.Array, conv_kwargs: dict[str, Any]) -> bool:
-    """Whether a single model's convolution runs on oneDNN: on CPU, with ``cpu_tuning='auto'``, for a convolution
-    `onednn_conv.supports`, where the oneDNN handlers are available."""
-    return onednn_conv.supports(lhs, rhs, conv_kwargs) and onednn_conv.enabled()
+def _routing() -> _Routing:
+    """The routing in force: the active `conv_strategy` block's, else ``'auto'`` on JAX's default backend."""
+    routing = _ROUTING.get()
+    if routing is None:
+        platform = jax.default_backend()
+        return _Routing(default_strategy(platform), platform)
+    return routing
+
+
+def uses_onednn(lhs: jax.Array, rhs: jax.Array, conv_kwargs: dict[str, Any], platform: str) -> bool:
+    """Whether a single model's convolution compiled for ``platform`` runs on oneDNN: on CPU only, with
+    ``cpu_tuning='auto'``, for a convolution `onednn_conv.supports`, where the oneDNN handlers are available."""
+    return platform == "cpu" and onednn_conv.supports(lhs, rhs, conv_kwargs) and onednn_conv.enabled()
+
+
+def convolution_kernels(strategy: str, platform: str, dtype: Any) -> str:
+    """``'onednn'`` or ``'xla'``: whose kernels run a model's convolutions under ``strategy`` (resolved) in a program
+    for ``platform`` computing in ``dtype`` (what results and benchmarks record: oneDNN takes float32 ``'per_model'``
+    convolutions of CPU programs only)."""
+    if strategy == "per_model" and jnp.dtype(dtype) == jnp.float32:
+        return onednn_conv.kernels_in_use(platform)
+    return "xla"
 
 
 def per_index_under_vmap(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -88,10 +119,11 @@ def per_index_under_vmap(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
-def _per_model_conv(lhs: jax.Array, rhs: jax.Array, **conv_kwargs: Any) -> jax.Array:
-    """The convolution with forward and backward pass each run per mapped index under vmap (see module doc)."""
+def _per_model_conv(lhs: jax.Array, rhs: jax.Array, platform: str, **conv_kwargs: Any) -> jax.Array:
+    """The convolution with forward and backward pass each run per mapped index under vmap (see module doc), on
+    oneDNN where `uses_onednn` for ``platform``."""
     def plain(lhs, rhs):
-        if uses_onednn(lhs, rhs, conv_kwargs):
+        if uses_onednn(lhs, rhs, conv_kwargs, platform):
             return onednn_conv.conv_general_dilated(lhs, rhs, **conv_kwargs)
         return lax.conv_general_dilated(lhs, rhs, **conv_kwargs)
 
@@ -146,9 +178,9 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Any, pa
                        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                        feature_group_count=feature_group_count, batch_group_count=batch_group_count,
                        precision=precision, preferred_element_type=preferred_element_type)
-    strategy = resolve_strategy(_STRATEGY.get())
+    strategy, platform = _routing()
     if strategy == "per_model":
-        return _per_model_conv(lhs, rhs, **conv_kwargs)
+        return _per_model_conv(lhs, rhs, platform, **conv_kwargs)
     if strategy == "im2col":
         return _im2col_conv(lhs, rhs, **conv_kwargs)
     return lax.conv_general_dilated(lhs, rhs, **conv_kwargs)

@@ -192,7 +192,7 @@ def _versions() -> dict[str, str]:
 def environment() -> Environment:
     device = jax.devices()[0]
     memory = (device.memory_stats() or {}).get("bytes_limit") if hasattr(device, "memory_stats") else None
-    return Environment(platform=jax.default_backend(), device_kind=device.device_kind,
+    return Environment(platform=device.platform, device_kind=device.device_kind,
                        device_count=jax.device_count(), process_count=jax.process_count(), memory_bytes=memory,
                        host_cpus=os.cpu_count() or 0, versions=_versions())
 
@@ -243,7 +243,7 @@ def _existing_grid(workdir: str) -> str | None:
 
 def _run_grid(base: ml_collections.ConfigDict, check: AcceleratorCheck, sizes: CheckSizes, workdir: str,
               data_root: str | None, deadline: float, log: Callable[[str], None]) -> GridResult:
-    strategy = check.fastest_strategy or default_strategy()
+    strategy = check.fastest_strategy or default_strategy(check.environment.platform)
     config = grid_config(base, sizes, data_root, os.path.join(workdir, "data_cache"), strategy)
     alphas = list(config.sweep.alphas)
     start = time.time()
@@ -327,7 +327,7 @@ def run_check(base: ml_collections.ConfigDict, workdir: str, *, budget_minutes: 
     save()
 
     log(f"2. ResNet20 (width {sizes.width}) train step, batch {sizes.batch_size}, "
-        f"{default_steps_per_call()} step(s) per call:")
+        f"{default_steps_per_call(env.platform)} step(s) per call:")
     for dtype in ("float32", "bfloat16"):
         for term in (False, True):
             timing = time_train_step(step_config(base, sizes, dtype), alphas=(1.0,), selectivity_term=term,
@@ -342,7 +342,7 @@ def run_check(base: ml_collections.ConfigDict, workdir: str, *, budget_minutes: 
     for strategy, rows in check.groups.items():
         for timing in rows.values():
             log(_group_line(strategy, timing, rows[1].images_per_second))
-    check.default_strategy = default_strategy()
+    check.default_strategy = default_strategy(check.environment.platform)
     check.fastest_strategy = fastest_strategy(check.groups, max(sizes.group_sizes))
     log(f"  fastest at K={max(sizes.group_sizes)}: {check.fastest_strategy}; the project's default here: "
         f"{check.default_strategy}")

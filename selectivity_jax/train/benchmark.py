@@ -21,10 +21,9 @@ import numpy as np
 from selectivity_jax import cpu_tuning
 from selectivity_jax.data import nominal_shape
 from selectivity_jax.data.on_device import TrainArrays, put_eval_arrays, put_train_arrays
-from selectivity_jax.models import onednn_conv
-from selectivity_jax.models.vmap_conv import resolve_strategy
-from selectivity_jax.parallel import make_data_mesh
-from selectivity_jax.train.loop import RunSetup, setup_run, steps_in_next_call, steps_per_call_of
+from selectivity_jax.models.vmap_conv import convolution_kernels, resolve_strategy
+from selectivity_jax.parallel import make_data_mesh, mesh_platform
+from selectivity_jax.train.loop import RunSetup, setup_kernels, setup_run, steps_in_next_call, steps_per_call_of
 
 @dataclasses.dataclass(frozen=True)
 class StepTiming:
@@ -33,6 +32,7 @@ class StepTiming:
     compute_dtype: str
     selectivity_term: bool
     vmap_conv: str               # the strategy in force (resolved)
+    convolutions: str            # whose kernels ran them: 'onednn' or 'xla'
     steps_per_call: int
     images_per_second: float     # all models together
     step_ms: float               # one step of the whole group
@@ -83,7 +83,7 @@ def time_train_step(config: ml_collections.ConfigDict, *, alphas: Sequence[float
     """Times the group's train step over at least ``timed_steps`` steps (whole calls of ``steps_per_call`` steps)
     after a warm-up of at least ``warmup_steps``; ``alphas``: one model per alpha."""
     mesh = make_data_mesh(config.get("num_devices", 0))
-    steps_per_call = steps_per_call_of(config)
+    steps_per_call = steps_per_call_of(config, mesh_platform(mesh))
     warmup_calls, timed_calls = -(-warmup_steps // steps_per_call), max(1, -(-timed_steps // steps_per_call))
     num_train = config.batch_size * steps_per_call * (warmup_calls + timed_calls + 1)
     run = _setup(config, alphas, num_train, mesh, selectivity_term)
@@ -101,7 +101,8 @@ def time_train_step(config: ml_collections.ConfigDict, *, alphas: Sequence[float
     seconds = time.perf_counter() - start
     steps = timed_calls * steps_per_call
     return StepTiming(models=len(alphas), compute_dtype=str(config.compute_dtype),
-                      selectivity_term=selectivity_term, vmap_conv=resolve_strategy(run.spec.vmap_conv),
+                      selectivity_term=selectivity_term, vmap_conv=run.spec.vmap_conv,
+                      convolutions=setup_kernels(run),
                       steps_per_call=steps_per_call,
                       images_per_second=steps * config.batch_size * len(alphas) / seconds,
                       step_ms=1000 * seconds / steps, compilations=run.train_steps._cache_size(),
@@ -138,11 +139,13 @@ def benchmark(config: ml_collections.ConfigDict, *, alpha: float = 1.0, warmup_s
     """Images/s of the train step without the selectivity term, at alpha = 0 and at ``alpha``, and of evaluation
     (a flat dict, as ``experiments.benchmark --output`` writes it)."""
     mesh = make_data_mesh(config.get("num_devices", 0))
-    steps_per_call = steps_per_call_of(config)
+    platform = mesh_platform(mesh)
+    steps_per_call = steps_per_call_of(config, platform)
     results: dict[str, Any] = {"model": config.model.name, "batch_size": config.batch_size,
                                "compute_dtype": config.compute_dtype, "device_kind": jax.devices()[0].device_kind,
-                               "platform": jax.default_backend(), "cpu_tuning": cpu_tuning.in_force(),
-                               "convolutions": onednn_conv.kernels_in_use(),
+                               "platform": platform, "cpu_tuning": cpu_tuning.in_force(),
+                               "convolutions": convolution_kernels(resolve_strategy(config.get("vmap_conv", "auto"), platform),
+                                                                   platform, config.compute_dtype),
                                "device_count": mesh.devices.size, "steps_per_call": steps_per_call}
     variants = {"no_selectivity_term": (0.0, False), "alpha_0": (0.0, True), f"alpha_{alpha:g}": (alpha, True)}
     for name, (run_alpha, selectivity_term) in variants.items():
@@ -182,7 +185,7 @@ def benchmark_groups(config: ml_collections.ConfigDict, group_sizes: Sequence[in
     for strategy in strategies or (config.get("vmap_conv", "auto"),):
         strategy_config = ml_collections.ConfigDict(config.to_dict())
         strategy_config.vmap_conv = strategy
-        results[resolve_strategy(strategy)] = {
+        results[resolve_strategy(strategy, mesh_platform(make_data_mesh(config.get("num_devices", 0))))] = {
             size: time_train_step(strategy_config, alphas=tuple(np.linspace(-1.0, 1.0, size)) if size > 1 else (0.0,),
                                   warmup_steps=warmup_steps, timed_steps=timed_steps)
             for size in group_sizes}

@@ -39,17 +39,17 @@ from selectivity_jax import cpu_tuning, rundir
 from selectivity_jax.data import ArraySplits, check_available, load_splits
 from selectivity_jax.data.on_device import normalization_stats, put_eval_arrays, put_train_arrays
 from selectivity_jax.faults import fault_point
-from selectivity_jax.models import get_model, model_options, onednn_conv
-from selectivity_jax.models.vmap_conv import resolve_strategy
+from selectivity_jax.models import get_model, model_options
+from selectivity_jax.models.vmap_conv import convolution_kernels, resolve_strategy
 from selectivity_jax.parallel import (batch_sharded, check_batch_size, make_data_mesh, maybe_initialize_distributed,
-                                      replicated)
+                                      mesh_platform, replicated)
 from selectivity_jax.rundir import (CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, PARTIAL_EPOCH_FILE, RESULTS_FILE,
                                     SELECTIVITY_FILE, TIMING_FILE, DirectoryLock, write_json, write_npz)
 from selectivity_jax.train.checkpoint import checkpoint_manager, prune_checkpoints, restore_newest, save_state
 from selectivity_jax.train.metrics import MetricsWriter, Progress
 from selectivity_jax.train.state import (TrainState, create_group_state, learning_rate_schedule, make_optimizer,
                                          stack_states, unstack_state)
-from selectivity_jax.train.step import StepSpec, make_evaluate, make_permutation_fn, make_train_step
+from selectivity_jax.train.step import StepSpec, batch_mesh, make_evaluate, make_permutation_fn, make_train_step
 from selectivity_jax.train.validation import validate_config
 
 # Config fields (dotted paths) that do not change what a run computes, so a resumed run may differ in them, e.g.
@@ -68,19 +68,19 @@ ADDED_FIELDS = {"model.norm": "batch", "model.dropout": 0.0}
 HOT_LOOP_TRANSFER_GUARD = "disallow"
 
 
-def default_steps_per_call(backend: str | None = None) -> int:
-    """Training steps per jitted call when ``config.steps_per_call`` is 0: 1 on CPU, where a step takes far longer
-    than its dispatch; 16 on GPU and TPU, where a small model's step is short enough for per-call host overhead
-    to matter."""
-    return 1 if (backend or jax.default_backend()) == "cpu" else 16
+def default_steps_per_call(platform: str) -> int:
+    """Training steps per jitted call on ``platform`` when ``config.steps_per_call`` is 0: 1 on CPU, where a step takes
+    far longer than its dispatch; 16 on GPU and TPU, where a small model's step is short enough for per-call host
+    overhead to matter."""
+    return 1 if platform == "cpu" else 16
 
 
-def steps_per_call_of(config: ml_collections.ConfigDict) -> int:
-    """``config.steps_per_call``, or the platform's default when it is 0 (or absent)."""
+def steps_per_call_of(config: ml_collections.ConfigDict, platform: str) -> int:
+    """``config.steps_per_call``, or ``platform``'s default when it is 0 (or absent)."""
     steps = int(config.get("steps_per_call", 0))
     if steps < 0:
         raise ValueError(f"steps_per_call must be >= 0 (0: the platform's default); got {steps}")
-    return steps or default_steps_per_call()
+    return steps or default_steps_per_call(platform)
 
 
 def steps_in_next_call(step_in_epoch: int, steps_left: int, steps_per_call: int) -> int:
@@ -234,10 +234,11 @@ def setup_run(config: ml_collections.ConfigDict, *, num_classes: int, image_shap
               selectivity_term: bool = True, initialize: bool = True) -> RunSetup:
     """Builds the model, learning-rate schedule, optimizer, jitted steps and the replicated initial states of a
     group of runs at ``alphas`` (default: ``(config.alpha,)``, a single run); ``initialize=False``: the states' shapes
-    only (`jax.ShapeDtypeStruct`s), enough to compile and measure the steps."""
-    steps_per_call = steps_per_call_of(config)
-    vmap_conv = config.get("vmap_conv", "auto")
-    resolve_strategy(vmap_conv)  # refuses an unknown name
+    only (`jax.ShapeDtypeStruct`s, with their shardings), enough to compile and measure the steps. Everything
+    platform-specific follows ``mesh``'s devices (`mesh_platform`), which may be a TPU topology's on a CPU host."""
+    platform = mesh_platform(mesh)
+    steps_per_call = steps_per_call_of(config, platform)
+    vmap_conv = resolve_strategy(config.get("vmap_conv", "auto"), platform)
     check_batch_size(config.batch_size, mesh, num_train)
     check_batch_size(config.eval_batch_size, mesh, what="eval_batch_size")
     steps_per_epoch = num_train // config.batch_size
@@ -265,6 +266,11 @@ def setup_run(config: ml_collections.ConfigDict, *, num_classes: int, image_shap
                     num_epochs=math.ceil(total_steps / steps_per_epoch), initial_state=states,
                     train_step=parts.train_step, train_steps=parts.train_steps, steps_per_call=steps_per_call,
                     permutation=parts.permutation, evaluate=parts.evaluate)
+
+
+def setup_kernels(setup: RunSetup) -> str:
+    """``'onednn'`` or ``'xla'``: whose kernels run the convolutions of ``setup``'s steps."""
+    return convolution_kernels(setup.spec.vmap_conv, mesh_platform(batch_mesh(setup.spec)), setup.spec.compute_dtype)
 
 
 class _Parts(NamedTuple):
@@ -518,7 +524,7 @@ def _train_locked(config: ml_collections.ConfigDict, alphas: tuple[float, ...], 
         f"{config.seed}: {splits.sizes()} examples, {total_steps} steps ({num_epochs} epochs of {steps_per_epoch}), "
         f"batch {config.batch_size} on {mesh.devices.size} {jax.devices()[0].device_kind} device(s)"
         f"{' (data parallel)' if mesh.devices.size > 1 else ''}, {setup.steps_per_call} step(s) per call, "
-        f"{resolve_strategy(setup.spec.vmap_conv)} convolutions on {onednn_conv.kernels_in_use()}; "
+        f"{setup.spec.vmap_conv} convolutions on {setup_kernels(setup)}; "
         f"selectivity layers {setup.layer_names}")
 
     progress = Progress(num_epochs)
@@ -614,8 +620,8 @@ def _train_locked(config: ml_collections.ConfigDict, alphas: tuple[float, ...], 
             "layer_names": setup.layer_names, "alpha": float(alpha), "seed": config.seed,
             "model": config.model.name, "steps": total_steps, "epochs": num_epochs, "split_sizes": splits.sizes(),
             "models_in_group": len(runs), "device_kind": jax.devices()[0].device_kind,
-            "device_count": mesh.devices.size, "vmap_conv": resolve_strategy(setup.spec.vmap_conv),
-            "cpu_tuning": cpu_tuning.in_force(), "convolutions": onednn_conv.kernels_in_use(),
+            "device_count": mesh.devices.size, "vmap_conv": setup.spec.vmap_conv,
+            "cpu_tuning": cpu_tuning.in_force(), "convolutions": setup_kernels(setup),
             "process_count": jax.process_count(), "versions": _library_versions(),
             # what restoring the model needs besides config.json and the checkpoint (`trained.restore_run`)
             "num_classes": splits.num_classes, "image_shape": list(splits.image_shape),

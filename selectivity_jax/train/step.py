@@ -23,6 +23,7 @@ from selectivity_jax.capture import apply_with_activations
 from selectivity_jax.data.on_device import (EvalArrays, TrainArrays, epoch_permutation, gather_batch, normalize,
                                             random_crop_flip)
 from selectivity_jax.models.vmap_conv import conv_strategy
+from selectivity_jax.parallel import mesh_platform
 from selectivity_jax.selectivity import SelectivityStats, selectivity_fn
 from selectivity_jax.train.state import TrainState
 
@@ -49,6 +50,13 @@ class StepSpec:
 def batch_mesh(spec: StepSpec) -> Any:
     """The data mesh the batch is split over (None without one), for convolutions that split it themselves."""
     return None if spec.batch_sharding is None else spec.batch_sharding.mesh
+
+
+def step_platform(spec: StepSpec) -> str:
+    """The platform the steps are compiled for: that of the data mesh's devices (a TPU topology's on a CPU host, for
+    ahead-of-time compilation), else JAX's default backend (an unsharded ``jax.jit``'s)."""
+    mesh = batch_mesh(spec)
+    return jax.default_backend() if mesh is None else mesh_platform(mesh)
 
 
 def alpha_in_force(alpha: Array, step: Array, warmup_steps: int) -> Array:
@@ -158,8 +166,8 @@ def make_train_step(spec: StepSpec, schedule: optax.Schedule, num_steps: int = 1
     batch ``s % steps_per_epoch`` of the epoch order ``permutation`` (see `make_permutation_fn`), so the steps of
     one call must lie in one epoch. The states are donated: their buffers are reused for the result.
 
-    ``scan`` (default: everywhere but on CPU): the steps run in one jitted ``lax.scan``, which spares the host a
-    dispatch per step (the ``steps_per_call`` config field). On CPU a step takes far longer than its dispatch, and
+    ``scan`` (default: on every platform but CPU, `step_platform`): the steps run in one jitted ``lax.scan``, which
+    spares the host a dispatch per step (the ``steps_per_call`` config field). On CPU a step takes far longer than its dispatch, and
     XLA:CPU runs a step inside a loop about 30x slower (and rounds differently), so there the steps are dispatched
     one by one and give the bits of single-step calls. A scanned chain may differ from single steps in the last
     bits; runs stay bitwise reproducible for a fixed ``steps_per_call``, since the loop aligns its calls to the
@@ -169,7 +177,7 @@ def make_train_step(spec: StepSpec, schedule: optax.Schedule, num_steps: int = 1
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1; got {num_steps}")
     if scan is None:
-        scan = jax.default_backend() != "cpu"
+        scan = step_platform(spec) != "cpu"
     if num_steps > 1 and not scan:
         return _DispatchedSteps(single_step or make_train_step(spec, schedule), num_steps)
 
