@@ -380,14 +380,39 @@ def xla_estimate(row: ProgramCheck) -> str:
     return "-"
 
 
+def summary_rows(result: CheckResult) -> list[str]:
+    """One markdown row per (config, strategy, dtype) with train programs: the train call of one model and of the
+    largest group compiled, the largest group that fits and the train FLOPs per image."""
+    gib, rows = 2 ** 30, []
+    fits = {(f.config, f.vmap_conv, f.compute_dtype): f.largest_group for f in result.fits}
+    groups: dict[tuple, list[ProgramCheck]] = {}
+    for row in result.programs:
+        if row.program == "train":
+            groups.setdefault((row.config, row.vmap_conv, row.compute_dtype), []).append(row)
+    for (label, strategy, dtype), rows_of in groups.items():
+        one = next((r for r in rows_of if r.models == 1), None)
+        largest = max(rows_of, key=lambda r: r.models)
+        compiled = all(r.compiled for r in rows_of)
+        figure = lambda r: f"{r.device_bytes / gib:.2f}" if r is not None and r.compiled else "-"  # noqa: E731
+        rows.append(f"| {label} | {strategy} | {dtype} | {'yes' if compiled else 'NO'} | "
+                    f"{one.compile_seconds:.0f} | {figure(one)} | {largest.models} | {figure(largest)} | "
+                    f"{fits.get((label, strategy, dtype), '-')} | "
+                    f"{one.flops_per_image / 1e9 if one is not None and one.compiled else math.nan:.3f} |"
+                    if one is not None else f"| {label} | {strategy} | {dtype} | (no K=1 program) |")
+    return rows
+
+
 def markdown(result: CheckResult) -> str:
-    """compile_check.md: the programs and the groups that fit."""
+    """compile_check.md: a summary per config, the programs, and the groups that fit."""
     gib = 2 ** 30
     lines = [f"# Compile check: {result.target} ({result.topology}, {result.devices} x {result.device_kind}, "
              f"{result.hbm_bytes / gib:g} GiB HBM per device)", "",
              "Compiled ahead of time by XLA's TPU compiler (libtpu) on a host without a TPU; memory and FLOPs are "
              "XLA's analyses of the real executables, nothing here was run. Versions: "
              + ", ".join(f"{k} {v}" for k, v in result.versions.items()) + f"; code {result.fingerprint}.", "",
+             "| config | strategy | dtype | every train call compiles | compile s, K=1 | GiB per device, K=1 "
+             "| largest K compiled | GiB per device, that K | largest K in 80% of HBM | train GFLOP per image |",
+             "|" + "---|" * 10, *summary_rows(result), "",
              "| config | program | K | strategy | dtype | compiled | compile s | GiB per device | % HBM "
              "| GFLOP per image | XLA time estimate |", "|" + "---|" * 11]
     for row in result.programs:
