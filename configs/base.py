@@ -74,10 +74,10 @@ def get_config() -> ml_collections.ConfigDict:
     # 'per_model' (one convolution per model) or 'im2col' (patches x kernels, one batched matmul); 'auto': the
     # platform's default (models/vmap_conv.py default_strategy: per_model on CPU, grouped on GPU/TPU) [ours].
     config.vmap_conv = "auto"
-    # The CPU settings (selectivity_jax/cpu_tuning.py): 'auto' runs convolutions on oneDNN, keeps freed memory in
-    # the heap and leaves YNNPACK to elementwise fusions (about 2.5x faster for ResNet20 on CPU; results equal up to
-    # float32 rounding; no effect on GPU/TPU); 'off': XLA's and glibc's defaults. The flag and heap act only before
-    # JAX starts: the commands apply it first [ours].
+    # The CPU settings the commands apply before JAX starts (selectivity_jax/cpu/: 'auto' runs convolutions on
+    # oneDNN, keeps freed memory in the heap on CPU hosts and leaves YNNPACK to elementwise fusions: about 2.5x faster
+    # ResNet20 training on CPU, results equal up to float32 rounding, no effect on GPU/TPU programs); 'off': XLA's and
+    # glibc's defaults, what the library does when imported without the commands [ours].
     config.cpu_tuning = "auto"
 
     config.eval_every_epochs = 1     # Validation cadence.

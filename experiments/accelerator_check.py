@@ -34,8 +34,12 @@ def main(argv):
     if not jax.config.jax_compilation_cache_dir:  # the sections compile the same programs again: cache them
         jax.config.update("jax_compilation_cache_dir", os.path.join(FLAGS.workdir, "jax_cache"))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    cli.run_reporting_errors(lambda: run_check(FLAGS.config, FLAGS.workdir, budget_minutes=FLAGS.budget_minutes,
-                                           smoke=FLAGS.smoke, data_root=FLAGS.data_root))
+
+    def check() -> None:
+        cli.use_cpu_settings(FLAGS.config)  # CPU programs (the smoke check) as the other commands run them
+        run_check(FLAGS.config, FLAGS.workdir, budget_minutes=FLAGS.budget_minutes, smoke=FLAGS.smoke,
+                  data_root=FLAGS.data_root)
+    cli.run_reporting_errors(check)
 
 
 if __name__ == "__main__":

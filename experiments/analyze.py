@@ -30,6 +30,7 @@ FLAGS = flags.FLAGS
 
 
 def analyze() -> None:
+    cli.use_cpu_settings()
     if (FLAGS.workdir is None) == (FLAGS.models is None):
         raise ValueError("pass either --workdir (analyse a run or a sweep) or --models (compare analysed runs)")
     if FLAGS.models is None:

@@ -16,7 +16,7 @@ import jax
 from absl import flags
 from ml_collections import config_flags
 
-from selectivity_jax import cpu_tuning
+from selectivity_jax.models.vmap_conv import cpu_settings
 from selectivity_jax.models.vmap_conv import STRATEGIES
 from selectivity_jax.train import torch_reference
 from selectivity_jax.train.benchmark import benchmark, benchmark_groups, fastest_strategy
@@ -41,7 +41,7 @@ def _groups(config) -> None:
             raise ValueError(f"unknown strategy {strategy!r}; expected 'all', 'auto' or some of {list(STRATEGIES)}")
     groups = benchmark_groups(config, sizes, strategies, timed_steps=FLAGS.steps)
     print(f"{config.model.name}, batch {config.batch_size} per model, {config.compute_dtype}"
-          + (f", cpu_tuning {cpu_tuning.in_force()}" if jax.default_backend() == "cpu" else ""))
+          + (f", cpu_tuning {cpu_settings()}" if jax.default_backend() == "cpu" else ""))
     for strategy, rows in groups.items():
         base = rows[min(rows)].images_per_second
         print(f" {strategy} convolutions ({rows[min(rows)].convolutions} kernels):")
@@ -93,7 +93,7 @@ def main(argv):
     cli.no_extra_arguments(argv)
     def bench() -> None:
         validate_config(FLAGS.config)
-        cpu_tuning.use_config(FLAGS.config)  # before JAX starts
+        cli.use_cpu_settings(FLAGS.config)  # before JAX starts
         if FLAGS.steps < 1:
             raise ValueError(f"--steps must be >= 1; got {FLAGS.steps}")
         if FLAGS.vmap and not all(k.isdigit() and int(k) >= 1 for k in FLAGS.vmap):

@@ -148,6 +148,15 @@ def run_reporting_errors(fn: Callable[[], Any]) -> Any:
              f"(rerun with --verbosity=1 or {TRACEBACK_ENV}=1)", EXIT_BUG)
 
 
+def use_cpu_settings(config: Any = None) -> None:
+    """The project's CPU settings (selectivity_jax/cpu: oneDNN convolutions, heap, an XLA:CPU flag), applied by a
+    command at its start, before JAX computes anything: its config's ``cpu_tuning`` (``'auto'`` without a config or
+    the field). Process-wide settings belong to the commands; importing the library changes nothing."""
+    from selectivity_jax import cpu
+
+    cpu.use_config(config) if config is not None else cpu.use("auto")
+
+
 def run(main: Callable[[list[str]], Any], argv: list[str] | None = None) -> None:
     """``absl.app.run(main)`` with `_parse_flags` (``argv``: default ``sys.argv``); a SIGTERM outside the training
     loop (start-up, evaluation, writing results) ends the process with one line and exit 143 (`_exit_on_sigterm`)."""

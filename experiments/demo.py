@@ -33,6 +33,7 @@ def main(argv):
 
 
 def _demo() -> None:
+    cli.use_cpu_settings()
     for name in ("num_per_class", "batch_size"):
         if FLAGS[name].value < 1:
             raise ValueError(f"--{name} must be >= 1; got {FLAGS[name].value}")

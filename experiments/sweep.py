@@ -25,8 +25,10 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     cli.no_extra_arguments(argv)
-    cli.run_reporting_errors(lambda: run_sweep(FLAGS.config, FLAGS.workdir, mode=FLAGS.mode,
-                                           group_size=FLAGS.group_size))
+    def sweep() -> None:
+        cli.use_cpu_settings(FLAGS.config)
+        run_sweep(FLAGS.config, FLAGS.workdir, mode=FLAGS.mode, group_size=FLAGS.group_size)
+    cli.run_reporting_errors(sweep)
     print(f"done; report with: python -m experiments.report --sweep {FLAGS.workdir}")
 
 

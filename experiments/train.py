@@ -19,7 +19,10 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     cli.no_extra_arguments(argv)
-    cli.run_reporting_errors(lambda: train_and_evaluate(FLAGS.config, FLAGS.workdir, overwrite=FLAGS.overwrite))
+    def train() -> None:
+        cli.use_cpu_settings(FLAGS.config)
+        train_and_evaluate(FLAGS.config, FLAGS.workdir, overwrite=FLAGS.overwrite)
+    cli.run_reporting_errors(train)
 
 
 if __name__ == "__main__":

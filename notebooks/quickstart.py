@@ -101,20 +101,22 @@ print("repository:", REPO_DIR)
 # Colab's TPU runtimes are TPU VMs: JAX sees the TPU cores directly as its devices, with no setup call (the old
 # `jax.tools.colab_tpu.setup_tpu()` was for the retired TPU Node runtime) and no TensorFlow. Expect 1 to 8
 # devices depending on the TPU type (v5e-1: 1, v2-8: 8). Training below shards each batch over the devices
-# (data parallelism with global-batch selectivity); on a CPU runtime the backend is `cpu`. `selectivity_jax` is
-# imported first: it applies the project's CPU settings (convolutions on oneDNN, a heap that keeps freed memory, an
-# XLA:CPU flag), the last two of which act only before JAX starts. On CPU the first model traced builds the oneDNN
-# convolutions (a few seconds, once per machine).
+# (data parallelism with global-batch selectivity); on a CPU runtime the backend is `cpu`. Importing
+# `selectivity_jax` changes nothing in the process; `selectivity_jax.cpu.enable()` asks for the project's CPU
+# settings, as its commands apply them (convolutions on oneDNN, a heap that keeps freed memory, an XLA:CPU flag; the
+# last two act only before JAX starts, so call it first). On CPU the first model traced builds the oneDNN
+# convolutions (a few seconds, once per machine); on a TPU or GPU runtime the settings leave the programs alone.
 
 # %%
-import jax
+from selectivity_jax import cpu
 
-from selectivity_jax import cpu_tuning  # importing the package applies its settings before JAX starts
-from selectivity_jax.models import onednn_conv
+cpu.enable()  # first: before JAX computes anything
+
+import jax  # noqa: E402
 
 print("backend:", jax.default_backend())
 print("devices:", jax.devices())
-print("CPU settings:", cpu_tuning.in_force(), "| convolutions on:", onednn_conv.kernels_in_use("cpu"))
+print("CPU settings:", cpu.in_force(), "| CPU convolutions on:", cpu.convolution_kernels())
 
 # %% [markdown]
 # ## Network selectivity of a small Flax model

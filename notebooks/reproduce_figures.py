@@ -102,12 +102,17 @@ print("repository:", REPO_DIR)
 #
 # On an accelerator the runs of one seed train together as one vmapped group (one jitted step for all alphas);
 # on CPU, where a group trains no faster, one after another. On Colab TPU runtimes JAX sees the TPU
-# cores directly (no setup call, no TensorFlow).
+# cores directly (no setup call, no TensorFlow). `cpu.enable()` applies the CPU settings the project's commands use
+# (oneDNN convolutions, heap, an XLA:CPU flag) before JAX starts; importing the library alone changes nothing.
 
 # %%
 import tempfile
 
-import jax
+from selectivity_jax import cpu
+
+cpu.enable()  # first: before JAX computes anything
+
+import jax  # noqa: E402
 
 from configs import quickstart
 from selectivity_jax.parallel import dividing_device_count

@@ -3,16 +3,12 @@
 Leavitt & Morcos, "Selectivity considered harmful: evaluating the causal impact of class selectivity in DNNs",
 ICLR 2021. The public API is re-exported here; see `selectivity_jax.selectivity` for the definition.
 
-Importing the package applies the project's XLA:CPU settings when JAX has not started yet (`selectivity_jax.cpu_tuning`:
-faster convolutions on CPU, results equal up to float32 rounding; ``cpu_tuning.use('off')`` before JAX computes
-anything goes back to XLA's defaults).
+Importing the package, or any of its modules, changes nothing outside it: no environment variable, no allocator
+setting, no convolution routing. The CPU speed-ups of the project's commands are one call away
+(``selectivity_jax.cpu.enable()``, before JAX computes anything; see `selectivity_jax.cpu`).
 """
 
-from selectivity_jax import cpu_tuning
-
-cpu_tuning.use("auto")  # first: before any module below could start JAX
-
-from selectivity_jax.capture import (  # noqa: E402
+from selectivity_jax.capture import (
     ReLU,
     apply_with_activations,
     capture_activations,
@@ -21,7 +17,7 @@ from selectivity_jax.capture import (  # noqa: E402
     nnx_activations,
     strip_intermediates,
 )
-from selectivity_jax.selectivity import (  # noqa: E402
+from selectivity_jax.selectivity import (
     SelectivityStats,
     class_sums_and_counts,
     network_selectivity,

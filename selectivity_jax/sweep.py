@@ -26,7 +26,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from selectivity_jax import cpu_tuning
 from selectivity_jax.data import ArraySplits, check_available, load_splits
 from selectivity_jax.data.on_device import TrainArrays
 from selectivity_jax.parallel import make_data_mesh, maybe_initialize_distributed, mesh_platform, replicated
@@ -123,7 +122,6 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str, *, mode: str | 
     ``mode``: 'vmap' or 'serial' (None: `default_mode`); ``group_size``: models per vmapped group (0: automatic).
     """
     validate_config(config, sweep=True)
-    cpu_tuning.use_config(config)  # before JAX starts
     if mode is not None and mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
     if group_size < 0:

@@ -1,5 +1,6 @@
-"""Test set-up: 8 host CPU devices for the data-parallel tests (must be set before JAX is imported), a persistent
-compilation cache for the session, and the tiny trained sweeps that several test modules share.
+"""Test set-up: 8 host CPU devices for the data-parallel tests (must be set before JAX is imported), the commands' CPU
+settings, a persistent compilation cache for the session, and the tiny trained sweeps that several test modules
+share.
 
 The compilation cache (a temporary directory, removed at the end) lets the command-line, notebook and multi-process
 tests, which start fresh Python processes, reuse what earlier tests compiled: the same tiny programs compile once.
@@ -23,6 +24,12 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_COMPILATION_CACHE, ignore_errors=True)
 
 import pytest  # noqa: E402  (after the XLA flags: pytest does not import JAX)
+
+from selectivity_jax import cpu  # noqa: E402
+
+# The suite runs under the commands' CPU settings (oneDNN convolutions, heap, XLA:CPU flag), as the commands' users do;
+# importing the library changes nothing (tests/test_cpu.py checks that in fresh processes).
+cpu.enable()
 
 from helpers import tiny_sweep_config  # noqa: E402
 

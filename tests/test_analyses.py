@@ -26,7 +26,7 @@ SMALL = {"layers": LAYERS, "num_examples": 40, "batch_size": 40, "basis.steps": 
 REPRESENTATIONS = GROUPS["representations"]
 # Values of the alpha = 0 run with SMALL. The port to one file per analysis reproduced every number of the analyses
 # before it exactly (RS since divided by the layer's units, Chen et al.'s Eq. 4, instead of the other units); then
-# the tiny sweep was trained under the project's CPU tuning (selectivity_jax/cpu_tuning.py, now with oneDNN
+# the tiny sweep was trained under the commands' CPU settings (selectivity_jax/cpu/, with oneDNN
 # convolutions): other kernels, other float32 rounding, which the few steps of training, the basis optimisation and
 # the RS counts carry into the second or third digit. Under XLA's defaults: selectivity_t0 0.411893, t1 0.362143, paper_index 0.128221, class_mean_basis
 # 0.320387, optimised_from_identity 0.453503, mean_spearman 0.308062, am_mean_rs 31/64, iam_mean_rs 23/64.

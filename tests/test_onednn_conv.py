@@ -1,4 +1,4 @@
-"""The oneDNN convolutions of the CPU default (selectivity_jax/models/onednn_conv.py): equal to lax's convolution up
+"""The oneDNN convolutions of the CPU default (selectivity_jax/cpu/onednn_conv.py): equal to lax's convolution up
 to float32 rounding (values and both gradients, every stride, padding and group count a model uses, vmapped, split
 over a data mesh), deterministic, chosen only where they apply, and a clear fallback where they cannot be built."""
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from jax import lax
 
-from selectivity_jax import cpu_tuning
-from selectivity_jax.models import onednn_conv
-from selectivity_jax.models.vmap_conv import conv_general_dilated, conv_strategy, uses_onednn
+from selectivity_jax import cpu
+from selectivity_jax.cpu import onednn_conv, settings
+from selectivity_jax.models.vmap_conv import conv_general_dilated, conv_strategy
 from selectivity_jax.parallel import make_data_mesh
 
 needs_onednn = pytest.mark.skipif(onednn_conv.problem() is not None,
@@ -105,8 +105,7 @@ def test_split_over_a_data_mesh_equals_one_device():
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
 
     def split(x, k):
-        with onednn_conv.batch_mesh(mesh):
-            return onednn_conv.conv_general_dilated(x, k, **kwargs)
+        return onednn_conv.conv_general_dilated(x, k, mesh=mesh, **kwargs)
 
     (value, grads) = value_and_grads(split, jax.device_put(lhs, sharding), rhs)
     (expected_value, expected_grads) = value_and_grads(functools.partial(lax.conv_general_dilated, **kwargs), lhs, rhs)
@@ -130,8 +129,9 @@ def test_supports_only_what_the_handlers_compute():
 
 @needs_onednn
 def test_routed_by_the_cpu_tuning_choice(monkeypatch):
-    """'auto' (the default) sends a model's convolutions to oneDNN, 'off' to lax; what is routed shows in the
-    program, and both compute the same values."""
+    """'auto' (the commands' setting; conftest applies it to the suite) sends a model's convolutions to oneDNN,
+    'off' (the library's default) and `cpu.xla_convolutions` to lax; what is routed shows in the program, and both
+    compute the same values. Programs for another platform never get them."""
     case = CASES[1]
     lhs, rhs = operands(case)
 
@@ -141,10 +141,17 @@ def test_routed_by_the_cpu_tuning_choice(monkeypatch):
                 return conv_general_dilated(x, k, (2, 2), "SAME", dimension_numbers=DIMENSIONS)
         return jax.jit(model)
 
-    assert cpu_tuning.choice() == "auto" and uses_onednn(lhs, rhs, conv_kwargs(case), "cpu")
+    def for_gpu(x, k):
+        with conv_strategy("per_model", platform="gpu"):
+            return conv_general_dilated(x, k, (2, 2), "SAME", dimension_numbers=DIMENSIONS)
+
+    assert settings.choice() == "auto" and cpu.convolution_kernels() == "onednn"
     routed, tuned = traced_model().lower(lhs, rhs).as_text(), traced_model()(lhs, rhs)
-    monkeypatch.setattr(cpu_tuning, "_choice", "off")
-    assert not uses_onednn(lhs, rhs, conv_kwargs(case), "cpu")
+    assert "selectivity_jax_conv" not in jax.jit(for_gpu).lower(lhs, rhs).as_text()
+    with cpu.xla_convolutions():
+        assert "selectivity_jax_conv" not in traced_model().lower(lhs, rhs).as_text()
+    monkeypatch.setattr(settings, "_choice", "off")
+    assert cpu.convolution(lhs, rhs, conv_kwargs(case), None) is None and cpu.convolution_kernels() == "xla"
     plain, untuned = traced_model().lower(lhs, rhs).as_text(), traced_model()(lhs, rhs)
     assert "selectivity_jax_conv_forward" in routed and "selectivity_jax_conv_forward" not in plain
     assert_close(tuned, untuned)
@@ -159,8 +166,8 @@ def test_unavailable_falls_back_with_one_warning(monkeypatch):
         assert "oneDNN is not installed" in onednn_conv.problem()
         lhs, rhs = operands(CASES[0])
         with pytest.warns(RuntimeWarning, match="convolutions run on XLA"):
-            assert not uses_onednn(lhs, rhs, conv_kwargs(CASES[0]), "cpu")
-        assert onednn_conv.kernels_in_use("cpu") == "xla"
+            assert cpu.convolution(lhs, rhs, conv_kwargs(CASES[0]), None) is None
+        assert cpu.convolution_kernels() == "xla"
     finally:
         onednn_conv.problem.cache_clear()
         onednn_conv._warn_once.cache_clear()

@@ -58,8 +58,8 @@ def tiny_config():
 
 
 # Values of the alpha = 0 run with TINY_FLAGS. The port to one file per analysis reproduced every number of the
-# analyses before it exactly; then the tiny sweep was trained under the project's CPU tuning (selectivity_jax/
-# cpu_tuning.py, now with oneDNN convolutions): other kernels, other float32 rounding. Under XLA's defaults: 0.1125, 0.262903, 0.803484, 1.101539,
+# analyses before it exactly; then the tiny sweep was trained under the commands' CPU settings (selectivity_jax/
+# cpu/, with oneDNN convolutions): other kernels, other float32 rounding. Under XLA's defaults: 0.1125, 0.262903, 0.803484, 1.101539,
 # 1.008411, 1.066269 (the adversarial ratio moves most: PGD follows the gradients' signs).
 PINNED = {
     ("corruptions", "mean_accuracy"): 0.1125,

@@ -329,6 +329,11 @@ def _lowerings(request: Request, mesh: jax.sharding.Mesh) -> Callable[[dict[str,
     return lowering
 
 
+def _identity(fields: dict[str, Any]) -> tuple:
+    """What names a program, whatever the code that compiled it: config, program, K, strategy, dtype."""
+    return tuple(fields[name] for name in ("config", "program", "models", "vmap_conv", "compute_dtype"))
+
+
 def run_check(request: Request, mesh: jax.sharding.Mesh, stored: Sequence[ProgramCheck],
               save: Callable[[CheckResult], None], log: Callable[[str], None] = print) -> CheckResult:
     """Compiles every program of ``request`` for ``mesh``'s devices (`selectivity_jax.bench.tpu_targets.target_mesh`)
@@ -340,7 +345,8 @@ def run_check(request: Request, mesh: jax.sharding.Mesh, stored: Sequence[Progra
     configs, lowering = dict(request.configs), _lowerings(request, mesh)
     plans = list({json.dumps(plan, sort_keys=True): plan for plan in planned_programs(request, platform)}.values())
     keys = [program_key(fingerprint, request.target, configs[plan["config"]], *plan.values()) for plan in plans]
-    rows = [row for row in stored if row.key not in keys]
+    planned = {_identity(plan) for plan in plans}
+    rows = [row for row in stored if row.key not in keys and _identity(dataclasses.asdict(row)) not in planned]
     device = mesh.devices.flat[0]
     log(f"{request.target.name} ({request.target.topology}): {mesh.devices.size} x {device.device_kind}, "
         f"{request.target.hbm_bytes / 2 ** 30:g} GiB HBM per device; {len(plans)} program(s)")

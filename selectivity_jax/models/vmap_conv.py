@@ -9,8 +9,7 @@ strategies:
 
 - ``'grouped'``: plain ``lax.conv_general_dilated``; under vmap, one grouped convolution for the whole group.
 - ``'per_model'``: under vmap, one ordinary convolution per model (forward and backward), so a group costs what its
-  models cost one after another and each model's convolutions are exactly those it would run alone. On CPU with
-  ``cpu_tuning='auto'`` that convolution runs on oneDNN (`selectivity_jax.models.onednn_conv`), vmapped or not.
+  models cost one after another and each model's convolutions are exactly those it would run alone.
 - ``'im2col'``: the input's patches (strided slices, no convolution) times the kernel as one matrix product; under
   vmap the products become one batched matmul. Equal to the others
   up to float32 summation order.
@@ -19,8 +18,15 @@ strategies:
 set with `conv_strategy`, entered inside the traced function (the training and evaluation steps do so with their
 ``StepSpec.vmap_conv`` and data mesh, whose devices give the platform: a TPU topology's devices on a CPU host give a
 TPU program, with no CPU-only kernel in it); it acts when the model is traced, like
-`selectivity_jax.models.edit_layers`. Outside any `conv_strategy` block a model runs ``'auto'`` on JAX's default
-backend, the platform an unsharded ``jax.jit`` compiles for.
+`selectivity_jax.models.edit_layers`. Outside any `conv_strategy` block (a model applied on its own, as the analyses
+and users do) every convolution is a single model's, for JAX's default backend (the platform an unsharded
+``jax.jit`` compiles for).
+
+A single model's convolution in a CPU program goes through the one hook into the CPU speed-ups
+(`selectivity_jax.cpu`, a removable package): where its settings are on (the commands' ``cpu_tuning='auto'``) and
+it takes the convolution, it runs on oneDNN; otherwise, and without the package, on XLA's kernels. With the
+library's defaults every convolution is ``lax.conv_general_dilated``, so the models support every JAX
+transformation (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian`` included) on every platform.
 """
 
 from __future__ import annotations
@@ -34,16 +40,17 @@ import jax.numpy as jnp
 from jax import lax
 from jax.sharding import Mesh
 
-from selectivity_jax.models import onednn_conv
 from selectivity_jax.parallel import mesh_platform
 
 STRATEGIES = ("grouped", "per_model", "im2col")
+NHWC_LAYOUT = ("NHWC", "HWIO", "NHWC")  # the layout flax's nn.Conv uses for 2-D inputs
 
 
 class _Routing(NamedTuple):
-    """What an active `conv_strategy` block sets: the strategy (resolved) and the platform compiled for."""
+    """What an active `conv_strategy` block sets: the strategy (resolved), the platform compiled for, the data mesh."""
     strategy: str
     platform: str
+    batch_mesh: Mesh | None
 
 
 _ROUTING: contextvars.ContextVar[_Routing | None] = contextvars.ContextVar("selectivity_jax_vmap_conv", default=None)
@@ -69,39 +76,54 @@ def resolve_strategy(name: str, platform: str) -> str:
 @contextlib.contextmanager
 def conv_strategy(name: str, batch_mesh: Mesh | None = None, platform: str | None = None) -> Iterator[None]:
     """While active (at trace time), `conv_general_dilated` runs by strategy ``name`` (``'auto'`` or one of
-    `STRATEGIES`) for ``platform`` (default: the platform of ``batch_mesh``'s devices, else JAX's default backend), and
-    splits oneDNN convolutions' batch over ``batch_mesh`` (the step's data mesh; None: none)."""
+    `STRATEGIES`) for ``platform`` (default: the platform of ``batch_mesh``'s devices, else JAX's default backend);
+    ``batch_mesh``: the step's data mesh (None: none), over which CPU kernels split the batch."""
     platform = platform or (mesh_platform(batch_mesh) if batch_mesh is not None else jax.default_backend())
-    token = _ROUTING.set(_Routing(resolve_strategy(name, platform), platform))
+    token = _ROUTING.set(_Routing(resolve_strategy(name, platform), platform, batch_mesh))
     try:
-        with onednn_conv.batch_mesh(batch_mesh):
-            yield
+        yield
     finally:
         _ROUTING.reset(token)
 
 
-def _routing() -> _Routing:
-    """The routing in force: the active `conv_strategy` block's, else ``'auto'`` on JAX's default backend."""
-    routing = _ROUTING.get()
-    if routing is None:
-        platform = jax.default_backend()
-        return _Routing(default_strategy(platform), platform)
-    return routing
+# ----------------------------------------------------------------------------------------------------------------------
+# The one hook into the CPU speed-ups (selectivity_jax/cpu/: delete the package and this hook, and the library runs
+# XLA's kernels everywhere).
+# ----------------------------------------------------------------------------------------------------------------------
+
+def _cpu_package() -> Any:
+    """``selectivity_jax.cpu`` (its oneDNN convolutions and settings), or None where it is not installed."""
+    try:
+        from selectivity_jax import cpu
+    except ImportError:
+        return None
+    return cpu
 
 
-def uses_onednn(lhs: jax.Array, rhs: jax.Array, conv_kwargs: dict[str, Any], platform: str) -> bool:
-    """Whether a single model's convolution compiled for ``platform`` runs on oneDNN: on CPU only, with
-    ``cpu_tuning='auto'``, for a convolution `onednn_conv.supports`, where the oneDNN handlers are available."""
-    return platform == "cpu" and onednn_conv.supports(lhs, rhs, conv_kwargs) and onednn_conv.enabled()
+def _single_conv(lhs: jax.Array, rhs: jax.Array, conv_kwargs: dict[str, Any], platform: str,
+                 batch_mesh: Mesh | None) -> jax.Array:
+    """One model's convolution compiled for ``platform``: on the CPU package's kernels where it takes it (CPU
+    programs only), else ``lax.conv_general_dilated``."""
+    cpu = _cpu_package() if platform == "cpu" else None
+    result = None if cpu is None else cpu.convolution(lhs, rhs, conv_kwargs, batch_mesh)
+    return lax.conv_general_dilated(lhs, rhs, **conv_kwargs) if result is None else result
 
 
 def convolution_kernels(strategy: str, platform: str, dtype: Any) -> str:
     """``'onednn'`` or ``'xla'``: whose kernels run a model's convolutions under ``strategy`` (resolved) in a program
-    for ``platform`` computing in ``dtype`` (what results and benchmarks record: oneDNN takes float32 ``'per_model'``
-    convolutions of CPU programs only)."""
-    if strategy == "per_model" and jnp.dtype(dtype) == jnp.float32:
-        return onednn_conv.kernels_in_use(platform)
-    return "xla"
+    for ``platform`` computing in ``dtype`` (what results and benchmarks record: the CPU package takes float32
+    ``'per_model'`` convolutions of CPU programs only)."""
+    cpu = _cpu_package()
+    if cpu is None or platform != "cpu" or strategy != "per_model" or jnp.dtype(dtype) != jnp.float32:
+        return "xla"
+    return cpu.convolution_kernels()
+
+
+def cpu_settings() -> str:
+    """The CPU settings in force (``'auto'``, ``'off'``, ``'user'``: `selectivity_jax.cpu.in_force`), or
+    ``'absent'`` without the CPU package (for results and benchmarks)."""
+    cpu = _cpu_package()
+    return "absent" if cpu is None else cpu.in_force()
 
 
 def per_index_under_vmap(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -119,13 +141,11 @@ def per_index_under_vmap(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
-def _per_model_conv(lhs: jax.Array, rhs: jax.Array, platform: str, **conv_kwargs: Any) -> jax.Array:
-    """The convolution with forward and backward pass each run per mapped index under vmap (see module doc), on
-    oneDNN where `uses_onednn` for ``platform``."""
+def _per_model_conv(lhs: jax.Array, rhs: jax.Array, routing: _Routing, **conv_kwargs: Any) -> jax.Array:
+    """The convolution with forward and backward pass each run per mapped index under vmap (see module doc), each a
+    single model's (`_single_conv`)."""
     def plain(lhs, rhs):
-        if uses_onednn(lhs, rhs, conv_kwargs, platform):
-            return onednn_conv.conv_general_dilated(lhs, rhs, **conv_kwargs)
-        return lax.conv_general_dilated(lhs, rhs, **conv_kwargs)
+        return _single_conv(lhs, rhs, conv_kwargs, routing.platform, routing.batch_mesh)
 
     forward = per_index_under_vmap(plain)
     backward = per_index_under_vmap(lambda lhs, rhs, cotangent: jax.vjp(plain, lhs, rhs)[1](cotangent))
@@ -139,10 +159,21 @@ def _per_model_conv(lhs: jax.Array, rhs: jax.Array, platform: str, **conv_kwargs
     return conv(lhs, rhs)
 
 
+def is_flax_2d(lhs: jax.Array, rhs: jax.Array, conv_kwargs: dict[str, Any]) -> bool:
+    """True for an undilated 2-D convolution without batch groups in flax's NHWC / HWIO layout (arguments as
+    ``lax.conv_general_dilated`` takes them)."""
+    if lhs.ndim != 4 or rhs.ndim != 4 or conv_kwargs.get("batch_group_count", 1) != 1:
+        return False
+    if any(d not in (None, (1, 1), [1, 1]) for d in (conv_kwargs.get("lhs_dilation"), conv_kwargs.get("rhs_dilation"))):
+        return False
+    given = lax.conv_dimension_numbers(lhs.shape, rhs.shape, conv_kwargs.get("dimension_numbers"))
+    return given == lax.conv_dimension_numbers(lhs.shape, rhs.shape, NHWC_LAYOUT)
+
+
 def _is_plain_nhwc(lhs: jax.Array, rhs: jax.Array, conv_kwargs: dict[str, Any]) -> bool:
     """True for an ungrouped, undilated 2-D convolution in flax's NHWC / HWIO layout (what `_im2col_conv`
     handles)."""
-    return conv_kwargs["feature_group_count"] == 1 and onednn_conv.is_flax_2d(lhs, rhs, conv_kwargs)
+    return conv_kwargs["feature_group_count"] == 1 and is_flax_2d(lhs, rhs, conv_kwargs)
 
 
 def _im2col_conv(lhs: jax.Array, rhs: jax.Array, **conv_kwargs: Any) -> jax.Array:
@@ -178,9 +209,11 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Any, pa
                        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                        feature_group_count=feature_group_count, batch_group_count=batch_group_count,
                        precision=precision, preferred_element_type=preferred_element_type)
-    strategy, platform = _routing()
-    if strategy == "per_model":
-        return _per_model_conv(lhs, rhs, platform, **conv_kwargs)
-    if strategy == "im2col":
+    routing = _ROUTING.get()
+    if routing is None:  # a model applied on its own: one model's convolution for the default backend
+        return _single_conv(lhs, rhs, conv_kwargs, jax.default_backend(), None)
+    if routing.strategy == "per_model":
+        return _per_model_conv(lhs, rhs, routing, **conv_kwargs)
+    if routing.strategy == "im2col":
         return _im2col_conv(lhs, rhs, **conv_kwargs)
     return lax.conv_general_dilated(lhs, rhs, **conv_kwargs)

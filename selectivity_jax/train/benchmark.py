@@ -18,10 +18,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from selectivity_jax import cpu_tuning
 from selectivity_jax.data import nominal_shape
 from selectivity_jax.data.on_device import TrainArrays, put_eval_arrays, put_train_arrays
-from selectivity_jax.models.vmap_conv import convolution_kernels, resolve_strategy
+from selectivity_jax.models.vmap_conv import convolution_kernels, cpu_settings, resolve_strategy
 from selectivity_jax.parallel import make_data_mesh, mesh_platform
 from selectivity_jax.train.loop import RunSetup, setup_kernels, setup_run, steps_in_next_call, steps_per_call_of
 
@@ -32,7 +31,7 @@ class StepTiming:
     compute_dtype: str
     selectivity_term: bool
     vmap_conv: str               # the strategy in force (resolved)
-    convolutions: str            # whose kernels ran them: 'onednn' or 'xla'
+    convolutions: str            # whose kernels ran them (`vmap_conv.convolution_kernels`)
     steps_per_call: int
     images_per_second: float     # all models together
     step_ms: float               # one step of the whole group
@@ -143,7 +142,7 @@ def benchmark(config: ml_collections.ConfigDict, *, alpha: float = 1.0, warmup_s
     steps_per_call = steps_per_call_of(config, platform)
     results: dict[str, Any] = {"model": config.model.name, "batch_size": config.batch_size,
                                "compute_dtype": config.compute_dtype, "device_kind": jax.devices()[0].device_kind,
-                               "platform": platform, "cpu_tuning": cpu_tuning.in_force(),
+                               "platform": platform, "cpu_tuning": cpu_settings(),
                                "convolutions": convolution_kernels(resolve_strategy(config.get("vmap_conv", "auto"), platform),
                                                                    platform, config.compute_dtype),
                                "device_count": mesh.devices.size, "steps_per_call": steps_per_call}

@@ -35,12 +35,12 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from selectivity_jax import cpu_tuning, rundir
+from selectivity_jax import rundir
 from selectivity_jax.data import ArraySplits, check_available, load_splits
 from selectivity_jax.data.on_device import normalization_stats, put_eval_arrays, put_train_arrays
 from selectivity_jax.faults import fault_point
 from selectivity_jax.models import get_model, model_options
-from selectivity_jax.models.vmap_conv import convolution_kernels, resolve_strategy
+from selectivity_jax.models.vmap_conv import convolution_kernels, cpu_settings, resolve_strategy
 from selectivity_jax.parallel import (batch_sharded, check_batch_size, make_data_mesh, maybe_initialize_distributed,
                                       mesh_platform, replicated)
 from selectivity_jax.rundir import (CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, PARTIAL_EPOCH_FILE, RESULTS_FILE,
@@ -269,7 +269,7 @@ def setup_run(config: ml_collections.ConfigDict, *, num_classes: int, image_shap
 
 
 def setup_kernels(setup: RunSetup) -> str:
-    """``'onednn'`` or ``'xla'``: whose kernels run the convolutions of ``setup``'s steps."""
+    """Whose kernels run the convolutions of ``setup``'s steps (`vmap_conv.convolution_kernels`)."""
     return convolution_kernels(setup.spec.vmap_conv, mesh_platform(batch_mesh(setup.spec)), setup.spec.compute_dtype)
 
 
@@ -474,7 +474,6 @@ def train_group(config: ml_collections.ConfigDict, alphas: list[float], workdirs
     """
     fault_point("start")
     check_group(config, alphas, workdirs, overwrite)
-    cpu_tuning.use_config(config)  # before JAX starts, when the caller has not started it
     maybe_initialize_distributed(config.get("distributed", False))
     if not overwrite and all(map(rundir.is_finished, workdirs)):
         log(f"already finished: {', '.join(workdirs)}")
@@ -621,7 +620,7 @@ def _train_locked(config: ml_collections.ConfigDict, alphas: tuple[float, ...], 
             "model": config.model.name, "steps": total_steps, "epochs": num_epochs, "split_sizes": splits.sizes(),
             "models_in_group": len(runs), "device_kind": jax.devices()[0].device_kind,
             "device_count": mesh.devices.size, "vmap_conv": setup.spec.vmap_conv,
-            "cpu_tuning": cpu_tuning.in_force(), "convolutions": setup_kernels(setup),
+            "cpu_tuning": cpu_settings(), "convolutions": setup_kernels(setup),
             "process_count": jax.process_count(), "versions": _library_versions(),
             # what restoring the model needs besides config.json and the checkpoint (`trained.restore_run`)
             "num_classes": splits.num_classes, "image_shape": list(splits.image_shape),

@@ -12,13 +12,13 @@ from typing import Any, Callable
 
 import ml_collections
 
-from selectivity_jax.cpu_tuning import CHOICES as CPU_TUNING_CHOICES
 from selectivity_jax.data import SOURCES
 from selectivity_jax.data.on_device import is_unset
 from selectivity_jax.models import MODELS, NORMS, get_model
 from selectivity_jax.models.vmap_conv import STRATEGIES
 
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+CPU_TUNING_CHOICES = ("auto", "off")  # the commands' CPU settings (selectivity_jax/cpu/settings.py, CHOICES)
 MAX_SEED = 2 ** 32 - 1  # seeds are uint32
 
 

@@ -1,4 +1,4 @@
-"""2-D convolutions on oneDNN for XLA:CPU: the CPU default of ``cpu_tuning='auto'`` (`selectivity_jax.cpu_tuning`).
+"""2-D convolutions on oneDNN for XLA:CPU, under ``cpu_tuning='auto'`` (`selectivity_jax.cpu.settings`).
 
 XLA:CPU runs convolutions on Eigen or YNNPACK; on the shapes of the papers' CIFAR ResNets the gradients of a
 convolution take 1.1-2.4x as long there as on oneDNN, the library PyTorch's CPU convolutions use (measured per layer
@@ -6,7 +6,7 @@ and for the whole train step in the README's CPU section). This module runs a fl
 layout) as three XLA FFI custom calls into oneDNN (``onednn_conv.cc`` beside this file): the forward pass, the input's
 cotangent (backward data) and the kernel's cotangent (backward weights), tied together by ``jax.custom_vjp``. They
 compute the same convolution as ``lax.conv_general_dilated``, summed in another order: equal up to float32 rounding
-(tests/test_onednn_conv.py, tests/test_cpu_tuning.py).
+(tests/test_onednn_conv.py, tests/test_cpu.py).
 
 The handlers are compiled once per machine with the system's C++ compiler, against the oneDNN of the pip packages
 ``onednn-cpu-gomp`` and ``onednn-devel-cpu-gomp`` (a Linux x86-64 dependency of the project) and the XLA FFI headers
@@ -16,8 +16,10 @@ that ship with jaxlib, into the user's cache (``$XDG_CACHE_HOME/selectivity_jax`
 
 Under a data mesh of several devices each device convolves its slice of the batch (``jax.shard_map``; the kernel's
 cotangent is summed over devices), because XLA's partitioner cannot split a custom call. Under ``jax.vmap`` the calls
-run once per mapped index. Forward-mode differentiation (``jax.jvp``) is not defined for the custom calls; `supports`
-is what `selectivity_jax.models.vmap_conv` checks before routing a convolution here.
+run once per mapped index. Forward-mode differentiation (``jax.jvp``, ``jax.jacfwd``) is not defined for the custom
+calls: trace such a function inside `xla_convolutions` (or leave the CPU settings off, the library's default).
+`supports` is what the convolution hook of `selectivity_jax.models.vmap_conv` checks before routing a convolution
+here.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 
-from selectivity_jax import cpu_tuning
+from selectivity_jax.cpu import settings
+from selectivity_jax.models.vmap_conv import is_flax_2d
 from selectivity_jax.parallel import DATA_AXIS
 
 SOURCE = Path(__file__).with_suffix(".cc")
@@ -56,8 +59,7 @@ ONEDNN_LIBRARY = "libdnnl.so.3"
 ONEDNN_HEADER = Path("oneapi", "dnnl", "dnnl.hpp")
 COMPILE_TIMEOUT_S = 600
 
-_BATCH_MESH: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar("selectivity_jax_conv_mesh", default=None)
-_NHWC = ("NHWC", "HWIO", "NHWC")  # the layout flax's nn.Conv uses for 2-D inputs
+_ON_XLA: contextvars.ContextVar[bool] = contextvars.ContextVar("selectivity_jax_convolutions_on_xla", default=False)
 
 
 class ConvAttributes(NamedTuple):
@@ -161,16 +163,22 @@ def available() -> bool:
 
 
 def enabled() -> bool:
-    """Whether single-model convolutions of CPU programs run on oneDNN in this process: with ``cpu_tuning='auto'``
-    (`cpu_tuning.choice`), where the handlers are available. Programs for other platforms never do
-    (`selectivity_jax.models.vmap_conv.uses_onednn`)."""
-    return cpu_tuning.choice() == "auto" and available()
+    """Whether single-model convolutions of CPU programs traced now run on oneDNN: with ``cpu_tuning='auto'``
+    (`settings.choice`), outside `xla_convolutions`, where the handlers are available. Programs for other platforms
+    never do (the hook in `selectivity_jax.models.vmap_conv`)."""
+    return settings.choice() == "auto" and not _ON_XLA.get() and available()
 
 
-def kernels_in_use(platform: str) -> str:
-    """``'onednn'`` or ``'xla'``: what runs the convolutions `supports` accepts in programs compiled for ``platform``
-    (for results and benchmarks)."""
-    return "onednn" if platform == "cpu" and enabled() else "xla"
+@contextlib.contextmanager
+def xla_convolutions() -> Iterator[None]:
+    """While active (at trace time), convolutions run on XLA's kernels even under ``cpu_tuning='auto'``: for
+    forward-mode differentiation (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``), which the oneDNN calls do not
+    define."""
+    token = _ON_XLA.set(True)
+    try:
+        yield
+    finally:
+        _ON_XLA.reset(token)
 
 
 @functools.lru_cache(maxsize=None)
@@ -183,33 +191,11 @@ def _warn_once(reason: str) -> None:
 # The convolution.
 # ----------------------------------------------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def batch_mesh(mesh: Mesh | None) -> Iterator[None]:
-    """While active (at trace time), oneDNN convolutions split their batch over ``mesh``'s ``'data'`` axis (the
-    training and evaluation steps enter it with their data mesh; None: no mesh)."""
-    token = _BATCH_MESH.set(mesh)
-    try:
-        yield
-    finally:
-        _BATCH_MESH.reset(token)
-
-
 def _explicit_padding(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], strides: tuple[int, int],
                       padding: Any) -> tuple[tuple[int, int], ...]:
     if isinstance(padding, str):
         return tuple(tuple(p) for p in lax.padtype_to_pads(lhs_shape[1:3], rhs_shape[:2], strides, padding))
     return tuple((int(lo), int(hi)) for lo, hi in padding)
-
-
-def is_flax_2d(lhs: jax.Array, rhs: jax.Array, conv_kwargs: dict[str, Any]) -> bool:
-    """True for an undilated 2-D convolution without batch groups in flax's NHWC / HWIO layout (arguments as
-    ``lax.conv_general_dilated`` takes them)."""
-    if lhs.ndim != 4 or rhs.ndim != 4 or conv_kwargs.get("batch_group_count", 1) != 1:
-        return False
-    if any(d not in (None, (1, 1), [1, 1]) for d in (conv_kwargs.get("lhs_dilation"), conv_kwargs.get("rhs_dilation"))):
-        return False
-    given = lax.conv_dimension_numbers(lhs.shape, rhs.shape, conv_kwargs.get("dimension_numbers"))
-    return given == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
 
 
 def supports(lhs: jax.Array, rhs: jax.Array, conv_kwargs: dict[str, Any]) -> bool:
@@ -275,10 +261,10 @@ _conv.defvjp(_conv_forward, _conv_backward)
 
 
 def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Any, padding: Any,
-                         feature_group_count: int = 1, **unused: Any) -> jax.Array:
+                         feature_group_count: int = 1, *, mesh: Mesh | None = None, **unused: Any) -> jax.Array:
     """``lax.conv_general_dilated`` on oneDNN for a call `supports` accepts (its other arguments are the defaults
-    `supports` requires): [N, H, W, C] x [KH, KW, C / groups, O] -> [N, H', W', O]. RuntimeError where the handlers
-    are not available (`problem`)."""
+    `supports` requires): [N, H, W, C] x [KH, KW, C / groups, O] -> [N, H', W', O]; with a data ``mesh`` each device
+    convolves its slice of the batch. RuntimeError where the handlers are not available (`problem`)."""
     if problem() is not None:
         raise RuntimeError(problem())
     strides = tuple(int(s) for s in window_strides)
@@ -290,7 +276,6 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Any, pa
         strides, pads = (1, 1), ((0, 0), (0, 0))
     attrs = ConvAttributes(strides[0], strides[1], pads[0][0], pads[0][1], pads[1][0], pads[1][1],
                            int(feature_group_count))
-    mesh = _BATCH_MESH.get()
     if mesh is not None and (mesh.size == 1 or lhs.shape[0] % mesh.size):
         mesh = None  # one device, or a batch the mesh cannot split: XLA places the whole convolution
     return _conv(lhs, rhs, attrs, mesh)

@@ -1,8 +1,8 @@
-"""One side of tests/test_cpu_tuning.py, in a fresh process (XLA reads its flags once per process):
+"""One side of tests/test_cpu.py, in a fresh process (XLA reads its flags once per process):
 
-    python tests/cpu_tuning_worker.py CHOICE OUT.npz
+    python tests/cpu_worker.py CHOICE OUT.npz
 
-applies ``cpu_tuning.use(CHOICE)`` before JAX starts, then saves a narrowed ResNet20's evaluation logits, the
+applies ``selectivity_jax.cpu.use(CHOICE)`` before JAX starts, then saves a narrowed ResNet20's evaluation logits, the
 gradients of its training loss (BatchNorm in training mode) and its parameters before and after three of the
 project's train steps (selectivity term at alpha = 1), all from fixed seeds; also which kernels ran the
 convolutions and how glibc served a large buffer.
@@ -11,9 +11,9 @@ convolutions and how glibc served a large buffer.
 import ctypes
 import sys
 
-from selectivity_jax import cpu_tuning
+from selectivity_jax import cpu
 
-cpu_tuning.use(sys.argv[1])
+cpu.use(sys.argv[1])
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from configs import quickstart  # noqa: E402
-from selectivity_jax.models import get_model, onednn_conv  # noqa: E402
+from selectivity_jax.models import get_model  # noqa: E402
 from selectivity_jax.parallel import make_data_mesh  # noqa: E402
 from selectivity_jax.train.benchmark import random_train_data  # noqa: E402
 from selectivity_jax.train.loop import setup_run  # noqa: E402
@@ -82,7 +82,7 @@ def main(choice: str, out: str) -> None:
     for _ in range(STEPS):
         state, _ = run.train_step(state, data, order)
     arrays.update(flat(state.params, "trained"))
-    np.savez(out, in_force=np.asarray(cpu_tuning.in_force()), kernels=np.asarray(onednn_conv.kernels_in_use("cpu")),
+    np.savez(out, in_force=np.asarray(cpu.in_force()), kernels=np.asarray(cpu.convolution_kernels()),
              mapped_bytes=np.asarray(mapped_bytes), **arrays)
 
 

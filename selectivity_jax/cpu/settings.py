@@ -1,14 +1,19 @@
-"""The project's CPU settings, on by default (the ``cpu_tuning`` config field, ``'auto'`` or ``'off'``).
+"""The CPU settings: ``'auto'`` (the project's commands' default, ``config.cpu_tuning``) or ``'off'`` (the library's
+default: nothing changed).
 
-``'auto'`` does three things, each measured on ResNet20 (CIFAR-10 shapes, batch 128, float32, 2-core AMD EPYC; the
-README's CPU section):
+Nothing here acts at import. The commands apply their config's choice with `use_config` before JAX starts; a user of
+the library asks for it with ``selectivity_jax.cpu.enable()`` (= ``use('auto')``) before JAX computes anything.
 
-1. convolutions run on oneDNN (`selectivity_jax.models.onednn_conv`; this module records the choice, `choice`, and
-   the models read it when they are traced);
-2. the process's heap keeps the memory it frees (glibc's malloc, Linux): one arena for all threads, buffers up to
-   `HEAP_KEEP_BYTES` from the heap and not trimmed back. With glibc's defaults every XLA:CPU execution maps its large
-   temporary buffers afresh and the kernel zeroes each page on first touch: a third of a ResNet20 train step went to
-   page faults (``perf``). The heap then stays at its peak size while the process lives;
+``'auto'`` does three things, each measured on ResNet20 (CIFAR-10 shapes, batch 128, float32, 2-core AMD EPYC;
+docs and the README's CPU section):
+
+1. convolutions of CPU programs run on oneDNN (`selectivity_jax.cpu.onednn_conv`; this module records the choice,
+   `choice`, and the models read it when they are traced);
+2. on a host whose work runs on the CPU (no GPU or TPU device file, ``JAX_PLATFORMS`` not naming another platform
+   first), the process's heap keeps the memory it frees (glibc's malloc, Linux): one arena for all threads, buffers
+   up to `HEAP_KEEP_BYTES` from the heap and not trimmed back. With glibc's defaults every XLA:CPU execution maps its
+   large temporary buffers afresh and the kernel zeroes each page on first touch: a third of a ResNet20 train step
+   went to page faults (``perf``). The cost: the heap then stays at its peak size while the process lives;
 3. an XLA:CPU flag (below) for the convolutions oneDNN does not take (other dtypes, the ``'grouped'`` and
    ``'im2col'`` vmap strategies, machines without oneDNN).
 
@@ -19,23 +24,18 @@ the whole train step runs about 1.4x as fast when YNNPACK keeps only the element
     --xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_ELTWISE
 
 The flag chooses kernels, not the computation: results differ from XLA's defaults only by float32 rounding (the order
-of sums), as tests/test_cpu_tuning.py checks for the forward pass, the gradients and training steps. It names
-``xla_cpu`` options only, so GPU and TPU programs are unaffected. XLA aborts the process on a flag it does not know,
-so ``'auto'`` sets the flag only where the installed jaxlib defines it: from 0.8.1 on (checked in the released wheels)
+of sums), as tests/test_cpu.py checks for the forward pass, the gradients and training steps. It names ``xla_cpu``
+options only, so GPU and TPU programs are unaffected. XLA aborts the process on a flag it does not know, so
+``'auto'`` sets the flag only where the installed jaxlib defines it: from 0.8.1 on (checked in the released wheels)
 and while its library still holds the flag's name (a later release may rename an experimental flag).
 
 XLA reads ``XLA_FLAGS`` once, when JAX starts its first backend, and threads keep the heap arena they started with,
-so the flag and the heap settings act only before JAX starts (the convolutions follow `use` at any time):
-
-- ``import selectivity_jax`` applies ``'auto'`` when JAX has not started yet (notebooks and library users get it
-  without asking);
-- every command applies its config's ``cpu_tuning`` with `use` before it computes anything; ``'off'`` (XLA's own
-  defaults) in a process where JAX already runs with the tuning is refused with the way out.
-
-The project never touches a choice of YNNPACK fusions the user wrote into ``XLA_FLAGS`` (nor ``'off'`` removes it).
-Other formulations were measured and not kept (the README's CPU section): im2col convolutions, space-to-depth
-strided convolutions, hand-written kernel gradients and BatchNorm backward, bfloat16, other XLA:CPU flags, oneDNN's
-OpenMP threads sleeping instead of spinning between calls.
+so the flag and the heap settings act only before JAX starts (the convolutions follow `use` at any time); ``'off'``
+in a process where JAX already runs with the flag is refused with the way out. The project never touches a choice of
+YNNPACK fusions the user wrote into ``XLA_FLAGS`` (nor ``'off'`` removes it). Other formulations were measured and
+not kept (the README's CPU section): im2col convolutions, space-to-depth strided convolutions, hand-written kernel
+gradients and BatchNorm backward, bfloat16, other XLA:CPU flags, oneDNN's OpenMP threads sleeping instead of
+spinning between calls.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from typing import Any
 import jaxlib
 
 CHOICES = ("auto", "off")
-_choice = "auto"  # the choice `use` last applied; the convolutions follow it when a model is traced
+_choice = "off"  # the choice `use` last applied; the convolutions follow it when a model is traced
 
 # glibc's mallopt(3) parameters, and the values of 'auto' and of 'off'. glibc starts at 128 KiB thresholds and raises
 # them as large buffers are freed, up to 32 MiB (mmap) and 64 MiB (trim) on 64-bit; mallopt cannot restore that
@@ -111,7 +111,7 @@ def flags_for(choice: str, xla_flags: str, jaxlib_version: str | None = None) ->
     """``xla_flags`` (an ``XLA_FLAGS`` value) with the project's flags added (``'auto'``) or removed (``'off'``);
     a YNNPACK fusion choice of the user's stays as it is."""
     if choice not in CHOICES:
-        raise ValueError(f"cpu_tuning must be one of {list(CHOICES)}; got {choice!r}")
+        raise ValueError(f"cpu_tuning={choice!r} (expected one of {list(CHOICES)})")
     tokens = [t for t in shlex.split(xla_flags) if t not in TUNED_FLAGS]
     if choice == "auto" and not _user_chose_ynn(tokens):
         tokens += tuned_flags(jaxlib_version)
@@ -161,9 +161,19 @@ def backends_started() -> bool:
 
 
 def choice() -> str:
-    """The choice `use` last applied (``'auto'`` from ``import selectivity_jax`` on): whether models traced from now
-    on run their convolutions on oneDNN (``'auto'``) or on XLA (``'off'``)."""
+    """The choice `use` last applied (``'off'`` until then): whether models traced from now on run their CPU
+    convolutions on oneDNN (``'auto'``) or on XLA (``'off'``)."""
     return _choice
+
+
+def accelerator_host() -> bool:
+    """Whether this host's work runs on an accelerator, told without starting JAX: ``JAX_PLATFORMS`` names another
+    platform first, or a GPU (``/dev/nvidia0``...) or TPU (``/dev/accel0``..., ``/dev/vfio/0``...) device file
+    exists. The heap setting is kept for hosts where it was measured to help: CPU ones."""
+    platforms = os.environ.get("JAX_PLATFORMS", "").strip()
+    if platforms:
+        return platforms.split(",")[0].strip() != "cpu"
+    return any(glob.glob(pattern) for pattern in ("/dev/nvidia[0-9]*", "/dev/accel[0-9]*", "/dev/vfio/[0-9]*"))
 
 
 def use(choice: str) -> None:
@@ -178,15 +188,16 @@ def use(choice: str) -> None:
     if wanted != " ".join(shlex.split(current)) and started and choice == "off":
         raise ValueError(
             f"cpu_tuning='off' cannot act: JAX has already started in this process with XLA_FLAGS={current!r} "
-            f"(the project's tuning); call selectivity_jax.cpu_tuning.use('off') before JAX computes anything, "
+            f"(the project's tuning); call selectivity_jax.cpu.use('off') before JAX computes anything, "
             f"or run the command in a fresh process")
-    if not started:
+    if not started and wanted != " ".join(shlex.split(current)):
         os.environ["XLA_FLAGS"] = wanted
     if not started or choice == "off":  # glibc's thresholds act at once; 'auto' after the start keeps the heap
-        _set_heap(choice == "auto")
+        _set_heap(choice == "auto" and not accelerator_host())
     _choice = choice
 
 
 def use_config(config: Any) -> None:
-    """`use` with a training config's ``cpu_tuning`` (a config stored before the field existed: ``'auto'``)."""
+    """`use` with a command's config's ``cpu_tuning`` (a config without the field: ``'auto'``, the commands'
+    default)."""
     use(config.get("cpu_tuning", "auto"))
