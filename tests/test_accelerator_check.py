@@ -41,7 +41,7 @@ def test_bad_inputs_are_refused_before_anything_is_written(tmp_path):
 
 def _timing(models, ips, dtype="float32", term=True, strategy="grouped"):
     return StepTiming(models=models, compute_dtype=dtype, selectivity_term=term, vmap_conv=strategy,
-                      steps_per_call=16, images_per_second=ips, step_ms=1000 * 128 * models / ips, compilations=1,
+                      convolutions="xla", steps_per_call=16, images_per_second=ips, step_ms=1000 * 128 * models / ips, compilations=1,
                       compile_seconds=3.0)
 
 
