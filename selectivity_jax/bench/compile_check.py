@@ -250,21 +250,26 @@ class GroupFit(Record):
     vmap_conv: str
     compute_dtype: str
     bytes_one: int
-    bytes_two: int
-    largest_group: int           # uncapped: the sweep caps its automatic groups at 16 and at the grid
+    bytes_two: int               # 0 where K = 2 did not compile
+    largest_group: int           # uncapped (the sweep caps its automatic groups at 16 and at the grid); at least 1
 
 
 def group_fits(rows: Sequence[ProgramCheck], hbm_bytes: int) -> list[GroupFit]:
-    """`GroupFit` for every (config, strategy, dtype) whose train programs of K = 1 and 2 compiled."""
-    by_group = {(r.config, r.vmap_conv, r.compute_dtype, r.models): r for r in rows
-                if r.program == "train" and r.compiled}
+    """`GroupFit` for every (config, strategy, dtype) whose train program of K = 1 compiled and of K = 2 was tried:
+    from both sizes when K = 2 compiled, 1 when it did not (the compiler's verdict, e.g. out of HBM)."""
+    train = {(r.config, r.vmap_conv, r.compute_dtype, r.models): r for r in rows if r.program == "train"}
     fits = []
-    for (label, strategy, dtype, models), one in by_group.items():
-        two = by_group.get((label, strategy, dtype, 2))
-        if models == 1 and two is not None:
-            one_bytes, two_bytes = one.device_bytes - one.code_bytes, two.device_bytes - two.code_bytes
-            largest = fitting_group_size(one_bytes, two_bytes, hbm_bytes, 1 << 20, HEADROOM)
-            fits.append(GroupFit(label, strategy, dtype, one_bytes, two_bytes, largest))
+    for (label, strategy, dtype, models), one in train.items():
+        two = train.get((label, strategy, dtype, 2))
+        if models != 1 or not one.compiled or two is None:
+            continue
+        one_bytes = one.device_bytes - one.code_bytes
+        if not two.compiled:
+            fits.append(GroupFit(label, strategy, dtype, one_bytes, 0, 1))
+            continue
+        two_bytes = two.device_bytes - two.code_bytes
+        largest = fitting_group_size(one_bytes, two_bytes, hbm_bytes, 1 << 20, HEADROOM)
+        fits.append(GroupFit(label, strategy, dtype, one_bytes, two_bytes, largest))
     return fits
 
 
@@ -417,7 +422,7 @@ def markdown(result: CheckResult) -> str:
              "XLA's analyses of the real executables, nothing here was run. Versions: "
              + ", ".join(f"{k} {v}" for k, v in result.versions.items()) + f"; code {result.fingerprint}.", "",
              "| config | strategy | dtype | every train call compiles | compile s, K=1 | GiB per device, K=1 "
-             "| largest K compiled | GiB per device, that K | largest K in 80% of HBM | train GFLOP per image |",
+             "| largest K compiled | GiB per device, that K | sweep's group (80% of HBM, at least 1) | train GFLOP per image |",
              "|" + "---|" * 10, *summary_rows(result), "",
              "| config | program | K | strategy | dtype | compiled | compile s | GiB per device | % HBM "
              "| GFLOP per image | XLA time estimate |", "|" + "---|" * 11]
@@ -434,7 +439,9 @@ def markdown(result: CheckResult) -> str:
         lines += ["", f"Largest vmapped group that fits {HEADROOM:.0%} of HBM (the sweep's rule, from K = 1 and 2):",
                   "", "| config | strategy | dtype | GiB K=1 | GiB K=2 | largest K |", "|" + "---|" * 6]
         lines += [f"| {f.config} | {f.vmap_conv} | {f.compute_dtype} | {f.bytes_one / gib:.3f} | "
-                  f"{f.bytes_two / gib:.3f} | {f.largest_group} |" for f in result.fits]
+                  f"{f.bytes_two / gib:.3f} | {f.largest_group} |" if f.bytes_two else
+                  f"| {f.config} | {f.vmap_conv} | {f.compute_dtype} | {f.bytes_one / gib:.3f} | does not compile | 1 |"
+                  for f in result.fits]
     return "\n".join(lines) + "\n"
 
 
