@@ -24,8 +24,9 @@ from selectivity_jax.train.validation import validate_config
 NOT_TRAINING_CONFIGS = ("base.py", "analysis.py", "__init__.py")
 
 flags.DEFINE_string("target", "v5e-1", f"TPU slice: {', '.join(tpu_targets.TARGETS)}.")
-flags.DEFINE_multi_string("config", None, "Training config file, optionally with a variant (configs/quickstart.py:tiny); "
-                          "repeat for several (default: every training config in configs/).")
+flags.DEFINE_multi_string("config", None, "Training config file, optionally with a variant "
+                          "(configs/quickstart.py:tiny); repeat for several (default: every training config in "
+                          "configs/).")
 flags.DEFINE_list("models", ["1", "2"], "Group sizes K to compile the train and eval programs for (1: a single run; "
                   "1 and 2 give the largest group that fits).")
 flags.DEFINE_list("strategies", ["auto"], f"Convolution strategies of the train programs: auto, all or some of "

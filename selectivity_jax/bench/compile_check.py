@@ -46,7 +46,7 @@ from selectivity_jax.data import nominal_shape, nominal_split_sizes
 from selectivity_jax.data.on_device import EvalArrays, TrainArrays
 from selectivity_jax.models import get_model, model_options
 from selectivity_jax.models.common import init_variables
-from selectivity_jax.models.vmap_conv import STRATEGIES, conv_strategy, resolve_strategy
+from selectivity_jax.models.vmap_conv import conv_strategy, resolve_strategy
 from selectivity_jax.parallel import DATA_AXIS, mesh_platform, replicated
 from selectivity_jax.records import Record
 from selectivity_jax.sweep import compiled_bytes, fitting_group_size
@@ -422,7 +422,8 @@ def markdown(result: CheckResult) -> str:
              "XLA's analyses of the real executables, nothing here was run. Versions: "
              + ", ".join(f"{k} {v}" for k, v in result.versions.items()) + f"; code {result.fingerprint}.", "",
              "| config | strategy | dtype | every train call compiles | compile s, K=1 | GiB per device, K=1 "
-             "| largest K compiled | GiB per device, that K | sweep's group (80% of HBM, at least 1) | train GFLOP per image |",
+             "| largest K compiled | GiB per device, that K | sweep's group (80% of HBM, at least 1) "
+             "| train GFLOP per image |",
              "|" + "---|" * 10, *summary_rows(result), "",
              "| config | program | K | strategy | dtype | compiled | compile s | GiB per device | % HBM "
              "| GFLOP per image | XLA time estimate |", "|" + "---|" * 11]

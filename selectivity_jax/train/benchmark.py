@@ -140,11 +140,11 @@ def benchmark(config: ml_collections.ConfigDict, *, alpha: float = 1.0, warmup_s
     mesh = make_data_mesh(config.get("num_devices", 0))
     platform = mesh_platform(mesh)
     steps_per_call = steps_per_call_of(config, platform)
+    strategy = resolve_strategy(config.get("vmap_conv", "auto"), platform)
     results: dict[str, Any] = {"model": config.model.name, "batch_size": config.batch_size,
                                "compute_dtype": config.compute_dtype, "device_kind": jax.devices()[0].device_kind,
                                "platform": platform, "cpu_tuning": cpu_settings(),
-                               "convolutions": convolution_kernels(resolve_strategy(config.get("vmap_conv", "auto"), platform),
-                                                                   platform, config.compute_dtype),
+                               "convolutions": convolution_kernels(strategy, platform, config.compute_dtype),
                                "device_count": mesh.devices.size, "steps_per_call": steps_per_call}
     variants = {"no_selectivity_term": (0.0, False), "alpha_0": (0.0, True), f"alpha_{alpha:g}": (alpha, True)}
     for name, (run_alpha, selectivity_term) in variants.items():

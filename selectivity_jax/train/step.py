@@ -167,10 +167,10 @@ def make_train_step(spec: StepSpec, schedule: optax.Schedule, num_steps: int = 1
     one call must lie in one epoch. The states are donated: their buffers are reused for the result.
 
     ``scan`` (default: on every platform but CPU, `step_platform`): the steps run in one jitted ``lax.scan``, which
-    spares the host a dispatch per step (the ``steps_per_call`` config field). On CPU a step takes far longer than its dispatch, and
-    XLA:CPU runs a step inside a loop about 30x slower (and rounds differently), so there the steps are dispatched
-    one by one and give the bits of single-step calls. A scanned chain may differ from single steps in the last
-    bits; runs stay bitwise reproducible for a fixed ``steps_per_call``, since the loop aligns its calls to the
+    spares the host a dispatch per step (the ``steps_per_call`` config field). On CPU a step takes far longer than its
+    dispatch, and XLA:CPU runs a step inside a loop about 30x slower (and rounds differently), so there the steps are
+    dispatched one by one and give the bits of single-step calls. A scanned chain may differ from single steps in the
+    last bits; runs stay bitwise reproducible for a fixed ``steps_per_call``, since the loop aligns its calls to the
     epoch (`selectivity_jax.train.loop.steps_in_next_call`). ``single_step``: the spec's one-step function, if
     already built, for the dispatched steps to reuse (no second compilation).
     """
