@@ -14,6 +14,7 @@ import glob
 import importlib.util
 import os
 
+import jax
 import ml_collections
 from absl import flags
 
@@ -86,6 +87,8 @@ def main(argv):
 
     def check() -> None:
         request = request_from_flags()
+        if request.target.platform == "cuda" and not jax.config.jax_platforms:
+            jax.config.update("jax_platforms", "cpu")  # the CUDA plugin compiles without a GPU beside a CPU-only JAX
         workdir = FLAGS.workdir or os.path.join("runs", "compile_check", request.target.name)
         compile_check.check_workdir(workdir)
         stored = compile_check.stored_programs(workdir, request.target)

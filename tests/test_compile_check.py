@@ -103,6 +103,9 @@ def test_unknown_target_and_missing_libtpu_are_one_clear_error(monkeypatch):
     monkeypatch.setattr(tpu_targets, "libtpu_installed", lambda: False)
     with pytest.raises(ValueError, match=r"pip install -e '\.\[tpu\]'"):
         tpu_targets.check_target("v5e-1")
+    monkeypatch.setattr(tpu_targets, "cuda_plugin_installed", lambda: False)
+    with pytest.raises(ValueError, match="needs the CUDA PJRT plugin.*pip install jax-cuda12-pjrt"):
+        tpu_targets.check_target("h100")
 
 
 def test_command_refuses_bad_input_before_writing(tmp_path):

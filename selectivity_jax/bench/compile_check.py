@@ -58,7 +58,7 @@ ANALYSIS_PROGRAMS = ("forward", "attacks", "gradients")
 DTYPES = ("float32", "bfloat16")
 HEADROOM = 0.8  # the sweep's share of device memory for a group
 UNCOSTED_CUSTOM_CALL = "ConcatBitcast"  # XLA's TPU cost model counts -1 s for each (`xla_estimate`)
-VERSIONED = ("jax", "jaxlib", "libtpu", "flax", "optax")
+VERSIONED = ("jax", "jaxlib", "libtpu", "jax-cuda12-pjrt", "flax", "optax")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -372,7 +372,13 @@ def describe(row: ProgramCheck, hbm_bytes: int) -> str:
     if not row.compiled:
         return f"  {name}: NOT COMPILED ({row.compile_seconds:.0f} s): {row.error}"
     return (f"  {name}: compiled in {row.compile_seconds:.0f} s, {row.device_bytes / 2 ** 30:.3f} GiB per device "
-            f"({100 * row.device_bytes / hbm_bytes:.1f}% of HBM), {row.flops_per_image / 1e9:.3f} GFLOP per image")
+            f"({100 * row.device_bytes / hbm_bytes:.1f}% of HBM), {gflop(row.flops_per_image)} GFLOP per image")
+
+
+def gflop(flops: float) -> str:
+    """FLOPs as GFLOP with three decimals; '-' where XLA gave no cost analysis (GPU programs compiled without a
+    GPU)."""
+    return "-" if math.isnan(flops) else f"{flops / 1e9:.3f}"
 
 
 def xla_estimate(row: ProgramCheck) -> str:
@@ -408,7 +414,7 @@ def summary_rows(result: CheckResult) -> list[str]:
         rows.append(f"| {label} | {strategy} | {dtype} | {'yes' if compiled else 'NO'} | "
                     f"{one.compile_seconds:.0f} | {figure(one)} | {largest.models} | {figure(largest)} | "
                     f"{fits.get((label, strategy, dtype), '-')} | "
-                    f"{one.flops_per_image / 1e9 if one is not None and one.compiled else math.nan:.3f} |"
+                    f"{gflop(one.flops_per_image if one.compiled else math.nan)} |"
                     if one is not None else f"| {label} | {strategy} | {dtype} | (no K=1 program) |")
     return rows
 
@@ -418,8 +424,9 @@ def markdown(result: CheckResult) -> str:
     gib = 2 ** 30
     lines = [f"# Compile check: {result.target} ({result.topology}, {result.devices} x {result.device_kind}, "
              f"{result.hbm_bytes / gib:g} GiB HBM per device)", "",
-             "Compiled ahead of time by XLA's TPU compiler (libtpu) on a host without a TPU; memory and FLOPs are "
-             "XLA's analyses of the real executables, nothing here was run. Versions: "
+             "Compiled ahead of time by XLA's compiler for the target (libtpu for TPUs, the CUDA PJRT plugin for "
+             "GPUs) on a host without the device; memory and FLOPs are XLA's analyses of the real executables, "
+             "nothing here was run. Versions: "
              + ", ".join(f"{k} {v}" for k, v in result.versions.items()) + f"; code {result.fingerprint}.", "",
              "| config | strategy | dtype | every train call compiles | compile s, K=1 | GiB per device, K=1 "
              "| largest K compiled | GiB per device, that K | sweep's group (80% of HBM, at least 1) "
@@ -430,7 +437,7 @@ def markdown(result: CheckResult) -> str:
     for row in result.programs:
         if row.compiled:
             figures = (f"yes | {row.compile_seconds:.0f} | {row.device_bytes / gib:.3f} | "
-                       f"{100 * row.device_bytes / result.hbm_bytes:.1f} | {row.flops_per_image / 1e9:.3f} | "
+                       f"{100 * row.device_bytes / result.hbm_bytes:.1f} | {gflop(row.flops_per_image)} | "
                        f"{xla_estimate(row)}")
         else:
             figures = f"no: {row.error} | {row.compile_seconds:.0f} | | | |"
