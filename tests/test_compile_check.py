@@ -95,6 +95,10 @@ def test_group_fit_is_the_sweeps_rule():
     assert [f.largest_group for f in fits] == [5]  # 1 GiB shared + 2 GiB a model: 1 + 2 * 5 <= 12.8 < 1 + 2 * 6
     assert compile_check.xla_estimate(row(1, 1)) == "-"  # NaN or negative estimates are not shown as times
     assert math.isnan(row(1, 1).flops_per_image)
+    sharded = compile_check.ProgramCheck(config="c", program="train", models=2, vmap_conv="grouped",
+                                         compute_dtype="float32", key="k", compiled=True, flops=8e9, devices=4,
+                                         images_counted=16)
+    assert sharded.flops_per_image == 2e9  # XLA counts one device's share: 4 devices, 16 images
 
 
 def test_unknown_target_and_missing_libtpu_are_one_clear_error(monkeypatch):

@@ -79,18 +79,20 @@ class ProgramCheck(Record):
     alias_bytes: int = 0
     temp_bytes: int = 0
     code_bytes: int = 0
-    flops: float = math.nan      # XLA's count for the whole program (every device), loop bodies once
+    flops: float = math.nan      # XLA's count for one device's share of the program, loop bodies once
+    devices: int = 1             # devices the program is sharded over (the batch split over them)
     bytes_accessed: float = math.nan
     xla_optimal_seconds: float = math.nan  # XLA's estimate as reported, not a measured time
     concat_bitcasts: int = 0     # ConcatBitcast custom calls in the executable: XLA's estimate counts -1 s for each
     # Images of one pass of the program's loop (a train step, an evaluation batch), all models together. XLA's cost
     # analysis counts a while loop's body once, whatever its trip count (measured: the same FLOPs for 1 and 4 scanned
-    # train steps), so FLOPs per image = flops / images_counted.
+    # train steps), and one device's share of an SPMD program (measured: ResNet20's train step on 4 chips reports a
+    # quarter of one chip's), so FLOPs per image = flops * devices / images_counted.
     images_counted: int = 0
 
     @property
     def flops_per_image(self) -> float:
-        return self.flops / self.images_counted if self.images_counted else math.nan
+        return self.flops * self.devices / self.images_counted if self.images_counted else math.nan
 
     @property
     def corrected_seconds(self) -> float:
@@ -136,7 +138,7 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[:400]}"
 
 
-Lowering = tuple[Callable[[], Any], int]  # (lower: traces the program, `ProgramCheck.images_counted`)
+Lowering = tuple[Callable[[], Any], int, int]  # (lower: traces the program, images_counted, devices)
 
 
 def measure(build: Callable[[], Lowering], **fields: Any) -> ProgramCheck:
@@ -144,7 +146,7 @@ def measure(build: Callable[[], Lowering], **fields: Any) -> ProgramCheck:
     (for a TPU target the compiler's verdict, e.g. more memory than the device's HBM)."""
     start = time.time()
     try:
-        lower, images = build()
+        lower, images, devices = build()
         compiled = lower().compile()
     except Exception as error:  # noqa: BLE001 - the verdict is the result, whatever raised it
         return ProgramCheck(compiled=False, error=_one_line(error), compile_seconds=time.time() - start, **fields)
@@ -161,7 +163,7 @@ def measure(build: Callable[[], Lowering], **fields: Any) -> ProgramCheck:
         bytes_accessed=float(cost.get("bytes accessed", math.nan)),
         xla_optimal_seconds=float(cost.get("optimal_seconds", math.nan)),
         concat_bitcasts=compiled.as_text().count(f'custom_call_target="{UNCOSTED_CUSTOM_CALL}"'),
-        images_counted=images, **fields)
+        images_counted=images, devices=devices, **fields)
 
 
 def _shape(shape: Sequence[int], dtype: Any, sharding: Any) -> jax.ShapeDtypeStruct:
@@ -193,8 +195,10 @@ def training_lowerings(config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
     test = EvalArrays(_shape((*split, *image_shape), jnp.uint8, batches), _shape(split, jnp.int32, batches),
                       _shape(split, jnp.float32, batches))
     train_call = setup.train_steps if setup.steps_per_call > 1 else setup.train_step
-    return {"train": (lambda: train_call.lower(setup.initial_state, data, order), models * config.batch_size),
-            "eval": (lambda: setup.evaluate.lower(setup.initial_state, test), models * config.eval_batch_size)}
+    return {"train": (lambda: train_call.lower(setup.initial_state, data, order), models * config.batch_size,
+                      mesh.size),
+            "eval": (lambda: setup.evaluate.lower(setup.initial_state, test), models * config.eval_batch_size,
+                     mesh.size)}
 
 
 def analysis_lowerings(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
@@ -231,14 +235,14 @@ def analysis_lowerings(config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
     chosen = min(units, settings.gradients.max_units or units)
     return {
         "forward": (traced(lambda: _apply.lower(bound(PixelForward(model, config.compute_dtype)), images(batch))),
-                    batch),
+                    batch, 1),
         "attacks": (traced(lambda: attack_lib._attack_batch.lower(
             bound(PixelForward(model, config.compute_dtype)), images(batch), _shape((batch,), jnp.int32, one),
-            epsilons, epsilons, jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=one), config=pgd)), batch),
+            epsilons, epsilons, jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=one), config=pgd)), batch, 1),
         "gradients": (traced(lambda: gradient_lib._batch_gradient_sums.lower(
             units_fn, images(gradient_batch), _shape((gradient_batch,), jnp.bool_, one),
             _shape((chosen,), jnp.int32, one), _shape((chosen, math.prod(image_shape)), jnp.float32, one),
-            unit_chunk_size=min(settings.gradients.unit_chunk_size, chosen))), gradient_batch),
+            unit_chunk_size=min(settings.gradients.unit_chunk_size, chosen))), gradient_batch, 1),
     }
 
 
