@@ -375,8 +375,9 @@ def describe(row: ProgramCheck, hbm_bytes: int) -> str:
     name = f"{row.config} {row.program} K={row.models} {row.vmap_conv} {row.compute_dtype}"
     if not row.compiled:
         return f"  {name}: NOT COMPILED ({row.compile_seconds:.0f} s): {row.error}"
+    over = "; MORE THAN THE DEVICE HOLDS" if row.device_bytes > hbm_bytes else ""
     return (f"  {name}: compiled in {row.compile_seconds:.0f} s, {row.device_bytes / 2 ** 30:.3f} GiB per device "
-            f"({100 * row.device_bytes / hbm_bytes:.1f}% of HBM), {gflop(row.flops_per_image)} GFLOP per image")
+            f"({100 * row.device_bytes / hbm_bytes:.1f}% of HBM{over}), {gflop(row.flops_per_image)} GFLOP per image")
 
 
 def gflop(flops: float) -> str:
@@ -402,8 +403,9 @@ def xla_estimate(row: ProgramCheck) -> str:
 
 
 def summary_rows(result: CheckResult) -> list[str]:
-    """One markdown row per (config, strategy, dtype) with train programs: the train call of one model and of the
-    largest group compiled, the largest group that fits and the train FLOPs per image."""
+    """One markdown row per (config, strategy, dtype) with train programs: whether every train call compiled and
+    fits the device (XLA's TPU compiler refuses programs whose temporaries exceed HBM, its GPU compiler none), the
+    train call of one model and of the largest group compiled, the sweep's group and the train FLOPs per image."""
     gib, rows = 2 ** 30, []
     fits = {(f.config, f.vmap_conv, f.compute_dtype): f.largest_group for f in result.fits}
     groups: dict[tuple, list[ProgramCheck]] = {}
@@ -413,7 +415,7 @@ def summary_rows(result: CheckResult) -> list[str]:
     for (label, strategy, dtype), rows_of in groups.items():
         one = next((r for r in rows_of if r.models == 1), None)
         largest = max(rows_of, key=lambda r: r.models)
-        compiled = all(r.compiled for r in rows_of)
+        compiled = all(r.compiled and r.device_bytes <= result.hbm_bytes for r in rows_of)
         figure = lambda r: f"{r.device_bytes / gib:.2f}" if r is not None and r.compiled else "-"  # noqa: E731
         rows.append(f"| {label} | {strategy} | {dtype} | {'yes' if compiled else 'NO'} | "
                     f"{one.compile_seconds:.0f} | {figure(one)} | {largest.models} | {figure(largest)} | "
@@ -432,7 +434,7 @@ def markdown(result: CheckResult) -> str:
              "GPUs) on a host without the device; memory and FLOPs are XLA's analyses of the real executables, "
              "nothing here was run. Versions: "
              + ", ".join(f"{k} {v}" for k, v in result.versions.items()) + f"; code {result.fingerprint}.", "",
-             "| config | strategy | dtype | every train call compiles | compile s, K=1 | GiB per device, K=1 "
+             "| config | strategy | dtype | every train call compiles and fits | compile s, K=1 | GiB per device, K=1 "
              "| largest K compiled | GiB per device, that K | sweep's group (80% of HBM, at least 1) "
              "| train GFLOP per image |",
              "|" + "---|" * 10, *summary_rows(result), "",
