@@ -42,11 +42,11 @@ def test_every_strategy_compiles_for_tpu_without_cpu_kernels(tpu_mesh):
     """A vmapped group's train call compiles for TPU v5e under each convolution strategy; no oneDNN custom call (a CPU
     kernel, the CPU host's default) enters the TPU program, whatever the host's default backend."""
     for strategy in STRATEGIES:
-        lower, images = compile_check.training_lowerings(tiny_config(strategy), tpu_mesh, 2)["train"]
+        lower, images, devices = compile_check.training_lowerings(tiny_config(strategy), tpu_mesh, 2)["train"]
         lowered = lower()
         assert "selectivity_jax_conv" not in lowered.as_text(), strategy
         compiled = lowered.compile()
-        assert compiled.memory_analysis().argument_size_in_bytes > 0 and images == 2 * 40
+        assert compiled.memory_analysis().argument_size_in_bytes > 0 and (images, devices) == (2 * 40, 1)
 
 
 def test_platform_decisions_follow_the_mesh_not_the_host(tpu_mesh):
