@@ -92,7 +92,7 @@ def default_group_size(config: ml_collections.ConfigDict, num_alphas: int, split
     """
     largest = max(1, min(num_alphas, DEFAULT_MAX_GROUP))
     if bytes_limit is None:
-        bytes_limit = (mesh.devices.flat[0].memory_stats() or {}).get("bytes_limit")
+        bytes_limit = (mesh.local_devices[0].memory_stats() or {}).get("bytes_limit")  # this process's device
     if not bytes_limit or largest == 1:
         return largest
     data = splits()
