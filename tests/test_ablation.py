@@ -70,3 +70,39 @@ def test_correlation_and_area():
     assert rho["spearman"] == pytest.approx(1.0) and rho["pearson"] > 0.8
     assert np.isnan(selectivity_drop_correlation(np.ones(4), np.arange(4.0))["spearman"])
     assert area_under_curve([0, 5, 10], [1.0, 1.0, 0.0]) == pytest.approx(0.75)
+
+
+def brute_force_accuracy(responses, weights, labels, ablated, fill):
+    """Accuracy of the linear read-out ``responses [N, U] @ weights [U, C]`` with the units in ``ablated`` set to
+    ``fill`` [U]: the answer `layer_ablation` must give for that set."""
+    edited = np.array(responses, np.float64)
+    edited[:, list(ablated)] = np.asarray(fill, np.float64)[list(ablated)]
+    return float(np.mean(np.argmax(edited @ weights, -1) == labels))
+
+
+@pytest.mark.parametrize("fill", ["zero", "mean"])
+def test_each_order_ablates_its_own_units_in_its_own_order(fill):
+    """A model whose answer is known by brute force: the "layer" is the input itself (8 units), read out linearly.
+    Each order's curve is the accuracy after ablating the first k units by decreasing selectivity, by increasing
+    selectivity and in the recorded random order, recomputed here in float64 from the selectivity alone."""
+    rng = np.random.default_rng(4)
+    units, examples = 8, 300
+    responses = rng.random((examples, units)).astype(np.float32)
+    weights = rng.normal(size=(units, 3)) * np.linspace(0.2, 3.0, units)[:, None]  # units of unequal importance
+    labels = np.argmax(responses @ weights, -1)
+    selectivity = rng.permutation(units) / units  # distinct values: one decreasing and one increasing order
+    logits_fn = lambda images, edits: edits["layer"](images) @ weights.astype(np.float32)
+    result = layer_ablation(logits_fn, "layer", selectivity, responses, responses, labels, fill=fill,
+                            num_points=units + 1, batch_size=100)
+    fill_values = responses.mean(0) if fill == "mean" else np.zeros(units)
+    expected_orders = {"decreasing": np.argsort(-selectivity), "increasing": np.argsort(selectivity),
+                       "random": np.asarray(result["orders"]["random"])}
+    assert sorted(expected_orders["random"].tolist()) == list(range(units))
+    for name, order in expected_orders.items():
+        assert result["orders"][name] == order.tolist(), name
+        expected = [brute_force_accuracy(responses, weights, labels, order[:k], fill_values) for k in range(units + 1)]
+        np.testing.assert_allclose(result[f"accuracy_{name}"], expected, atol=1e-12, err_msg=name)
+    # the orders give different curves here, so a curve drawn in the wrong order cannot pass
+    assert result["accuracy_decreasing"] != result["accuracy_increasing"] != result["accuracy_random"]
+    singles = [brute_force_accuracy(responses, weights, labels, [u], fill_values) for u in range(units)]
+    np.testing.assert_allclose(result["single_unit_drop"], 1.0 - np.asarray(singles), atol=1e-12)

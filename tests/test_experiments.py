@@ -19,20 +19,37 @@ def run(module, *args, **kwargs):
                           timeout=300, **kwargs)
 
 
+def file_states(directory):
+    """{relative path: (size, mtime in ns)} of every file and directory under ``directory``."""
+    states = {}
+    for root, dirs, files in os.walk(directory):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            stat = os.stat(path)
+            states[os.path.relpath(path, directory)] = (stat.st_size, stat.st_mtime_ns)
+    return states
+
+
 def test_train_cli_quickstart(tmp_path):
     workdir = tmp_path / "run"
+    # JAX logs "Compiling <name> ..." for each program it compiles (shown at --verbosity=0)
+    log_compiles = {**os.environ, "JAX_LOG_COMPILES": "1"}
     result = run("experiments.train", "--config", TINY, "--workdir", str(workdir),
-                 "--config.alpha=-1.0")
+                 "--config.alpha=-1.0", "--verbosity=0", env=log_compiles)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "epoch 1/1" in result.stdout and "test accuracy" in result.stdout
+    assert "Compiling" in result.stderr  # the signal the second call is checked by
     results = json.loads((workdir / "results.json").read_text())
     assert results["alpha"] == -1.0 and np.isfinite(results["test_selectivity"])
     assert results["cpu_tuning"] == "auto"  # the project's XLA:CPU settings, on by default
     assert json.loads((workdir / "config.json").read_text())["model"]["width"] == 4
-    # the same command again: nothing to train, same results
+    # the same command again: nothing compiled, loaded or written (judged by what ran, not by equal numbers)
+    before = file_states(workdir)
     again = run("experiments.train", "--config", TINY, "--workdir", str(workdir),
-                "--config.alpha=-1.0")
+                "--config.alpha=-1.0", "--verbosity=0", env=log_compiles)
     assert again.returncode == 0 and "already finished" in again.stdout
+    assert "Compiling" not in again.stderr, again.stderr[-2000:]
+    assert file_states(workdir) == before
     # another config on the same directory: refused in one line, nothing overwritten
     refused = run("experiments.train", "--config", TINY, "--workdir", str(workdir),
                   "--config.alpha=2.0")

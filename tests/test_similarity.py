@@ -87,6 +87,37 @@ def test_pwcca_weights_and_truncation():
         pwcca(x, z, weights_from="both")
 
 
+def orthonormal_centered_columns(samples, count, seed):
+    """[samples, count] columns with zero mean, unit norm and orthogonal to each other (QR of centered noise)."""
+    noise = np.random.default_rng(seed).normal(size=(samples, count))
+    return np.linalg.qr(noise - noise.mean(0))[0]
+
+
+def test_pwcca_weights_each_canonical_pair_by_its_sides_projections():
+    """A case with a known answer (Morcos et al. 2018, Sec. 3.2): x's units are A-mixtures of e1, e2; y's units are
+    B-mixtures of e1 and cos(t) e2 + sin(t) e3 (e_i orthonormal, centered). The canonical pairs are (e1, e1) with
+    rho 1 and (e2, cos(t) e2 + sin(t) e3) with rho cos(t); the canonical variates are the e's, so the weight of pair i
+    from x's side is sum_j |<e_i, x_j>| = sum_j |A_ij|, and from y's side sum_j |B_ij|."""
+    e = orthonormal_centered_columns(600, 3, seed=2)
+    c, s = 0.5, np.sqrt(1 - 0.25)
+    a = np.array([[1.0, -2.0, 0.5], [4.0, 1.0, -3.0]])       # row sums of |A|: 3.5, 8
+    b = np.array([[3.0, 2.0], [-0.5, 0.25]])                 # row sums of |B|: 5, 0.75
+    x = e[:, :2] @ a
+    y = np.stack([e[:, 0], c * e[:, 1] + s * e[:, 2]], axis=1) @ b
+    np.testing.assert_allclose(cca_correlations(x, y), [1.0, c], atol=1e-12)
+    from_x = (3.5 * 1.0 + 8.0 * c) / (3.5 + 8.0)             # 0.652...
+    from_y = (5.0 * 1.0 + 0.75 * c) / (5.0 + 0.75)           # 0.934...
+    assert pwcca(x, y) == pytest.approx(from_x, abs=1e-12)
+    assert pwcca(x, y, weights_from="y") == pytest.approx(from_y, abs=1e-12)
+    assert pwcca(y, x) == pytest.approx(from_y, abs=1e-12)   # x's side of pwcca(y, x) is y
+    assert pwcca(x, y, weights_from="smaller") == pytest.approx(from_x, abs=1e-12)  # equal ranks: x
+    # the unweighted mean (0.75) and the other side's weights are far from either answer
+    assert abs(from_x - (1.0 + c) / 2) > 0.05 and abs(from_y - from_x) > 0.25
+    # 'smaller' picks the side with fewer kept dimensions: y with a third, independent direction has rank 3
+    y3 = np.concatenate([y, orthonormal_centered_columns(600, 1, seed=3)], axis=1)
+    assert pwcca(y3, x, weights_from="smaller") == pytest.approx(pwcca(y3, x, weights_from="y"), abs=1e-12)
+
+
 def test_conv_layers_mean_and_sampled_positions():
     rng = np.random.default_rng(2)
     a = rng.normal(size=(50, 4, 4, 6)).astype(np.float32)

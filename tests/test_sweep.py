@@ -71,6 +71,27 @@ def test_vmap_equals_serial(sweeps):
     assert len({round(r["test_selectivity"], 6) for r in vmap}) == 3
 
 
+def test_alpha_acts_in_its_direction_in_groups_and_alone(sweeps):
+    """The paper's loss, CE - alpha * SI (Leavitt & Morcos 2021, Eq. 2), read back from what each run logged, and its
+    direction: at a fixed seed (same initialization and data) a larger alpha gives a more selective network, in a
+    vmapped group as alone. A sign error in the loss or alphas handed to the wrong models of a group break these."""
+    root, vmap, serial = sweeps
+    for mode in ("vmap", "serial"):
+        selectivity = []
+        for alpha in ALPHAS:
+            rows = [json.loads(line) for line in open(root / mode / run_dirname(alpha, 0) / "metrics.jsonl")]
+            for row in rows:
+                assert row["alpha"] == alpha
+                assert row["train_loss"] == pytest.approx(
+                    row["train_cross_entropy"] - alpha * row["train_selectivity"], abs=1e-5), (mode, alpha)
+            selectivity.append((rows[-1]["train_selectivity"], rows[-1]["val_selectivity"]))
+        for kind, values in zip(("train", "val"), zip(*selectivity)):
+            assert list(values) == sorted(values) and len(set(values)) == len(values), (mode, kind, values)
+    for results in (vmap, serial):
+        values = [r["test_selectivity"] for r in results]
+        assert values == sorted(values), values
+
+
 def test_finished_sweep_is_skipped_and_reported(sweeps):
     root, vmap, _ = sweeps
     lines = []
