@@ -120,3 +120,23 @@ def expect_outcome(result, fault=None):
         assert "Traceback" not in result.stderr
     else:
         assert result.returncode == 0, result.stderr[-3000:]
+
+
+def kernel_path() -> str:
+    """Whose kernels run the CPU convolutions in this session: 'onednn', or 'xla' where the C++ extension cannot be
+    built (no compiler, another OS). Training and the analyses round differently on each, so regression pins of
+    trained values are kept per kernel path."""
+    from selectivity_jax import cpu
+    return cpu.convolution_kernels()
+
+
+def assert_regression_pins(pins, read):
+    """Checks regression pins ``{kernel path: {key: value}}`` (values copied from the code's own output, to catch a
+    change of behaviour, not independent references) against ``read(key)``; on a mismatch, fails listing every
+    pinned value of this kernel path as measured now, ready to paste after a deliberate change."""
+    path = kernel_path()
+    measured = {key: read(key) for key in pins[path]}
+    wrong = [key for key, expected in pins[path].items()
+             if expected is None or not np.isclose(measured[key], expected, rtol=1e-5, atol=1e-7)]
+    listing = "\n".join(f"    {key!r}: {measured[key]!r}," for key in pins[path])
+    assert not wrong, f"regression pins of the {path!r} kernels differ at {wrong}; measured now:\n{listing}"

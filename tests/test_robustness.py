@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from configs import analysis as analysis_config
+from helpers import assert_regression_pins
 from selectivity_jax.analyses import get_analyses
 from selectivity_jax.analyses.attacks import attack_curve, attack_curves
 from selectivity_jax.analyses.base import RunContext
@@ -57,17 +58,45 @@ def tiny_config():
     return config
 
 
-# Values of the alpha = 0 run with TINY_FLAGS. The port to one file per analysis reproduced every number of the
-# analyses before it exactly; then the tiny sweep was trained under the commands' CPU settings (selectivity_jax/
-# cpu/, with oneDNN convolutions): other kernels, other float32 rounding. Under XLA's defaults: 0.1125, 0.262903, 0.803484, 1.101539,
-# 1.008411, 1.066269 (the adversarial ratio moves most: PGD follows the gradients' signs).
-PINNED = {
-    ("corruptions", "mean_accuracy"): 0.1125,
-    ("gradients", "summary", "norm_cv_over_units_mean"): 0.2629644285136847,
-    ("gradients", "summary", "cosine_distance_over_samples_mean"): 0.803329708713781,
-    ("dimensionality", "layers", LAYERS[-1], "clean", "participation_ratio"): 1.1015985816158185,
-    ("dimensionality", "layers", LAYERS[-1], "corruption", "participation_ratio"): 1.0084129878134807,
-    ("dimensionality", "layers", LAYERS[-1], "adversarial", "participation_ratio"): 1.0548511809206964,
+# Regression pins (copied from the code's own output, not independent references: they catch a change of
+# behaviour) of the alpha = 0 and alpha = 2 runs with TINY_FLAGS, one table per kernel path of the CPU convolutions
+# (helpers.kernel_path; oneDNN's and XLA's kernels round differently; the adversarial ratio moves most, PGD follows
+# the gradients' signs). A key is (run directory, analysis, path into its JSON).
+RUNS = ("alpha_0_seed_0", "alpha_2_seed_0")
+PINNED_VALUES = (("corruptions", "mean_accuracy"), ("gradients", "summary", "norm_cv_over_units_mean"),
+                 ("gradients", "summary", "cosine_distance_over_samples_mean"),
+                 ("dimensionality", "layers", LAYERS[-1], "clean", "participation_ratio"),
+                 ("dimensionality", "layers", LAYERS[-1], "corruption", "participation_ratio"),
+                 ("dimensionality", "layers", LAYERS[-1], "adversarial", "participation_ratio"))
+PINS = {
+    "onednn": {
+        ('alpha_0_seed_0', 'corruptions', 'mean_accuracy'): 0.11250000000000002,
+        ('alpha_0_seed_0', 'gradients', 'summary', 'norm_cv_over_units_mean'): 0.2629644285136847,
+        ('alpha_0_seed_0', 'gradients', 'summary', 'cosine_distance_over_samples_mean'): 0.803329708713781,
+        ('alpha_0_seed_0', 'dimensionality', 'layers', 'stage1_block0/out', 'clean', 'participation_ratio'): 1.1015985816158185,
+        ('alpha_0_seed_0', 'dimensionality', 'layers', 'stage1_block0/out', 'corruption', 'participation_ratio'): 1.0084129878134807,
+        ('alpha_0_seed_0', 'dimensionality', 'layers', 'stage1_block0/out', 'adversarial', 'participation_ratio'): 1.0548511809206964,
+        ('alpha_2_seed_0', 'corruptions', 'mean_accuracy'): 0.11250000000000002,
+        ('alpha_2_seed_0', 'gradients', 'summary', 'norm_cv_over_units_mean'): 0.26328630076079573,
+        ('alpha_2_seed_0', 'gradients', 'summary', 'cosine_distance_over_samples_mean'): 0.7989682241970053,
+        ('alpha_2_seed_0', 'dimensionality', 'layers', 'stage1_block0/out', 'clean', 'participation_ratio'): 1.0933631588772985,
+        ('alpha_2_seed_0', 'dimensionality', 'layers', 'stage1_block0/out', 'corruption', 'participation_ratio'): 1.0085159848290213,
+        ('alpha_2_seed_0', 'dimensionality', 'layers', 'stage1_block0/out', 'adversarial', 'participation_ratio'): 1.0602586328062742,
+    },
+    "xla": {
+        ('alpha_0_seed_0', 'corruptions', 'mean_accuracy'): 0.11250000000000002,
+        ('alpha_0_seed_0', 'gradients', 'summary', 'norm_cv_over_units_mean'): 0.26295267825911606,
+        ('alpha_0_seed_0', 'gradients', 'summary', 'cosine_distance_over_samples_mean'): 0.8033281082080175,
+        ('alpha_0_seed_0', 'dimensionality', 'layers', 'stage1_block0/out', 'clean', 'participation_ratio'): 1.1015983873361692,
+        ('alpha_0_seed_0', 'dimensionality', 'layers', 'stage1_block0/out', 'corruption', 'participation_ratio'): 1.0084130055718172,
+        ('alpha_0_seed_0', 'dimensionality', 'layers', 'stage1_block0/out', 'adversarial', 'participation_ratio'): 1.0566032895860211,
+        ('alpha_2_seed_0', 'corruptions', 'mean_accuracy'): 0.11250000000000002,
+        ('alpha_2_seed_0', 'gradients', 'summary', 'norm_cv_over_units_mean'): 0.2632863694863572,
+        ('alpha_2_seed_0', 'gradients', 'summary', 'cosine_distance_over_samples_mean'): 0.7989683606158005,
+        ('alpha_2_seed_0', 'dimensionality', 'layers', 'stage1_block0/out', 'clean', 'participation_ratio'): 1.093362872522913,
+        ('alpha_2_seed_0', 'dimensionality', 'layers', 'stage1_block0/out', 'corruption', 'participation_ratio'): 1.0085159726921753,
+        ('alpha_2_seed_0', 'dimensionality', 'layers', 'stage1_block0/out', 'adversarial', 'participation_ratio'): 1.060421451257464,
+    },
 }
 
 
@@ -132,11 +161,14 @@ def test_command_writes_results_figures_and_report(analysed):
 
 def test_values_are_pinned(analysed):
     sweep, _ = analysed
-    for (name, *path), expected in PINNED.items():
-        value = json.loads((sweep / "alpha_0_seed_0" / "analysis" / f"{name}.json").read_text())
+
+    def read(key):
+        run, name, *path = key
+        value = json.loads((sweep / run / "analysis" / f"{name}.json").read_text())
         for part in path:
             value = value[part]
-        assert value == pytest.approx(expected, rel=1e-5, abs=1e-7), (name, path)
+        return value
+    assert_regression_pins(PINS, read)
 
 
 def test_second_command_skips_what_is_done_and_resumes(analysed):
