@@ -1,6 +1,7 @@
 """Tiny ImageNet through the TF-free ``tiny_imagenet`` builder, on a miniature tiny-imagenet-200.zip in the official
 layout: counts, labels, class order, RGB, names, errors, ``load_splits`` and the training CLI."""
 
+import hashlib
 import io
 import json
 import pathlib
@@ -115,7 +116,7 @@ def test_missing_archive_says_where_to_put_it(tmp_path, monkeypatch):
     where = str(tmp_path / "downloads" / "manual" / "tiny-imagenet-200.zip")
     with pytest.raises(FileNotFoundError, match="tiny-imagenet-200.zip") as error:
         prepare_tiny_imagenet(str(tmp_path), download=False)
-    assert where in str(error.value) and "http://cs231n.stanford.edu/tiny-imagenet-200.zip" in str(error.value)
+    assert where in str(error.value) and "https://cs231n.stanford.edu/tiny-imagenet-200.zip" in str(error.value)
 
     def offline(self, url):
         raise ConnectionError(f"no network for {url}")
@@ -123,6 +124,42 @@ def test_missing_archive_says_where_to_put_it(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError) as error:  # the builder tried to download, and failed
         prepare_tiny_imagenet(str(tmp_path))
     assert where in str(error.value) and isinstance(error.value.__cause__, ConnectionError)
+
+
+def test_check_md5_names_the_file_and_both_hashes(tmp_path):
+    """The archive comes over https; `check_md5` passes the file's md5 (either case) and refuses another, naming the
+    file, the expected and the actual hash."""
+    from selectivity_jax.data.tiny_imagenet import ARCHIVE_URL, check_md5
+    assert ARCHIVE_URL.startswith("https://")
+    path = tmp_path / "archive.zip"
+    path.write_bytes(b"tiny imagenet, not really")
+    good = hashlib.md5(path.read_bytes()).hexdigest()
+    check_md5(path, good)
+    check_md5(str(path), good.upper())
+    bad = "0" * 32
+    with pytest.raises(ValueError) as error:
+        check_md5(path, bad)
+    assert str(path) in str(error.value) and good in str(error.value) and bad in str(error.value)
+
+
+def test_a_download_that_fails_its_md5_is_refused(tmp_path, monkeypatch):
+    """The downloaded archive (here: the miniature, as if the download gave it) is checked against ARCHIVE_MD5: a
+    mismatch stops the preparation with the file's name and both hashes; the expected hash prepares."""
+    import tensorflow_datasets as tfds
+
+    from selectivity_jax.data import tiny_imagenet
+    download = tmp_path / "downloads" / "cs231n.stanford.edu_tiny-imagenet-200.zip"
+    write_tiny_imagenet_zip(download)
+    urls = []
+    monkeypatch.setattr(tfds.download.DownloadManager, "download", lambda self, url: urls.append(url) or download)
+    with pytest.raises(ValueError) as error:
+        tiny_imagenet.prepare_tiny_imagenet(str(tmp_path / "tfds"))
+    actual = hashlib.md5(download.read_bytes()).hexdigest()
+    assert str(download) in str(error.value) and actual in str(error.value)
+    assert tiny_imagenet.ARCHIVE_MD5 in str(error.value) and urls == [tiny_imagenet.ARCHIVE_URL]
+    monkeypatch.setattr(tiny_imagenet, "ARCHIVE_MD5", actual)
+    builder = tiny_imagenet.prepare_tiny_imagenet(str(tmp_path / "tfds"))
+    assert builder.info.splits["validation"].num_examples == 3 * VAL_PER_CLASS
 
 
 def test_load_splits_tiny_imagenet(prepared, tmp_path):

@@ -11,8 +11,14 @@ compute the same convolution as ``lax.conv_general_dilated``, summed in another 
 The handlers are compiled once per machine with the system's C++ compiler, against the oneDNN of the pip packages
 ``onednn-cpu-gomp`` and ``onednn-devel-cpu-gomp`` (a Linux x86-64 dependency of the project) and the XLA FFI headers
 that ship with jaxlib, into the user's cache (``$XDG_CACHE_HOME/selectivity_jax`` or ``~/.cache/selectivity_jax``;
-``SELECTIVITY_JAX_CACHE`` overrides it). Where any of that is missing (another OS or CPU architecture, no compiler),
-`problem` says what, one warning says it once, and convolutions stay on XLA.
+``SELECTIVITY_JAX_CACHE`` overrides it), under a name that hashes everything the build is made of (source, compiler
+call and version, oneDNN's headers and library, jaxlib's FFI headers, the CPU). Where any of that is missing (another
+OS or CPU architecture, no compiler), `problem` says what, one warning says it once, and convolutions stay on XLA.
+
+Only this user's own build is loaded: the cache directory is created with mode 700, and the directory and the
+library must belong to this user, be writable by no one else and not be symbolic links, and the library must have the
+sha256 recorded beside it at its build (``<name>.sha256``). An entry someone else could have written is refused (the
+warning, XLA); a library of this user's own that fails its sha256 or does not load is rebuilt once.
 
 Under a data mesh of several devices each device convolves its slice of the batch (``jax.shard_map``; the kernel's
 cotangent is summed over devices), because XLA's partitioner cannot split a custom call. Under ``jax.vmap`` the calls
@@ -30,9 +36,11 @@ import ctypes
 import functools
 import hashlib
 import os
+import platform
 import shlex
 import shutil
 import site
+import stat
 import subprocess
 import sys
 import tempfile
@@ -58,6 +66,10 @@ HANDLERS = {"forward": "SelectivityJaxConvForward", "backward_data": "Selectivit
 ONEDNN_LIBRARY = "libdnnl.so.3"
 ONEDNN_HEADER = Path("oneapi", "dnnl", "dnnl.hpp")
 COMPILE_TIMEOUT_S = 600
+# a process waits this long for another one's build (a compilation, then hashing and renaming)
+LOCK_TIMEOUT_S = COMPILE_TIMEOUT_S + 120
+DIGEST_SUFFIX = ".sha256"
+CPUINFO = Path("/proc/cpuinfo")
 
 _ON_XLA: contextvars.ContextVar[bool] = contextvars.ContextVar("selectivity_jax_convolutions_on_xla", default=False)
 
@@ -95,40 +107,212 @@ def cache_dir() -> Path:
     return Path(base) / "selectivity_jax"
 
 
+def _compiler() -> list[str]:
+    """The C++ compiler command: ``$CXX`` (split as a shell would) or ``c++``."""
+    return shlex.split(os.environ.get("CXX", "c++"))
+
+
 def compile_command(prefix: Path, output: Path) -> list[str]:
     """The C++ compiler call that builds the handlers into ``output`` (compiler: ``$CXX`` or ``c++``)."""
-    compiler = shlex.split(os.environ.get("CXX", "c++"))
-    return [*compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-w", f"-I{prefix / 'include'}",
+    return [*_compiler(), "-O2", "-std=c++17", "-shared", "-fPIC", "-w", f"-I{prefix / 'include'}",
             f"-I{jax.ffi.include_dir()}", str(SOURCE), f"-L{prefix / 'lib'}", f"-l:{ONEDNN_LIBRARY}",
             f"-Wl,-rpath,{prefix / 'lib'}", "-o", str(output)]
 
 
+# --- what a cached build is made of -----------------------------------------------------------------------------------
+
+def _file_digest(path: Path) -> str:
+    """The sha256 of a file's contents, in hex."""
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def _tree_digest(root: Path) -> str:
+    """The sha256 of the names and contents of the files under ``root``, in sorted order (the same tree, the same
+    digest)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(root)}\0{_file_digest(path)}\0".encode())
+    return digest.hexdigest()
+
+
+def _compiler_identity(compiler: tuple[str, ...]) -> str:
+    """The compiler's resolved path and what its ``--version`` prints."""
+    found = shutil.which(compiler[0])
+    try:
+        done = subprocess.run([*compiler, "--version"], capture_output=True, text=True, timeout=60, check=False)
+        version = f"{done.returncode}\n{done.stdout}\n{done.stderr}"
+    except (OSError, subprocess.SubprocessError) as error:
+        version = f"--version failed: {type(error).__name__}"  # the build then fails and says why
+    return f"{os.path.realpath(found) if found else compiler[0]}\n{version}"
+
+
+def _cpu_identity() -> str:
+    """The CPU architecture and, where ``CPUINFO`` is readable (Linux), the instruction-set flags it lists first."""
+    flags = ""
+    with contextlib.suppress(OSError), open(CPUINFO, encoding="utf-8", errors="replace") as file:
+        line = next((line for line in file if line.startswith(("flags", "Features"))), "")
+        flags = " ".join(sorted(set(line.partition(":")[2].split())))
+    return f"{platform.machine()}\n{flags}"
+
+
+@functools.cache
+def _build_key(prefix: Path, compiler: tuple[str, ...], command: tuple[str, ...]) -> str:
+    """A digest of everything that goes into the build, computed once per process: the source, the compiler call
+    and the compiler's identity, oneDNN's headers and library, jaxlib's version and FFI headers, the CPU."""
+    parts = [SOURCE.read_bytes(), "\0".join(command).encode(), _compiler_identity(compiler).encode(),
+             _tree_digest(prefix / "include" / ONEDNN_HEADER.parent).encode(),
+             _file_digest(prefix / "lib" / ONEDNN_LIBRARY).encode(), jaxlib.__version__.encode(),
+             _tree_digest(Path(jax.ffi.include_dir())).encode(), _cpu_identity().encode()]
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(hashlib.sha256(part).digest())  # fixed-size pieces: no two inputs run together alike
+    return digest.hexdigest()
+
+
 def _library_path(prefix: Path) -> Path:
-    """The cached build for this source, jaxlib and oneDNN (a change of any of them builds anew)."""
-    library = prefix / "lib" / ONEDNN_LIBRARY
-    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), jaxlib.__version__.encode(), str(library).encode(),
-                                     str(library.stat().st_size).encode()])).hexdigest()[:16]
-    return cache_dir() / f"onednn_conv-{key}.so"
+    """The cached build of this source with this compiler, oneDNN, jaxlib and CPU (a change of any of them, see
+    `_build_key`, builds anew)."""
+    compiler = tuple(_compiler())
+    command = tuple(compile_command(prefix, Path("onednn_conv.so")))  # where the output goes is no part of it
+    return cache_dir() / f"onednn_conv-{_build_key(prefix, compiler, command)[:16]}.so"
 
 
-def _build(prefix: Path, target: Path) -> None:
-    """Compiles the handlers into ``target``: into a temporary file beside it, renamed when complete, under a lock
-    (parallel processes build once; an interrupted build leaves no partial library)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with filelock.FileLock(str(target) + ".lock"):
-        if target.exists():
-            return
-        handle, partial = tempfile.mkstemp(prefix=target.name + ".", suffix=".partial", dir=target.parent)
-        os.close(handle)
+def _digest_path(library: Path) -> Path:
+    """Where the sha256 of ``library`` is recorded at its build."""
+    return library.with_name(library.name + DIGEST_SUFFIX)
+
+
+# --- a cache only this user can write ---------------------------------------------------------------------------------
+
+class UnsafeCacheError(RuntimeError):
+    """A cache entry that someone other than this user could have written: refused (never loaded, never rebuilt
+    over)."""
+
+
+def _current_uid() -> int:
+    """The user that the cache directory and its files must belong to: this process's."""
+    return os.getuid()
+
+
+def _check_private(path: Path, kind: str) -> None:
+    """Raises `UnsafeCacheError` unless ``path`` itself (a link is not followed) is a ``kind`` ('directory' or
+    'file') of this user that neither its group nor others may write."""
+    info = os.lstat(path)
+    is_kind = stat.S_ISDIR if kind == "directory" else stat.S_ISREG
+    if stat.S_ISLNK(info.st_mode):
+        why = "is a symbolic link"
+    elif info.st_uid != _current_uid():
+        why = f"belongs to uid {info.st_uid}, not to this user (uid {_current_uid()})"
+    elif info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        why = f"is writable by group or others (mode {stat.filemode(info.st_mode)})"
+    elif not is_kind(info.st_mode):
+        why = f"is not a {'directory' if kind == 'directory' else 'regular file'}"
+    else:
+        return
+    raise UnsafeCacheError(f"refused the cache {kind} {path}: it {why}; remove it, or set SELECTIVITY_JAX_CACHE to a "
+                           "directory that only you can write")
+
+
+def _private_cache_dir() -> Path:
+    """`cache_dir`, created with mode 700 where missing; `UnsafeCacheError` where someone else could write in it."""
+    directory = cache_dir()
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _check_private(directory, "directory")
+    return directory
+
+
+def _verified(target: Path) -> str | None:
+    """None when ``target`` has the sha256 recorded at its build; otherwise why not (it is then rebuilt). Raises
+    `UnsafeCacheError` where the file or its record is not this user's alone (it is then refused)."""
+    _check_private(target, "file")
+    record = _digest_path(target)
+    if not os.path.lexists(record):
+        return f"{target} has no recorded sha256 ({record.name})"
+    _check_private(record, "file")
+    recorded, actual = record.read_text(encoding="ascii", errors="replace").strip(), _file_digest(target)
+    return None if actual == recorded else f"{target} has sha256 {actual}, not the {recorded} recorded at its build"
+
+
+# --- building and loading ---------------------------------------------------------------------------------------------
+
+def _compile(prefix: Path, output: Path) -> None:
+    """Runs `compile_command` into ``output``; RuntimeError with the compiler's message where it fails."""
+    done = subprocess.run(compile_command(prefix, output), capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S,
+                          check=False)
+    if done.returncode:
+        raise RuntimeError(f"compiling {SOURCE.name} failed: {done.stderr.strip()[-2000:]}")
+
+
+def _temporary_beside(path: Path) -> str:
+    """A new empty file (mode 600) in ``path``'s directory, to be renamed to ``path`` once complete."""
+    handle, name = tempfile.mkstemp(prefix=path.name + ".", suffix=".partial", dir=path.parent)
+    os.close(handle)
+    return name
+
+
+def _compile_and_record(prefix: Path, target: Path) -> None:
+    """Compiles into a temporary file, records its sha256, then renames both into place (record first: a library
+    at ``target`` always has its record); nothing partial is left behind."""
+    partial, record = _temporary_beside(target), _temporary_beside(_digest_path(target))
+    try:
+        _compile(prefix, Path(partial))
+        os.chmod(partial, 0o700)  # the linker creates the file under the umask, which may let the group write
+        Path(record).write_text(_file_digest(Path(partial)) + "\n", encoding="ascii")
+        os.replace(record, _digest_path(target))
+        os.replace(partial, target)
+    finally:
+        for path in (partial, record):
+            if os.path.exists(path):
+                os.remove(path)
+
+
+def _build(prefix: Path, target: Path, replace: bool = False) -> None:
+    """Builds the handlers into ``target`` under a lock (parallel processes build once), unless it exists and not
+    ``replace``. RuntimeError where another process holds the lock longer than a build may take."""
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    lock = filelock.FileLock(str(target) + ".lock", timeout=LOCK_TIMEOUT_S)
+    try:
+        lock.acquire()
+    except filelock.Timeout as error:
+        raise RuntimeError(f"another process has held the build lock {lock.lock_file} for {LOCK_TIMEOUT_S:g} s, "
+                           f"longer than a build may take ({COMPILE_TIMEOUT_S} s)") from error
+    try:
+        if replace or not os.path.lexists(target):
+            _compile_and_record(prefix, target)
+    finally:
+        lock.release()
+
+
+def _load(prefix: Path) -> ctypes.CDLL:
+    """The handlers' library from the private cache: built where missing; rebuilt once where it fails its recorded
+    sha256 or does not load (this user's own file: a build cut short, a damaged disk); `UnsafeCacheError` where
+    someone else could have written it."""
+    _private_cache_dir()
+    target = _library_path(prefix)
+    if not os.path.lexists(target):
+        _build(prefix, target)
+    why = _verified(target)
+    if why is None:
         try:
-            done = subprocess.run(compile_command(prefix, Path(partial)), capture_output=True, text=True,
-                                  timeout=COMPILE_TIMEOUT_S)
-            if done.returncode:
-                raise RuntimeError(f"compiling {SOURCE.name} failed: {done.stderr.strip()[-2000:]}")
-            os.replace(partial, target)
-        finally:
-            if os.path.exists(partial):
-                os.remove(partial)
+            return ctypes.CDLL(str(target))
+        except OSError as error:
+            why = f"{target} does not load ({error})"
+    _build(prefix, target, replace=True)
+    why_again = _verified(target)
+    if why_again is not None:
+        raise RuntimeError(f"{why}; rebuilt, {why_again}")
+    try:
+        return ctypes.CDLL(str(target))
+    except OSError as error:
+        raise RuntimeError(f"{why}; rebuilt, it does not load either ({error})") from error
+
+
+def _register(library: ctypes.CDLL) -> None:
+    """Registers the library's handlers with XLA:CPU (XLA refuses other handlers under the same names later)."""
+    for name, symbol in HANDLERS.items():
+        jax.ffi.register_ffi_target(f"selectivity_jax_conv_{name}", jax.ffi.pycapsule(getattr(library, symbol)),
+                                    platform="cpu")
 
 
 @functools.lru_cache(maxsize=None)
@@ -138,17 +322,11 @@ def problem() -> str | None:
     if prefix is None:
         return ("oneDNN is not installed (the pip packages onednn-cpu-gomp and onednn-devel-cpu-gomp, a dependency "
                 "of the project on Linux x86-64)")
-    compiler = shlex.split(os.environ.get("CXX", "c++"))[:1]
+    compiler = _compiler()[:1]
     if not compiler or shutil.which(compiler[0]) is None:
         return "no C++ compiler found ($CXX or c++) to build the oneDNN convolutions"
-    target = _library_path(prefix)
     try:
-        if not target.exists():
-            _build(prefix, target)
-        library = ctypes.CDLL(str(target))
-        for name, symbol in HANDLERS.items():
-            jax.ffi.register_ffi_target(f"selectivity_jax_conv_{name}", jax.ffi.pycapsule(getattr(library, symbol)),
-                                        platform="cpu")
+        _register(_load(prefix))
     except (OSError, RuntimeError, AttributeError, subprocess.TimeoutExpired) as error:
         return f"the oneDNN convolutions could not be built or loaded: {error}"
     return None

@@ -21,6 +21,7 @@ validation / corrupted test split by file number (``val_0``, ``val_1``, ...), so
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
@@ -35,7 +36,10 @@ from PIL import Image
 from selectivity_jax.data.cifar10 import is_reachable, read_batch
 
 ARCHIVE_NAME = "tiny-imagenet-200.zip"
-ARCHIVE_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+ARCHIVE_URL = "https://cs231n.stanford.edu/tiny-imagenet-200.zip"
+# The source publishes no checksum; this md5 of the archive is the one dataset loaders have long checked it against
+# (torchvision-style TinyImageNet classes, e.g. ContinualAI's avalanche and torch-uncertainty).
+ARCHIVE_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
 C_DIRNAME = "Tiny-ImageNet-C"
 C_URL = "https://zenodo.org/record/2536630/files/Tiny-ImageNet-C.tar"
 IMAGE_SHAPE = (64, 64, 3)
@@ -67,6 +71,15 @@ def _missing_tree_message(manual_dir: str, config: str = "") -> str:
     where = f" (no {config.rsplit('_', 1)[0]}/{config.rsplit('_', 1)[1]} there)" if config else ""
     return (f"Tiny-ImageNet-C is not in the manual directory {manual_dir}{where}: download {C_URL} and extract it "
             f"there, giving {os.path.join(manual_dir, C_DIRNAME, '<corruption>', '<severity>', '<wnid>')}/*.JPEG.")
+
+
+def check_md5(path: str | os.PathLike, expected: str) -> None:
+    """Raises ValueError, naming the file and both hashes, unless the file at ``path`` has the md5 ``expected``."""
+    with open(path, "rb") as file:
+        actual = hashlib.file_digest(file, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
+    if actual != expected.lower():
+        raise ValueError(f"{os.fspath(path)} has md5 {actual}, expected {expected.lower()}: a damaged or different "
+                         "file; delete it and try again")
 
 
 def file_number(name: str) -> tuple:
@@ -167,15 +180,18 @@ class TinyImagenet(tfds.core.GeneratorBasedBuilder):
             return os.path.join(os.fspath(self.data_dir_root), "downloads", "manual")
 
     def _archive_path(self, dl_manager: tfds.download.DownloadManager) -> str:
-        """The archive in the manual directory when it is there, else downloaded; a clear error if neither."""
+        """The archive in the manual directory when it is there (used as it is), else downloaded and checked against
+        ``ARCHIVE_MD5``; a clear error if neither, or if the download does not match."""
         manual_dir = self._manual_dir(dl_manager)
         manual = os.path.join(manual_dir, ARCHIVE_NAME)
         if os.path.exists(manual):
             return manual
         try:
-            return os.fspath(dl_manager.download(ARCHIVE_URL))
+            path = os.fspath(dl_manager.download(ARCHIVE_URL))
         except Exception as error:  # noqa: BLE001 - any download failure: say where to put the file
             raise FileNotFoundError(_missing_archive_message(manual_dir)) from error
+        check_md5(path, ARCHIVE_MD5)
+        return path
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:
         path = self._archive_path(dl_manager)
