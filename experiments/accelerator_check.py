@@ -4,7 +4,7 @@
     python -m experiments.accelerator_check --workdir DIR --smoke        # every section at toy size, on a CPU
 
 Writes DIR/accelerator_check.json and DIR/accelerator_check.md, and the grid's sweep report (report.md, figures/)
-into DIR; see selectivity_jax/report/accelerator_check.py for the sections. Running it again on the same DIR
+into DIR; see selectivity_jax/bench/accelerator_check.py for the sections. Running it again on the same DIR
 resumes an unfinished grid.
 """
 
@@ -15,7 +15,7 @@ import jax
 from absl import flags
 from ml_collections import config_flags
 
-from selectivity_jax.report.accelerator_check import run_check
+from selectivity_jax.bench.accelerator_check import run_check
 
 config_flags.DEFINE_config_file("config", "configs/cifar10_resnet20.py", "The ResNet20 training config whose "
                                 "recipe and alpha grid are checked.", lock_config=True)

@@ -3,7 +3,7 @@
     python -m experiments.benchmark --config configs/cifar10_resnet20.py [--steps 50] [--alpha 1.0]
     python -m experiments.benchmark --config configs/cifar10_resnet20.py --vmap 1,2,4,8,16 [--strategies all]
 
-The first form also times the PyTorch reference (selectivity_jax/train/torch_reference.py, eager) on the same
+The first form also times the PyTorch reference (selectivity_jax/bench/torch_reference.py, eager) on the same
 device when torch is installed, for a ResNet20 config.
 """
 
@@ -16,10 +16,10 @@ import jax
 from absl import flags
 from ml_collections import config_flags
 
+from selectivity_jax.bench import torch_reference
+from selectivity_jax.bench.step_timing import benchmark, benchmark_groups, fastest_strategy
 from selectivity_jax.models.vmap_conv import cpu_settings
 from selectivity_jax.models.vmap_conv import STRATEGIES
-from selectivity_jax.train import torch_reference
-from selectivity_jax.train.benchmark import benchmark, benchmark_groups, fastest_strategy
 from selectivity_jax.train.validation import validate_config
 
 config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).", lock_config=True)

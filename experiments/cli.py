@@ -42,7 +42,7 @@ from typing import Any, Callable  # noqa: E402
 
 from absl import app, flags, logging  # noqa: E402
 
-from selectivity_jax.train.loop import Preempted  # noqa: E402
+from selectivity_jax.train.stopping import Preempted  # noqa: E402
 
 TRACEBACK_ENV = "SELECTIVITY_JAX_TRACEBACK"
 EXIT_BAD_INPUT = 2

@@ -2,31 +2,41 @@
 
 A `Record` is a dataclass whose instances go to JSON (``to_json``) and come back (``from_json``) field by field after
 its type hints, so results travel between computation, files, tables and figures as typed values, not nested dicts
-keyed by strings.
+keyed by strings. `to_jsonable` is the project's one JSON encoder (rundir's atomic writes and the metrics lines use
+it); `versions` is the one list of library versions a record states.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import platform
 import types
 import typing
+from importlib import metadata
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from selectivity_jax.rundir import to_jsonable
 
 # ----------------------------------------------------------------------------------------------------------------------
 
-def _encode(value: Any) -> Any:
+def to_jsonable(value: Any) -> Any:
+    """The one JSON encoder of the project: a `Record` -> its fields, mappings and sequences element-wise, numpy/jax
+    scalars and arrays -> Python numbers and lists, NaN and infinities -> None (JSON null), so that every file the
+    project writes is strict JSON."""
     if isinstance(value, Record):
         return value.to_json()
     if isinstance(value, Mapping):
-        return {str(key): _encode(item) for key, item in value.items()}
+        return {str(key): to_jsonable(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_encode(item) for item in value]
-    return to_jsonable(value)
+        return [to_jsonable(item) for item in value]
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        value = np.asarray(value)
+        return to_jsonable(value.item() if value.ndim == 0 else value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def decode(kind: Any, value: Any) -> Any:
@@ -57,7 +67,7 @@ class Record:
     tuples, dicts with string keys, ``X | None``; a null float reads back as NaN)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {field.name: _encode(getattr(self, field.name)) for field in dataclasses.fields(self)}
+        return {field.name: to_jsonable(getattr(self, field.name)) for field in dataclasses.fields(self)}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]):
@@ -104,3 +114,19 @@ class CurveStat(Record):
 def curve_stat(curves: Sequence[Sequence[float]]) -> CurveStat:
     stats = [seed_stat(column) for column in zip(*curves)]
     return CurveStat([s.mean for s in stats], [s.std for s in stats])
+
+
+# The libraries whose versions every run records (results.json), in that order after Python's.
+VERSIONED_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "tensorflow-datasets")
+
+
+def versions(*extra_packages: str) -> dict[str, str]:
+    """{'python': version, package: version, ...}: Python, then the installed ones of `VERSIONED_PACKAGES` and then of
+    ``extra_packages``, in that order (a package that is not installed is left out; one named twice counts once)."""
+    found = {"python": platform.python_version()}
+    for package in VERSIONED_PACKAGES + extra_packages:
+        try:
+            found.setdefault(package, metadata.version(package))
+        except metadata.PackageNotFoundError:
+            pass
+    return found

@@ -5,7 +5,8 @@ A run directory (``train.loop``) holds ``config.json``, ``metrics.jsonl``, ``tim
 ``selectivity.npz``, ``checkpoints/`` and, after the analyses, ``analysis/`` and ``robustness.json``; a sweep
 directory holds ``sweep.json``, one run directory per (alpha, seed) and its reports. ``--overwrite`` deletes only
 what this module recognises as the project's (`clear_project_dir`), and a directory another process works in is
-refused (`DirectoryLock`).
+refused (`DirectoryLock`). Whether a directory can take a run of a config (`check_workdir`: new, the same run
+resumed, or overwritten) is decided here too, with the config fields that do not change what a run computes.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import math
 import os
 import re
 import shutil
@@ -21,7 +21,10 @@ import socket
 from typing import Any, Callable, Mapping
 
 import filelock
+import ml_collections
 import numpy as np
+
+from selectivity_jax.records import to_jsonable
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"       # one row per epoch; the same bits whether or not the run was interrupted
@@ -73,19 +76,12 @@ def read_json(path: str) -> Any:
             raise ValueError(f"{path} is not valid JSON ({error})") from None
 
 
-def to_jsonable(value: Any) -> Any:
-    """numpy/jax scalars and arrays -> Python numbers and lists; NaN and infinities -> None (JSON null), so that
-    every file the project writes is strict JSON."""
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if hasattr(value, "shape") and hasattr(value, "dtype"):
-        value = np.asarray(value)
-        return to_jsonable(value.item() if value.ndim == 0 else value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+    """The rows of the JSON-lines file at ``path`` (``metrics.jsonl``, ``timing.jsonl``); [] when it is absent."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 def write_json(path: str, payload: Mapping[str, Any]) -> None:
@@ -234,6 +230,81 @@ def check_writable_dir(directory: str) -> None:
         raise ValueError(f"cannot create {directory}: {existing} is not a directory")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"cannot write to {directory}: {existing} is not writable")
+
+
+# Config fields (dotted paths) that do not change what a run computes, so a resumed run may differ in them, e.g.
+# after the data moved to another directory, or when it resumes on another platform (steps_per_call, vmap_conv and
+# cpu_tuning change how the steps run, at most float32 rounding of what they compute).
+NON_RESULT_FIELDS = ("sweep", "checkpoint_every_epochs", "max_checkpoints_to_keep", "distributed", "data.data_dir",
+                     "data.cache_dir", "data.download", "data.corrupted_dir", "steps_per_call", "vmap_conv",
+                     "cpu_tuning")
+
+# Fields added after runs were first stored, with the value that a stored config without them was trained with: a
+# run directory written before the field existed resumes when the field is at this value.
+ADDED_FIELDS = {"model.norm": "batch", "model.dropout": 0.0}
+
+
+def _comparable(config: dict) -> dict[str, Any]:
+    """The config flattened to {dotted path: value}, without `NON_RESULT_FIELDS`."""
+    flat: dict[str, Any] = {}
+
+    def visit(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            path = prefix + key
+            if path in NON_RESULT_FIELDS:
+                continue
+            if isinstance(value, dict):
+                visit(value, path + ".")
+            else:
+                flat[path] = value
+    visit(config, "")
+    return {**ADDED_FIELDS, **flat}
+
+
+def _config_changes(workdir: str, config: ml_collections.ConfigDict) -> list[str] | None:
+    """The result-changing fields in which the run stored in ``workdir`` differs from ``config`` (None: no run
+    stored)."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        return None
+    stored = read_json(path)
+    if not isinstance(stored, dict):
+        raise ValueError(f"{path} is not a run config")
+    stored, current = _comparable(stored), _comparable(json.loads(config.to_json_best_effort(sort_keys=True)))
+    return sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))  # absent = None
+
+
+def _refuse_changes(workdir: str, changed: list[str] | None) -> None:
+    if changed:
+        raise ValueError(f"{workdir} holds a run with a different config (fields {changed} differ); "
+                         f"use another --workdir, or --overwrite to start it afresh")
+
+
+def check_workdir(workdir: str, config: ml_collections.ConfigDict, overwrite: bool = False) -> None:
+    """Raises ValueError, writing nothing, unless ``workdir`` can take the run of ``config``: new or empty, a run
+    of the same config (resumed), or, with ``overwrite``, a run or sweep directory of this project. A command's
+    door calls it once per run directory."""
+    check_writable_dir(workdir)
+    if overwrite:
+        check_overwritable(workdir)
+        return
+    changed = _config_changes(workdir, config)
+    _refuse_changes(workdir, changed)
+    if changed is None and os.path.isdir(workdir) and foreign_run_entries(workdir):
+        raise ValueError(f"{workdir} is not empty and holds no run of this project (no {CONFIG_FILE}); "
+                         "use a new or empty directory")
+
+
+def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, overwrite: bool = False) -> None:
+    """Stores the config of a run whose directory passed `check_workdir` at the door; with ``overwrite``, deletes
+    the project's files there first. The caller holds the directory's lock; a run of another config that another
+    process stored since the door's check is refused."""
+    if overwrite:
+        clear_project_dir(workdir)
+    else:
+        _refuse_changes(workdir, _config_changes(workdir, config))
+    os.makedirs(workdir, exist_ok=True)
+    write_json(os.path.join(workdir, CONFIG_FILE), json.loads(config.to_json_best_effort(sort_keys=True)))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,7 +5,7 @@
 skipped and unfinished ones resume, so the call can be repeated after any interruption. Both modes go through the
 one training loop (selectivity_jax/train/loop.py):
 
-- ``'vmap'``: the runs of one seed are trained K at a time inside one jitted, vmapped step (`train_group`). Models
+- ``'vmap'``: the runs of one seed are trained K at a time inside one jitted, vmapped step (`train_checked_group`). Models
   of a group share their seed, hence initialization, data order and augmentation, exactly as they would get them
   alone, and differ in alpha; each has its own parameters, optimizer state, batch statistics, selectivity term and
   evaluation.
@@ -28,10 +28,12 @@ import ml_collections
 
 from selectivity_jax.data import ArraySplits, check_available, load_splits
 from selectivity_jax.data.on_device import TrainArrays
-from selectivity_jax.parallel import make_data_mesh, maybe_initialize_distributed, mesh_platform, replicated
-from selectivity_jax.rundir import (SWEEP_FILE, DirectoryLock, check_writable_dir, foreign_sweep_entries,
-                                    is_finished, latest_step, read_run_results, run_dirname, write_json)
-from selectivity_jax.train.loop import check_workdir, run_config, setup_run, train_group
+from selectivity_jax.parallel import maybe_initialize_distributed, mesh_platform, replicated
+from selectivity_jax.rundir import (SWEEP_FILE, DirectoryLock, check_workdir, check_writable_dir,
+                                    foreign_sweep_entries, is_finished, latest_step, read_run_results, run_dirname,
+                                    write_json)
+from selectivity_jax.train.loop import checked_mesh, run_config, train_checked_group
+from selectivity_jax.train.setup import setup_run
 from selectivity_jax.train.validation import validate_config
 
 MODES = ("vmap", "serial")
@@ -127,13 +129,13 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str, *, mode: str | 
     if group_size < 0:
         raise ValueError(f"group_size must be >= 0 (0: automatic); got {group_size}")
     check_sweep_dir(sweep_dir)
-    for seed in config.sweep.seeds:  # every run directory, and the data once (train_group checks each group again)
+    for seed in config.sweep.seeds:  # every run directory and the data, once: the groups trust them
         for alpha in config.sweep.alphas:
             run_dir = os.path.join(sweep_dir, run_dirname(alpha, seed))
             check_workdir(run_dir, run_config(seed_config(config, seed), alpha))
     check_available(config.data)
     maybe_initialize_distributed(config.get("distributed", False))
-    mesh = make_data_mesh(config.get("num_devices", 0))
+    mesh = checked_mesh(config)
     with DirectoryLock(sweep_dir, log) if jax.process_index() == 0 else contextlib.nullcontext():
         return _run_locked(config, sweep_dir, mode or default_mode(mesh_platform(mesh)), group_size, mesh, log)
 
@@ -172,5 +174,6 @@ def _run_locked(config: ml_collections.ConfigDict, sweep_dir: str, mode: str, gr
     for index, (seed, group) in enumerate(groups):
         log(f"group {index + 1}/{len(groups)}: seed {seed}, alpha {', '.join(f'{a:g}' for a in group)}")
         workdirs = [os.path.join(sweep_dir, run_dirname(alpha, seed)) for alpha in group]
-        train_group(seed_config(config, seed), group, workdirs, splits=loaded.pop(seed, None), log=log)
+        train_checked_group(seed_config(config, seed), group, workdirs, mesh, splits=loaded.pop(seed, None),
+                            log=log)
     return [read_run_results(os.path.join(sweep_dir, run_dirname(alpha, seed))) for seed in seeds for alpha in alphas]

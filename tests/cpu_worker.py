@@ -21,10 +21,10 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from configs import quickstart  # noqa: E402
+from selectivity_jax.bench.step_timing import random_train_data  # noqa: E402
 from selectivity_jax.models import get_model  # noqa: E402
 from selectivity_jax.parallel import make_data_mesh  # noqa: E402
-from selectivity_jax.train.benchmark import random_train_data  # noqa: E402
-from selectivity_jax.train.loop import setup_run  # noqa: E402
+from selectivity_jax.train.setup import setup_run  # noqa: E402
 
 BATCH, STEPS = 32, 3
 

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from selectivity_jax.data import synthetic_images  # noqa: E402
 from selectivity_jax.data.on_device import put_train_arrays  # noqa: E402
 from selectivity_jax.parallel import make_data_mesh  # noqa: E402
-from selectivity_jax.train.loop import setup_run  # noqa: E402
+from selectivity_jax.train.setup import setup_run  # noqa: E402
 from test_train import tiny_config  # noqa: E402
 
 config = tiny_config(num_devices=0, batch_size=40, alpha=-1.0, learning_rate=0.002)

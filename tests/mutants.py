@@ -41,14 +41,14 @@ class Mutant:
 
 MUTANTS = (
     # -- the audit's planted bugs --
-    Mutant("pwcca_uniform_weights", "selectivity_jax/analysis/similarity.py",
+    Mutant("pwcca_uniform_weights", "selectivity_jax/measures/similarity.py",
            "weights = np.sum(np.abs(variates.T @ units), axis=1)", "weights = np.ones(rho.size)",
            ("tests/test_similarity.py",)),
-    Mutant("pwcca_weights_from_other_side", "selectivity_jax/analysis/similarity.py",
+    Mutant("pwcca_weights_from_other_side", "selectivity_jax/measures/similarity.py",
            'variates, units = (variates_x, x) if weights_from == "x" else (variates_y, y)',
            'variates, units = (variates_y, y) if weights_from == "x" else (variates_x, x)',
            ("tests/test_similarity.py",)),
-    Mutant("ablation_every_curve_decreasing", "selectivity_jax/analysis/ablation.py",
+    Mutant("ablation_every_curve_decreasing", "selectivity_jax/measures/ablation.py",
            "masks = [cumulative_masks(orders[name], counts) for name in ORDERS]",
            'masks = [cumulative_masks(orders["decreasing"], counts) for name in ORDERS]',
            ("tests/test_ablation.py",)),
@@ -109,21 +109,21 @@ MUTANTS = (
            "boundaries = {int(round(f * total_steps)): decay_factor for f in decay_at}", "boundaries = {}",
            ("tests/test_train.py", "tests/test_torch_reference.py")),
     # -- the analyses' math --
-    Mutant("cka_feature_path_squares_wrong_norm", "selectivity_jax/analysis/similarity.py",
+    Mutant("cka_feature_path_squares_wrong_norm", "selectivity_jax/measures/similarity.py",
            "cross = np.linalg.norm(y.T @ x) ** 2", "cross = np.linalg.norm(y.T @ x)", ("tests/test_similarity.py",)),
-    Mutant("participation_ratio_inverted", "selectivity_jax/analysis/dimensionality.py",
+    Mutant("participation_ratio_inverted", "selectivity_jax/measures/dimensionality.py",
            "return float(np.sum(variances) ** 2 / squares) if squares > 0 else 0.0",
            "return float(squares / np.sum(variances) ** 2) if squares > 0 else 0.0",
            ("tests/test_dimensionality.py",)),
-    Mutant("linf_projection_ignores_epsilon", "selectivity_jax/analysis/attacks.py",
+    Mutant("linf_projection_ignores_epsilon", "selectivity_jax/measures/attacks.py",
            "return jnp.clip(candidate, jnp.maximum(clean - epsilon, 0.0), jnp.minimum(clean + epsilon, 1.0))",
            "return jnp.clip(candidate, 0.0, 1.0)", ("tests/test_attacks.py",)),
-    Mutant("l2_ascent_not_normalized", "selectivity_jax/analysis/attacks.py",
+    Mutant("l2_ascent_not_normalized", "selectivity_jax/measures/attacks.py",
            "return grad / _broadcast_per_example(jnp.where(grad_norm > 0, grad_norm, 1.0), grad)",
            "return grad", ("tests/test_attacks.py",)),
-    Mutant("gradient_cv_uses_variance", "selectivity_jax/analysis/gradients.py",
+    Mutant("gradient_cv_uses_variance", "selectivity_jax/measures/gradients.py",
            "std = values.std(axis=axis)", "std = values.var(axis=axis)", ("tests/test_gradients.py",)),
-    Mutant("haar_rotation_without_sign_fix", "selectivity_jax/analysis/rotation.py",
+    Mutant("haar_rotation_without_sign_fix", "selectivity_jax/measures/rotation.py",
            "q = q * signs[None, :]", "q = q", ("tests/test_rotation.py",)),
     Mutant("contrast_mean_over_channels_too", "selectivity_jax/data/corruptions.py",
            "means = images.mean(axis=(1, 2), keepdims=True)", "means = images.mean(axis=(1, 2, 3), keepdims=True)",
@@ -182,7 +182,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="selectivity_jax_mutants_") as directory:
         tree = pathlib.Path(directory)
         copy_repository(tree)
-        print(f"| mutant | file | result | tests' last line | seconds |\n| --- | --- | --- | --- | --- |", flush=True)
+        print("| mutant | file | result | tests' last line | seconds |\n| --- | --- | --- | --- | --- |", flush=True)
         for mutant in chosen:
             killed, last_line, seconds = run_mutant(mutant, tree)
             survived += [] if killed else [mutant.name]

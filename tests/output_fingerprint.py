@@ -8,14 +8,15 @@ unchanged.
 Runs, in a temporary directory, the commands as a user does: a tiny training run (alpha -1), the tiny sweep
 vmapped and serial (alphas -2, 0, 2, the tests' settings), every
 analysis on the serial sweep with the tests' small settings, and the sweep report. Then records the SHA-256 of every
-file written, except those whose bits legitimately vary between two runs of the same code: wall-clock timings,
-locks, and orbax's checkpoint metadata (timestamps). Checkpointed arrays are compared through what they produce
+file written (JSON files without their wall-clock ``seconds``), except those whose bits legitimately vary between two
+runs of the same code: wall-clock timings, locks, and orbax's checkpoint metadata (timestamps). Checkpointed arrays are compared through what they produce
 (results, selectivity.npz, the analyses' outputs). About 6 minutes on 2 cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -37,26 +38,49 @@ ANALYSIS_FLAGS = (
     "--config.gradients.num_examples=20", "--config.gradients.max_units=4",
     "--config.dimensionality.corruptions=('gaussian_noise','contrast')",
     f"--config.dimensionality.epsilon={4 / 255!r}", "--config.dimensionality.pgd_steps=2")
-VARYING = {"timing.jsonl", ".lock", ".lock.owner", "_CHECKPOINT_METADATA", "_METADATA", "manifest.ocdbt"}
+VARYING = {"timing.jsonl", ".lock", ".lock.owner", "_CHECKPOINT_METADATA", "_METADATA", "manifest.ocdbt",
+           "matplotlibrc"}
 VARYING_DIRS = {"checkpoints"}
 
 
-def command(*args: str) -> None:
+def command(*args: str, env: dict[str, str]) -> None:
     """Runs ``python -m <args>`` from the repository root; stops with its output when it fails."""
-    done = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, env=env)
     if done.returncode:
         raise SystemExit(f"error: {' '.join(args[:3])} failed:\n{done.stderr[-3000:]}")
     print(f"ran {' '.join(args[:5])} ...", flush=True)
 
 
 def produce(directory: pathlib.Path) -> None:
-    """Everything the fingerprint covers, written under ``directory``."""
-    command("experiments.train", "--config", TINY, "--workdir", str(directory / "run"), "--config.alpha=-1.0")
+    """Everything the fingerprint covers, written under ``directory``; figures without their date and with fixed
+    SVG ids (matplotlib's ``SOURCE_DATE_EPOCH`` and ``svg.hashsalt``)."""
+    (directory / "matplotlibrc").write_text("svg.hashsalt: output_fingerprint\n")
+    env = {**os.environ, "SOURCE_DATE_EPOCH": "0", "MATPLOTLIBRC": str(directory / "matplotlibrc")}
+    command("experiments.train", "--config", TINY, "--workdir", str(directory / "run"), "--config.alpha=-1.0",
+            env=env)
     for mode in ("vmap", "serial"):
         command("experiments.sweep", "--config", TINY, "--workdir", str(directory / mode), f"--mode={mode}",
-                *SWEEP_FLAGS)
-    command("experiments.analyze", "--workdir", str(directory / "serial"), "--analysis", "all", *ANALYSIS_FLAGS)
-    command("experiments.report", "--sweep", str(directory / "vmap"))
+                *SWEEP_FLAGS, env=env)
+    command("experiments.analyze", "--workdir", str(directory / "serial"), "--analysis", "all", *ANALYSIS_FLAGS,
+            env=env)
+    command("experiments.report", "--sweep", str(directory / "vmap"), env=env)
+
+
+def _without_seconds(value):
+    """Parsed JSON without its wall-clock entries (keys named ``seconds``)."""
+    if isinstance(value, dict):
+        return {key: _without_seconds(item) for key, item in value.items() if key != "seconds"}
+    if isinstance(value, list):
+        return [_without_seconds(item) for item in value]
+    return value
+
+
+def file_digest(path: pathlib.Path) -> str:
+    """sha256 of a file's bytes; of a JSON file's content without wall-clock seconds."""
+    data = path.read_bytes()
+    if path.suffix == ".json":
+        data = json.dumps(_without_seconds(json.loads(data)), sort_keys=True).encode()
+    return hashlib.sha256(data).hexdigest()
 
 
 def fingerprint(directory: pathlib.Path) -> dict[str, str]:
@@ -67,7 +91,7 @@ def fingerprint(directory: pathlib.Path) -> dict[str, str]:
         for name in sorted(files):
             if name not in VARYING:
                 path = pathlib.Path(root) / name
-                hashes[str(path.relative_to(directory))] = hashlib.sha256(path.read_bytes()).hexdigest()
+                hashes[str(path.relative_to(directory))] = file_digest(path)
     return hashes
 
 
@@ -87,12 +111,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", help="write the fingerprint of a fresh production here (JSON)")
     parser.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"), help="compare two fingerprints")
+    parser.add_argument("--keep", help="produce into this new directory and keep it (default: a temporary one)")
     args = parser.parse_args()
     if args.compare:
         return compare(*(json.loads(pathlib.Path(path).read_text()) for path in args.compare))
     if not args.out:
         parser.error("pass --out FILE or --compare BEFORE AFTER")
-    with tempfile.TemporaryDirectory(prefix="selectivity_jax_fingerprint_") as directory:
+    with (contextlib.nullcontext(args.keep) if args.keep else
+          tempfile.TemporaryDirectory(prefix="selectivity_jax_fingerprint_")) as directory:
+        pathlib.Path(directory).mkdir(parents=True, exist_ok=True)
         produce(pathlib.Path(directory))
         hashes = fingerprint(pathlib.Path(directory))
     pathlib.Path(args.out).write_text(json.dumps(hashes, indent=1, sort_keys=True) + "\n")

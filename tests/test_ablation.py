@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from selectivity_jax.analysis.ablation import (ablate_units, ablation_counts, ablation_orders, accuracy_under_masks,
+from selectivity_jax.measures.ablation import (ablate_units, ablation_counts, ablation_orders, accuracy_under_masks,
                                                area_under_curve, cumulative_masks, layer_ablation,
                                                selectivity_drop_correlation, unit_fill)
 from selectivity_jax.trained import batched, load_test_split, restore_run

@@ -5,8 +5,8 @@ import dataclasses
 import pytest
 
 from configs import cifar10_resnet20
-from selectivity_jax.report import accelerator_check as ac
-from selectivity_jax.train.benchmark import EpochTiming, StepTiming
+from selectivity_jax.bench import accelerator_check as ac
+from selectivity_jax.bench.step_timing import EpochTiming, StepTiming
 
 
 def test_plan_epochs_fits_the_budget():

@@ -1,4 +1,4 @@
-"""White-box attacks (selectivity_jax.analysis.attacks): threat-model constraints, FGSM/PGD ordering, and the analytic
+"""White-box attacks (selectivity_jax.measures.attacks): threat-model constraints, FGSM/PGD ordering, and the analytic
 worst case of linear models."""
 
 import functools
@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from selectivity_jax.analysis.attacks import (
+from selectivity_jax.measures.attacks import (
     DEFAULT_LINF_EPSILONS, adversarial_accuracy, adversarial_batches, adversarial_examples, attack_batch, fgsm)
 
 SHAPE = (8, 8, 3)
@@ -176,6 +176,9 @@ def test_batching_padding_and_single_batch_helpers_agree():
     assert float_input["accuracy"] == uint8_input["accuracy"]
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         adversarial_accuracy(MLP, images.astype(np.float32), labels, epsilons=[eps])    # 0..255 floats
+    for attack_data_set in (adversarial_accuracy, adversarial_examples, adversarial_batches):  # AttackOptions' fields
+        with pytest.raises(TypeError, match="stpes"):
+            attack_data_set(MLP, images, labels, stpes=3)
 
 
 def test_no_recompile_between_batches():

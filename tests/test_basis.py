@@ -1,11 +1,11 @@
-"""Selectivity in other bases (selectivity_jax.analysis.basis): class-mean basis and optimised rotations recover
+"""Selectivity in other bases (selectivity_jax.measures.basis): class-mean basis and optimised rotations recover
 selectivity hidden by a rotation."""
 
 import numpy as np
 import pytest
 
-from selectivity_jax.analysis.basis import basis_analysis, class_mean_basis, optimise_rotation, rotation_from_skew
-from selectivity_jax.analysis.rotation import axis_aligned_selectivity, haar_rotation, rotated_selectivity
+from selectivity_jax.measures.basis import basis_analysis, class_mean_basis, optimise_rotation, rotation_from_skew
+from selectivity_jax.measures.rotation import axis_aligned_selectivity, haar_rotation, rotated_selectivity
 
 
 def hidden_selectivity(num_classes, units, noise=0.1, samples=1000, seed=0):

@@ -1,5 +1,5 @@
 """Preferred classes and per-class accuracy: the pure functions on planted cases with known answers
-(selectivity_jax.analysis.classes), and the `classes` analysis end to end on a copy of the tiny sweep."""
+(selectivity_jax.measures.classes), and the `classes` analysis end to end on a copy of the tiny sweep."""
 
 import json
 import os
@@ -16,7 +16,7 @@ from selectivity_jax.analyses import GROUPS, NAMES, get_analyses, load
 from selectivity_jax.analyses.base import RunContext, RunResult, SHARED_SETTINGS
 from selectivity_jax.analyses.classes import ClassesComparison
 from selectivity_jax.analyses.runner import run_analyses
-from selectivity_jax.analysis.classes import (DEAD, class_means, dead_units, histogram_evenness, per_class_accuracy,
+from selectivity_jax.measures.classes import (DEAD, class_means, dead_units, histogram_evenness, per_class_accuracy,
                                               preferred_class_histogram, preferred_classes, weighted_accuracy)
 
 LAYER = "stage3_block2/out"

@@ -53,7 +53,7 @@ def test_platform_decisions_follow_the_mesh_not_the_host(tpu_mesh):
     """On a CPU host, a setup for TPU devices takes the TPU's defaults: grouped convolutions, 16 scanned steps per
     call; for the host's own devices the CPU's: one convolution per model, one step per call."""
     from selectivity_jax.parallel import make_data_mesh
-    from selectivity_jax.train.loop import setup_run
+    from selectivity_jax.train.setup import setup_run
 
     def setup(mesh):
         return setup_run(tiny_config(steps_per_call=0), num_classes=10, image_shape=(8, 8, 3), num_train=240,

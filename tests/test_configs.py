@@ -13,7 +13,8 @@ from selectivity_jax.models import get_model
 from selectivity_jax.train.validation import validate_config
 
 CONFIGS = ["cifar10_resnet20", "cifar10_vgg16", "tiny_imagenet_resnet18", "tiny_imagenet_resnet50", "quickstart",
-           "cifar10_jpeg_resnet20", "cifar10_resnet32", "cifar10_resnet56", "cifar10_shallow_cnn", "cifar10_mlp"]
+           "cifar10_jpeg_resnet20", "cifar10_jpeg_resnet20_full", "cifar10_resnet32", "cifar10_resnet56",
+           "cifar10_shallow_cnn", "cifar10_mlp"]
 # The CIFAR10 configs with the symmetric 19-value grid and 5 seeds.
 CIFAR_CONFIGS = ["cifar10_resnet20", "cifar10_vgg16", "cifar10_resnet32", "cifar10_resnet56", "cifar10_shallow_cnn",
                  "cifar10_mlp"]
@@ -81,7 +82,7 @@ def tiny_setup(config, alphas):
     from selectivity_jax.data import synthetic_images
     from selectivity_jax.data.on_device import put_train_arrays
     from selectivity_jax.parallel import make_data_mesh
-    from selectivity_jax.train.loop import setup_run
+    from selectivity_jax.train.setup import setup_run
     mesh = make_data_mesh(1)
     images, labels = synthetic_images(10, 24, seed=0)
     run = setup_run(config, num_classes=10, image_shape=(32, 32, 3), num_train=240, mean=(0.5,) * 3,

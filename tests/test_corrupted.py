@@ -13,7 +13,8 @@ from PIL import Image
 
 from selectivity_jax.data import load_splits, subset
 from selectivity_jax.data.corrupted import (CIFAR10_C_CORRUPTIONS, CorruptedSplit, available_corruptions,
-                                            canonical_corruption, corrupted_split, read_cifar10_c, stock_order)
+                                            canonical_corruption, check_corruptions, corrupted_split,
+                                            corrupted_subset, read_cifar10_c, sources_note, stock_order)
 from test_data import _random_cifar, _write_cifar10_binary
 from test_tiny_imagenet import WNIDS, write_tiny_imagenet_zip
 
@@ -187,6 +188,33 @@ def test_generated_synthetic_matches_clean_split(tmp_path, fake_corruptions):
     with pytest.raises(ValueError, match="unknown generated corruption"):
         corrupted_split(config, "no_such_thing", 4)
     assert available_corruptions(config, "official") == ()
+
+
+def test_what_the_analyses_share(tmp_path, fake_corruptions):
+    """corrupted_subset picks the corruptions of the clean subset's examples; settings checks; the sources note."""
+    config = ml_collections.ConfigDict(dict(name="synthetic", num_classes=4, num_per_class=15, test_per_class=5,
+                                            image_size=8, num_val=8, cache_dir=str(tmp_path)))
+    clean_images, clean_labels = load_splits(config, seed=2).test
+    images, labels, split = corrupted_subset(config, "fog", 2, source="auto", test_labels=clean_labels,
+                                             num_examples=8, seed=1)
+    expected_images, expected_labels = subset(_generated(clean_images, "fog", 2), clean_labels, 8, 1)
+    np.testing.assert_array_equal(images, expected_images)
+    np.testing.assert_array_equal(labels, expected_labels)
+    assert split.source == "generated" and len(split.labels) == len(clean_labels) > len(labels) == 8
+    with pytest.raises(ValueError, match="not aligned with the run's test split"):
+        corrupted_subset(config, "fog", 2, source="auto", test_labels=(clean_labels + 1) % 4, num_examples=8, seed=1)
+    check_corruptions(["fog", "frosted_glass_blur", "my_own"], [1, 5], "auto", "here")  # aliases, generated names
+    for names, severities, source, message in ((["rain"], [1], "auto", r"^here: unknown corruptions \['rain'\]"),
+                                                (["glass_blur", "frosted_glass_blur"], [1], "auto", "more than once"),
+                                                (["fog"], [0, 6], "auto", r"severities .* got \[0, 6\]"),
+                                                (["fog"], [1], "stock", "source must be one of")):
+        with pytest.raises(ValueError, match=message):
+            check_corruptions(names, severities, source, "here")
+    generated = " Generated = made by selectivity_jax.data.corruptions, not the released benchmark."
+    assert sources_note({"fog": "official", "glass_blur": "official"}) == "Corrupted images: official."
+    assert sources_note({"fog": "generated"}) == "Corrupted images: generated." + generated
+    assert sources_note({"fog": "official", "my_own": "generated", "glass_blur": "official+generated"}) == (
+        "Corrupted images: generated (my_own); official (fog); official+generated (glass_blur)." + generated)
 
 
 def test_generated_without_the_corruptions_module(monkeypatch):

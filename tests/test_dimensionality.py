@@ -1,9 +1,9 @@
-"""PCA dimensionality (selectivity_jax.analysis.dimensionality) on data whose spectrum is known by construction."""
+"""PCA dimensionality (selectivity_jax.measures.dimensionality) on data whose spectrum is known by construction."""
 
 import numpy as np
 import pytest
 
-from selectivity_jax.analysis.dimensionality import (
+from selectivity_jax.measures.dimensionality import (
     dimensionality, n_components_for_threshold, participation_ratio, pca_spectrum, pca_variances,
     perturbation_dimensionality)
 

@@ -1,5 +1,5 @@
 """Activation maximisation, Representative Substitution and its correlation with selectivity
-(selectivity_jax.analysis.feature_vis), and the rs analysis' figures after Chen et al. on the tiny sweep."""
+(selectivity_jax.measures.feature_vis), and the rs analysis' figures after Chen et al. on the tiny sweep."""
 
 import json
 import shutil
@@ -14,7 +14,7 @@ from helpers import with_overrides
 from selectivity_jax.analyses import get_analyses, load
 from selectivity_jax.analyses.rs import RS_IMAGES_FILE, RsComparison, array_key, most_selective
 from selectivity_jax.analyses.runner import run_analyses
-from selectivity_jax.analysis.feature_vis import (activation_maximisation, gaussian_blur, generated_responses,
+from selectivity_jax.measures.feature_vis import (activation_maximisation, gaussian_blur, generated_responses,
                                                   representative_substitution,
                                                   representative_substitution_from_responses,
                                                   rs_selectivity_correlation, substitutes)

@@ -1,11 +1,11 @@
-"""Input-unit gradients and their variability (selectivity_jax.analysis.gradients) against gradients known by hand."""
+"""Input-unit gradients and their variability (selectivity_jax.measures.gradients) against gradients known by hand."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from selectivity_jax.analysis.gradients import gradient_variability, input_unit_gradients
+from selectivity_jax.measures.gradients import gradient_variability, input_unit_gradients
 
 SHAPE = (4, 4, 3)          # one image [H, W, C]
 DIM = int(np.prod(SHAPE))

@@ -216,7 +216,7 @@ def test_default_fields_compile_the_same_training_step_as_absent_ones():
     from selectivity_jax.data import synthetic_images
     from selectivity_jax.data.on_device import put_train_arrays
     from selectivity_jax.parallel import make_data_mesh
-    from selectivity_jax.train.loop import setup_run
+    from selectivity_jax.train.setup import setup_run
 
     mesh = make_data_mesh(1)
     images, labels = synthetic_images(10, 24, seed=0)

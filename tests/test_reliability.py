@@ -81,7 +81,7 @@ def test_damaged_newest_checkpoint_falls_back_to_an_older_one(tmp_path):
     reference = str(tmp_path / "reference")
     expected = train_and_evaluate(_tiny(), reference, log=lambda _: None)
     workdir = tmp_path / "damaged"
-    from selectivity_jax.train.loop import Preempted
+    from selectivity_jax.train.stopping import Preempted
     with pytest.raises(Preempted):
         train_and_evaluate(_tiny(), str(workdir), stop_after_steps=9, log=lambda _: None)
     steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
@@ -310,7 +310,7 @@ def test_analysis_of_a_directory_in_use_is_refused(inputs):
 def test_runs_stored_before_a_field_existed_resume(tmp_path):
     """A config.json written before model.norm and model.dropout existed is the default config's run; another value
     of a new field is a different run."""
-    from selectivity_jax.train.loop import check_workdir
+    from selectivity_jax.rundir import check_workdir
     config = _tiny()
     stored = json.loads(config.to_json_best_effort(sort_keys=True))
     del stored["model"]["norm"], stored["model"]["dropout"]
@@ -326,7 +326,7 @@ def test_what_a_kill_leaves_is_the_projects(tmp_path):
     delete them; a file of the user's, even inside a run directory of a sweep, is never deleted."""
     from selectivity_jax.rundir import check_overwritable
     from selectivity_jax.sweep import check_sweep_dir
-    from selectivity_jax.train.loop import check_workdir
+    from selectivity_jax.rundir import check_workdir
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.json.tmp").write_text('{"alpha": ')

@@ -17,7 +17,7 @@ from helpers import assert_regression_pins
 from selectivity_jax.analyses import get_analyses
 from selectivity_jax.analyses.attacks import attack_curve, attack_curves
 from selectivity_jax.analyses.base import RunContext
-from selectivity_jax.analyses.corruptions import CorruptionAccuracy, corrupted_subset, summarize_corruptions
+from selectivity_jax.analyses.corruptions import CorruptionAccuracy, summarize_corruptions
 from selectivity_jax.analyses.runner import run_analyses
 from selectivity_jax.trained import batched
 from selectivity_jax.data.corrupted import corrupted_split
@@ -230,7 +230,7 @@ def test_clean_point_and_corrupted_subset_alignment(analysed):
     test_images, test_labels = context.test_split
     indices = np.sort(stratified_order(test_labels, context.seed)[:NUM_EXAMPLES])
     np.testing.assert_array_equal(images, test_images[indices])
-    corrupted_images, corrupted_labels, split = corrupted_subset(context, "contrast", 1, "auto")
+    corrupted_images, corrupted_labels, split = context.corrupted_subset("contrast", 1, "auto")
     full = corrupted_split(context.run.config.data, "contrast", 1)
     assert split.source == "generated" and len(full.labels) == len(test_labels) > NUM_EXAMPLES
     np.testing.assert_array_equal(corrupted_labels, labels)

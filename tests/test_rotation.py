@@ -1,4 +1,4 @@
-"""Haar rotations, fractional rotations Q^t and selectivity of rotated units (selectivity_jax.analysis.rotation)."""
+"""Haar rotations, fractional rotations Q^t and selectivity of rotated units (selectivity_jax.measures.rotation)."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from numpy_reference import reference_unit_selectivity
-from selectivity_jax.analysis.rotation import (axis_aligned_selectivity, fractional_rotation, fractional_rotations,
+from selectivity_jax.measures.rotation import (axis_aligned_selectivity, fractional_rotation, fractional_rotations,
                                                haar_rotation, make_nonnegative, rotated_selectivity)
 
 

@@ -1,10 +1,10 @@
-"""Linear CKA and PWCCA on cases with known answers (selectivity_jax.analysis.similarity)."""
+"""Linear CKA and PWCCA on cases with known answers (selectivity_jax.measures.similarity)."""
 
 import numpy as np
 import pytest
 
-from selectivity_jax.analysis.rotation import haar_rotation
-from selectivity_jax.analysis.similarity import (cca_correlations, layer_matrix, layer_similarity, layerwise_similarity,
+from selectivity_jax.measures.rotation import haar_rotation
+from selectivity_jax.measures.similarity import (cca_correlations, layer_matrix, layer_similarity, layerwise_similarity,
                                                  linear_cka, paired_layer_matrices, pwcca)
 
 

@@ -31,7 +31,7 @@ def _quiet(_):
 def _final_state(run_dir):
     from selectivity_jax.train.state import unstack_state
     from selectivity_jax.parallel import make_data_mesh
-    from selectivity_jax.train.loop import setup_run
+    from selectivity_jax.train.setup import setup_run
     template = unstack_state(setup_run(sweep_config(), num_classes=10, image_shape=(32, 32, 3), num_train=240,
                                        mean=(0.5,) * 3, std=(0.25,) * 3, mesh=make_data_mesh(1)).initial_state, 0)
     return restore_newest(checkpoint_manager(os.path.join(run_dir, "checkpoints")), template).state

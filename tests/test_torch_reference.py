@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from numpy_reference import reference_unit_selectivity
+from selectivity_jax.bench import torch_reference
 from selectivity_jax.models import count_params, get_model, init_variables
-from selectivity_jax.train import torch_reference
 
 torch = pytest.importorskip("torch")
 

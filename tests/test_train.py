@@ -15,7 +15,10 @@ from selectivity_jax.data import synthetic_images
 from selectivity_jax.data.on_device import put_eval_arrays, put_train_arrays
 from selectivity_jax.parallel import make_data_mesh
 from selectivity_jax.train.checkpoint import checkpoint_manager, restore_newest
-from selectivity_jax.train.loop import Preempted, prepare_workdir, setup_run, train_and_evaluate
+from selectivity_jax.rundir import prepare_workdir
+from selectivity_jax.train.loop import train_and_evaluate
+from selectivity_jax.train.setup import setup_run
+from selectivity_jax.train.stopping import Preempted
 from selectivity_jax.train.state import unstack_state
 
 
@@ -225,7 +228,7 @@ def test_scanned_steps_equal_single_steps_within_rounding():
 
 
 def test_calls_are_aligned_to_the_epoch():
-    from selectivity_jax.train.loop import steps_in_next_call
+    from selectivity_jax.train.setup import steps_in_next_call
     chunks, step = [], 0
     while step < 11:  # an epoch of 11 steps at 4 per call
         chunks.append(steps_in_next_call(step, 11 - step, 4))

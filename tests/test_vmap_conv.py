@@ -101,7 +101,7 @@ def test_group_trained_with_each_strategy_equals_models_trained_alone(strategy):
     from selectivity_jax.data import synthetic_images
     from selectivity_jax.data.on_device import put_train_arrays
     from selectivity_jax.parallel import make_data_mesh
-    from selectivity_jax.train.loop import setup_run
+    from selectivity_jax.train.setup import setup_run
     from helpers import with_overrides
     from configs import quickstart
 

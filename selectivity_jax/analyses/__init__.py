@@ -1,8 +1,12 @@
-"""Analyses of trained runs, one file each, loaded by name (as big_vision loads its evaluators).
+"""Analyses of trained runs as plug-ins, one file each, loaded by name (as big_vision loads its evaluators).
 
 ``selectivity_jax/analyses/<name>.py`` defines ``ANALYSIS``, an `Analysis` (base.py): settings, ``run`` on one
 trained run, ``compare`` across a sweep, tables and figures. `runner.run_analyses` runs any of them on a run or a
 sweep directory (``python -m experiments.analyze``). Adding an analysis: write its file and add its name below.
+
+This is the plug-in room; the math the plug-ins run lives in `selectivity_jax.measures` (pure functions over
+arrays), the data they read in `selectivity_jax.data`. A plug-in imports the framework (base.py) and those rooms,
+never another plug-in.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ used by Leavitt & Morcos (ICLR 2021) to ask whether class-selective units matter
 
 A layer's units are ablated cumulatively in three orders (most selective first, least selective first, random) and
 the accuracy is measured after each count; with ``single_units`` each unit is also ablated alone and its accuracy
-drop correlated with its selectivity. Math: `selectivity_jax.analysis.ablation`.
+drop correlated with its selectivity. Math: `selectivity_jax.measures.ablation`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 
 from selectivity_jax.analyses.base import AlphaStats, Analysis, RunContext, RunResult, by_alpha, per_alpha
-from selectivity_jax.analysis import ablation
+from selectivity_jax.measures import ablation
 from selectivity_jax.records import Record
 from selectivity_jax.report.figures import (alpha_axis, alpha_colorbar, alpha_colors, mean_band, new_figure, panels,
                                             run_title)

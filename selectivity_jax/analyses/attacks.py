@@ -3,7 +3,7 @@ perturbation robustness via class selectivity and dimensionality").
 
 FGSM per threat model (L-inf, L2) and PGD per threat model and number of steps, each a curve of accuracy against
 the budget eps, eps = 0 (the clean accuracy) first; budgets are in pixel units of images in [0, 1]. Resumable per
-curve through ``<run>/analysis/attacks.partial.json``. Math: `selectivity_jax.analysis.attacks`.
+curve through ``<run>/analysis/attacks.partial.json``. Math: `selectivity_jax.measures.attacks`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import numpy as np
 
 from selectivity_jax.analyses.base import (AlphaStats, Analysis, RunContext, RunResult, by_alpha, evaluate, per_alpha,
                                            resumable_items)
-from selectivity_jax.analysis import attacks as attack_lib
-from selectivity_jax.analysis.attacks import NORM_LABELS, epsilon_label
+from selectivity_jax.measures import attacks as attack_lib
+from selectivity_jax.measures.attacks import NORM_LABELS, epsilon_label
 from selectivity_jax.records import CurveStat, Record, curve_stat
 from selectivity_jax.report.figures import alpha_colorbar, alpha_colors, new_figure, panels, run_title
 from selectivity_jax.report.tables import markdown_table

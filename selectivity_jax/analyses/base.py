@@ -23,11 +23,12 @@ from typing import Any, Callable, ClassVar, Generic, Mapping, Sequence, TypeVar
 import ml_collections
 import numpy as np
 
-from selectivity_jax.analysis.attacks import to_unit_interval
 from selectivity_jax.data import load_splits
+from selectivity_jax.data.corrupted import CorruptedSplit, corrupted_subset
 from selectivity_jax.data.splits import subset
-from selectivity_jax.records import Record, SeedStat, decode, seed_stat
-from selectivity_jax.rundir import ANALYSIS_DIR, read_json, read_run_config, read_run_results, to_jsonable, write_json
+from selectivity_jax.measures.attacks import to_unit_interval
+from selectivity_jax.records import Record, SeedStat, decode, seed_stat, to_jsonable
+from selectivity_jax.rundir import ANALYSIS_DIR, read_json, read_run_config, read_run_results, write_json
 from selectivity_jax.selectivity import selectivity_fn
 from selectivity_jax.trained import TrainedRun, batched, restore_run
 
@@ -199,6 +200,17 @@ class RunContext:
         class, chosen by ``shared.seed`` from the labels alone (so the same for every run of a sweep)."""
         images, labels = self.test_split
         return subset(images, labels, self.shared.num_examples, self.shared.seed)
+
+    def corrupted_subset(self, corruption: str, severity: int, source: str
+                         ) -> tuple[np.ndarray, np.ndarray, CorruptedSplit]:
+        """(images, labels, split) of one corruption at ``severity`` from ``source``, restricted to the examples of
+        `data`, in the same order (`selectivity_jax.data.corrupted.corrupted_subset`; checked)."""
+        images, labels, split = corrupted_subset(self.data_config, corruption, severity, source=source,
+                                                 test_labels=self.test_split[1], num_examples=self.shared.num_examples,
+                                                 seed=self.shared.seed)
+        if not np.array_equal(labels, self.data[1]):
+            raise ValueError(f"the {corruption} subset does not pick the examples of the clean subset")
+        return images, labels, split
 
     @property
     def layers(self) -> list[str]:

@@ -5,7 +5,7 @@ A regulariser that lowers the selectivity of a layer's units could leave the cla
 along other directions of the same unit space. Per layer, the mean unit selectivity on the unit axes is compared with
 that in three other orthonormal bases: the class-conditional mean directions, and the rotations found by gradient
 ascent of the mean selectivity from the unit axes and from the class-mean basis. All four use the same rule for
-negative responses, so they differ only by the basis. Math: `selectivity_jax.analysis.basis`.
+negative responses, so they differ only by the basis. Math: `selectivity_jax.measures.basis`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 
 from selectivity_jax.analyses.base import (AlphaLayers, AlphaStats, Analysis, RunContext, RunResult, layer_means,
                                            per_alpha)
-from selectivity_jax.analysis import basis, rotation
+from selectivity_jax.measures import basis, rotation
 from selectivity_jax.records import Record
 from selectivity_jax.report.figures import (alpha_axis, layer_axis, layers_width, lines_per_alpha, mean_band,
                                             new_figure, run_title)

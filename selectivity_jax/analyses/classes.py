@@ -8,7 +8,7 @@ each class is recognised.
 - Per-class top-1 accuracy on the run's whole test split; weighted by the class counts it is the run's test accuracy.
 
 Across a sweep: per-class accuracy against alpha (mean ± std over seeds) and the preferred-class histograms per
-alpha (mean counts over seeds, per layer). Math: `selectivity_jax.analysis.classes`.
+alpha (mean counts over seeds, per layer). Math: `selectivity_jax.measures.classes`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from matplotlib.ticker import MaxNLocator
 
 from selectivity_jax.analyses.base import (AlphaLayers, AlphaStats, Analysis, RunContext, RunResult, by_alpha,
                                            evaluate, layer_means, per_alpha)
-from selectivity_jax.analysis import classes
+from selectivity_jax.measures import classes
 from selectivity_jax.records import CurveStat, Record, curve_stat
 from selectivity_jax.report.figures import (alpha_axis, alpha_colorbar, alpha_colors, mean_band, new_figure, panels,
                                             run_title)

@@ -4,8 +4,8 @@ robustness via class selectivity and dimensionality"; corruptions of Hendrycks &
 Accuracy on every corruption x severity of the corrupted test set (the official one when present, else our
 generated one; the source is recorded per corruption), restricted to the examples of the run's test subset; means
 per family, per severity and overall, and relative to clean accuracy. Resumable per (corruption, severity) through
-``analysis/corruptions.partial.json``. The helpers that pick corrupted examples, name families and check corruption
-settings are shared with `selectivity_jax.analyses.dimensionality`. Data: `selectivity_jax.data.corrupted`.
+``analysis/corruptions.partial.json``. Data, and the helpers shared with the dimensionality analysis (picking the
+corrupted examples, checking corruption settings, naming sources): `selectivity_jax.data.corrupted`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from matplotlib import colormaps
 
 from selectivity_jax.analyses.base import Analysis, RunContext, RunResult, accuracy, by_alpha, resumable_items
 from selectivity_jax.data import corrupted as corrupted_lib
-from selectivity_jax.data.corruptions import CORRUPTIONS, FAMILIES
-from selectivity_jax.data.splits import subset
+from selectivity_jax.data.corrupted import check_corruptions, sources_note
+from selectivity_jax.data.corruptions import FAMILIES
 from selectivity_jax.records import CurveStat, Record, SeedStat, curve_stat, seed_stat
 from selectivity_jax.report.figures import alpha_axis, new_figure, panels, run_title, wrap_caption
 from selectivity_jax.report.tables import markdown_table
@@ -31,46 +31,12 @@ FAMILY_ORDER = ("noise", "blur", "weather", "digital", "other")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# shared helpers (also used by the dimensionality analysis)
+# names and families
 # ----------------------------------------------------------------------------------------------------------------------
 
 def family_of(corruption: str) -> str:
     """Hendrycks & Dietterich's family of a corruption: noise, blur, weather or digital ('other' if unknown)."""
     return FAMILIES.get(corruption) or OFFICIAL_ONLY_FAMILIES.get(corruption, "other")
-
-
-def check_corruptions(names: Sequence[str], severities: Sequence[int], source: str, where: str) -> None:
-    """ValueError (one line, starting with ``where``) for unknown or repeated corruption names, severities outside
-    1..5 or an unknown source."""
-    known = set(corrupted_lib.CIFAR10_C_CORRUPTIONS) | set(CORRUPTIONS)
-    unknown = [n for n in names if corrupted_lib.canonical_corruption(n) not in known]
-    if unknown:
-        raise ValueError(f"{where}: unknown corruptions {unknown}; known: {', '.join(sorted(known))}")
-    canonical = [corrupted_lib.canonical_corruption(n) for n in names]
-    repeated = sorted({n for n in canonical if canonical.count(n) > 1})
-    if repeated:
-        raise ValueError(f"{where}: corruptions named more than once (TFDS names count as aliases): {repeated}")
-    bad = [s for s in severities if s not in corrupted_lib.SEVERITIES]
-    if bad:
-        raise ValueError(f"{where}: severities must be among {corrupted_lib.SEVERITIES}; got {bad}")
-    if source not in corrupted_lib.SOURCE_CHOICES:
-        raise ValueError(f"{where}: source must be one of {corrupted_lib.SOURCE_CHOICES}; got {source!r}")
-
-
-def corrupted_subset(context: RunContext, corruption: str, severity: int, source: str
-                     ) -> tuple[np.ndarray, np.ndarray, corrupted_lib.CorruptedSplit]:
-    """(images, labels, split) of one corruption, restricted to the examples of ``context.data``.
-
-    `corrupted_split` aligns example i with clean test example i; `subset` picks examples from the labels alone, so
-    the same call as the one that made ``context.data`` picks the corruptions of the same examples (checked)."""
-    split = corrupted_lib.corrupted_split(context.data_config, corruption, severity, source=source)
-    if not np.array_equal(split.labels, context.test_split[1]):
-        raise ValueError(f"{corruption} (severity {severity}, {split.source}: {split.origin}) is not aligned with the "
-                         "run's test split: its labels differ")
-    images, labels = subset(split.images, split.labels, context.shared.num_examples, context.shared.seed)
-    if not np.array_equal(labels, context.data[1]):
-        raise ValueError(f"the {corruption} subset does not pick the examples of the clean subset")
-    return images, labels, split
 
 
 def corruption_names(dataset: Any, settings: ml_collections.ConfigDict) -> list[str]:
@@ -79,18 +45,6 @@ def corruption_names(dataset: Any, settings: ml_collections.ConfigDict) -> list[
     if settings.names:
         return [corrupted_lib.canonical_corruption(name) for name in settings.names]
     return list(corrupted_lib.available_corruptions(dataset, settings.source))
-
-
-def sources_note(sources: Mapping[str, str]) -> str:
-    """One sentence naming where the corrupted images came from (official sets vs our generator)."""
-    by_source: dict[str, list[str]] = {}
-    for name, source in sources.items():
-        by_source.setdefault(source, []).append(name)
-    parts = [f"{source} ({', '.join(names)})" if len(by_source) > 1 else source
-             for source, names in sorted(by_source.items())]
-    generated = " Generated = made by selectivity_jax.data.corruptions, not the released benchmark." \
-        if any("generated" in s for s in by_source) else ""
-    return f"Corrupted images: {'; '.join(parts)}.{generated}"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -217,7 +171,7 @@ class Corruptions(Analysis[CorruptionsResult, CorruptionsComparison]):
                 return {"accuracy": accuracy(context.run, *context.data, context.batch_size), "source": "clean",
                         "num_examples": len(context.data[1])}
             name, severity = pairs[key]
-            images, labels, split = corrupted_subset(context, name, severity, settings.source)
+            images, labels, split = context.corrupted_subset(name, severity, settings.source)
             return {"accuracy": accuracy(context.run, images, labels, context.batch_size), "source": split.source,
                     "origin": split.origin}
 

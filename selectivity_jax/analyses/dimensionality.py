@@ -4,7 +4,7 @@ worst-case perturbation robustness via class selectivity and dimensionality", di
 Per layer: the dimensionality (PCA components for ``threshold`` of the variance, participation ratio) of the clean
 unit responses (spatial means, as in the selectivity index), of their change under corruptions (pooled over the
 chosen corruptions, and each alone) and of their change under PGD. Corrupted images are those of the run's test
-subset (`selectivity_jax.analyses.corruptions.corrupted_subset`). Math: `selectivity_jax.analysis.dimensionality`.
+subset (`RunContext.corrupted_subset`). Math: `selectivity_jax.measures.dimensionality`.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import ml_collections
 import numpy as np
 
 from selectivity_jax.analyses.base import Analysis, RunContext, RunResult, accuracy, by_alpha, evaluate
-from selectivity_jax.analyses.corruptions import check_corruptions, corrupted_subset, sources_note
-from selectivity_jax.analysis import attacks as attack_lib
-from selectivity_jax.analysis.attacks import NORM_LABELS, epsilon_label
-from selectivity_jax.analysis.dimensionality import dimensionality as pca_dimensionality
 from selectivity_jax.data import corrupted as corrupted_lib
+from selectivity_jax.data.corrupted import check_corruptions, sources_note
+from selectivity_jax.measures import attacks as attack_lib
+from selectivity_jax.measures.attacks import NORM_LABELS, epsilon_label
+from selectivity_jax.measures.dimensionality import dimensionality as pca_dimensionality
 from selectivity_jax.records import Record, SeedStat, seed_stat
 from selectivity_jax.report.figures import alpha_colorbar, alpha_colors, layer_axis, new_figure, panels, run_title
 from selectivity_jax.report.tables import markdown_table
@@ -36,7 +36,7 @@ MEASURE_LABELS = {"n_components": "PCA components", "participation_ratio": "part
 
 @dataclasses.dataclass(frozen=True)
 class Dimensions(Record):
-    """`selectivity_jax.analysis.dimensionality.dimensionality` without the spectrum."""
+    """`selectivity_jax.measures.dimensionality.dimensionality` without the spectrum."""
     n_components: int           # PCA components for ``threshold`` of the variance
     participation_ratio: float
     total_variance: float
@@ -149,8 +149,8 @@ class Dimensionality(Analysis[DimensionalityResult, DimensionalityComparison]):
         clean = evaluate(responses_fn, images, context.batch_size)
         changes, corrupted_accuracy, sources = {}, {}, {}
         for name in (corrupted_lib.canonical_corruption(c) for c in settings.corruptions):
-            corrupted_images, corrupted_labels, split = corrupted_subset(context, name, settings.severity,
-                                                                         settings.source)
+            corrupted_images, corrupted_labels, split = context.corrupted_subset(name, settings.severity,
+                                                                                 settings.source)
             perturbed = evaluate(responses_fn, corrupted_images, context.batch_size)
             changes[name] = {layer: perturbed[layer] - clean[layer] for layer in context.layers}
             corrupted_accuracy[name] = accuracy(context.run, corrupted_images, corrupted_labels, context.batch_size)

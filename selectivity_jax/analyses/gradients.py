@@ -5,7 +5,7 @@ variable across samples and units in high-selectivity networks).
 Per layer, on a class-balanced subset of the analysed examples and a random subset of the units: the coefficient of
 variation of the gradient norms over samples and over units, and the mean cosine distance of the gradients over
 samples and over units, beside the layer's selectivity, for "variability vs selectivity". Per-unit and per-sample
-values are kept, the [N, K] gradient norms are not. Math: `selectivity_jax.analysis.gradients`.
+values are kept, the [N, K] gradient norms are not. Math: `selectivity_jax.measures.gradients`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import ml_collections
 import numpy as np
 
 from selectivity_jax.analyses.base import Analysis, RunContext, RunResult, by_alpha
-from selectivity_jax.analysis.gradients import gradient_variability
 from selectivity_jax.data.splits import subset
+from selectivity_jax.measures.gradients import gradient_variability
 from selectivity_jax.records import Record, SeedStat, seed_stat
 from selectivity_jax.report.figures import (alpha_colorbar, alpha_colors, layer_axis, layers_width, new_figure, panels,
                                             run_title)

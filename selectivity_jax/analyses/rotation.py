@@ -3,7 +3,7 @@
 A layer's unit responses are rotated by Q^t, a fractional power of a Haar-random rotation Q, for t from 0 (the unit
 axes) to 1 (a random basis); if selectivity were a property of the representation rather than of its axes, it would
 not fall with t. The hook's sanity check: rotating a layer's units by Q and back by Q^T inside the network leaves the
-accuracy as it was. Math: `selectivity_jax.analysis.rotation`.
+accuracy as it was. Math: `selectivity_jax.measures.rotation`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from matplotlib import colormaps
 
 from selectivity_jax.analyses.base import (AlphaLayers, AlphaStats, Analysis, RunContext, RunResult, by_alpha,
                                            layer_means, per_alpha)
-from selectivity_jax.analysis import rotation
+from selectivity_jax.measures import rotation
 from selectivity_jax.records import Record
 from selectivity_jax.report.figures import alpha_axis, lines_per_alpha, mean_band, new_figure, run_title
 from selectivity_jax.report.tables import markdown_table

@@ -7,7 +7,7 @@ the unit itself, divided by the layer's number of units (or, ``rs.denominator = 
 Spearman correlation of RS with the units' selectivity (Leavitt & Morcos index) asks whether selective units have
 inputs of their own. Figures after Chen et al.: RS against selectivity per layer, one point per unit (Figs. 1, 4, 5),
 the correlation by depth (Fig. 3b), and a selective unit's IAM input beside those of its substitutes, the units that
-respond more to it (Fig. 2). Math: `selectivity_jax.analysis.feature_vis`.
+respond more to it (Fig. 2). Math: `selectivity_jax.measures.feature_vis`.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from selectivity_jax.analyses.base import AlphaStats, Analysis, ModelsView, RunContext, RunResult, by_alpha, per_alpha
-from selectivity_jax.analysis import feature_vis
-from selectivity_jax.records import Record, SeedStat, seed_stat
+from selectivity_jax.measures import feature_vis
+from selectivity_jax.records import Record, SeedStat, seed_stat, to_jsonable
 from selectivity_jax.report.figures import (alpha_axis, layer_axis, layers_width, lines_per_alpha, mean_band,
                                             new_figure, panels, run_title, wrap_caption)
 from selectivity_jax.report.tables import markdown_table
-from selectivity_jax.rundir import ANALYSIS_DIR, to_jsonable, write_npz
+from selectivity_jax.rundir import ANALYSIS_DIR, write_npz
 
 OBJECTIVES = ("am", "iam")
 # Per '<layer>|<objective>': the generated inputs in [0, 1] [U', H, W, C] (the key itself), the responses of all U

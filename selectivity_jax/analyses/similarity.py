@@ -3,7 +3,7 @@ alpha = 0 run of its seed, layer by layer: linear CKA (Kornblith et al., ICML 20
 NeurIPS 2018); alpha = 0 runs of different seeds against each other give the noise floor.
 
 Each run stores its layer representations on the shared examples (the same for every run of a sweep); only the
-comparison across the sweep pairs runs, so the analysis needs a sweep. Math: `selectivity_jax.analysis.similarity`.
+comparison across the sweep pairs runs, so the analysis needs a sweep. Math: `selectivity_jax.measures.similarity`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 
 from selectivity_jax.analyses.base import Analysis, RunContext, RunResult, by_alpha
-from selectivity_jax.analysis import similarity
+from selectivity_jax.measures import similarity
 from selectivity_jax.records import Record, SeedStat, seed_stat
 from selectivity_jax.report.figures import alpha_axis, layer_axis, layers_width, lines_per_alpha, new_figure
 from selectivity_jax.report.tables import markdown_table

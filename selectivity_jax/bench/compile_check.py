@@ -29,7 +29,6 @@ import json
 import math
 import os
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -40,17 +39,17 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P, SingleDeviceSharding
 
 from selectivity_jax import rundir
-from selectivity_jax.analysis import attacks as attack_lib, gradients as gradient_lib
 from selectivity_jax.bench.tpu_targets import Target
 from selectivity_jax.data import nominal_shape, nominal_split_sizes
 from selectivity_jax.data.on_device import EvalArrays, TrainArrays
+from selectivity_jax.measures import attacks as attack_lib, gradients as gradient_lib
 from selectivity_jax.models import get_model, model_options
 from selectivity_jax.models.common import init_variables
 from selectivity_jax.models.vmap_conv import conv_strategy, resolve_strategy
 from selectivity_jax.parallel import DATA_AXIS, mesh_platform, replicated
-from selectivity_jax.records import Record
+from selectivity_jax.records import Record, versions
 from selectivity_jax.sweep import compiled_bytes, fitting_group_size
-from selectivity_jax.train.loop import setup_run
+from selectivity_jax.train.setup import setup_run
 from selectivity_jax.trained import PixelForward, _apply
 
 TRAINING_PROGRAMS = ("train", "eval")
@@ -58,7 +57,7 @@ ANALYSIS_PROGRAMS = ("forward", "attacks", "gradients")
 DTYPES = ("float32", "bfloat16")
 HEADROOM = 0.8  # the sweep's share of device memory for a group
 UNCOSTED_CUSTOM_CALL = "ConcatBitcast"  # XLA's TPU cost model counts -1 s for each (`xla_estimate`)
-VERSIONED = ("jax", "jaxlib", "libtpu", "jax-cuda12-pjrt", "flax", "optax")
+TARGET_PACKAGES = ("libtpu", "jax-cuda12-pjrt")  # the compilers of TPU and GPU programs, besides jax and jaxlib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,11 +119,8 @@ def code_fingerprint() -> str:
     root = Path(__file__).resolve().parents[1]
     for path in sorted(root.rglob("*.py")) + sorted(root.rglob("*.cc")):
         digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
-    for package in VERSIONED:
-        try:
-            digest.update(f"{package}={metadata.version(package)}".encode())
-        except metadata.PackageNotFoundError:
-            pass
+    for package, version in versions(*TARGET_PACKAGES).items():
+        digest.update(f"{package}={version}".encode())
     return digest.hexdigest()[:16]
 
 
@@ -309,16 +305,6 @@ class CheckResult(Record):
     fits: list[GroupFit]
 
 
-def _versions() -> dict[str, str]:
-    found = {}
-    for package in VERSIONED:
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
-    return found
-
-
 def _lowerings(request: Request, mesh: jax.sharding.Mesh) -> Callable[[dict[str, Any]], Lowering]:
     """``lowering(plan)`` for a plan of `planned_programs`; a group's train and eval share one `setup_run`."""
     configs = dict(request.configs)
@@ -364,7 +350,7 @@ def run_check(request: Request, mesh: jax.sharding.Mesh, stored: Sequence[Progra
         rows.append(row)
         log(describe(row, request.target.hbm_bytes) + ("  (recorded earlier)" if key in reusable else ""))
         result = CheckResult(request.target.name, request.target.topology, device.device_kind, mesh.devices.size,
-                             request.target.hbm_bytes, _versions(), fingerprint, rows,
+                             request.target.hbm_bytes, versions(*TARGET_PACKAGES), fingerprint, rows,
                              group_fits(rows, request.target.hbm_bytes))
         save(result)
     return result

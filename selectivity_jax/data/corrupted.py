@@ -11,7 +11,8 @@
 
 Corruptions go by Hendrycks & Dietterich's names; TFDS's ``frosted_glass_blur`` and ``elastic`` are aliases of
 ``glass_blur`` and ``elastic_transform``. ``test_subset`` of the data config picks the same examples as for the clean
-split. Nothing downloads: the official sets are read where the user put them.
+split. Nothing downloads: the official sets are read where the user put them. `corrupted_subset`, `check_corruptions`
+and `sources_note` are what the analyses that read corrupted sets share (corruptions, dimensionality).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import dataclasses
 import hashlib
 import importlib
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ml_collections
@@ -394,3 +395,52 @@ def available_corruptions(dataset: Any, source: str = "auto", *,
     rank = {name: i for i, name in enumerate(CIFAR10_C_CORRUPTIONS)}
     unique = dict.fromkeys(names)
     return tuple(sorted(unique, key=lambda name: (rank.get(name, len(rank)), list(unique).index(name))))
+
+
+# ----------------------------------------------------------------------------- what the analyses of corruptions share
+
+def check_corruptions(names: Sequence[str], severities: Sequence[int], source: str, where: str) -> None:
+    """ValueError (one line, starting with ``where``) for unknown or repeated corruption names, severities outside
+    1..5 or an unknown source: the settings check of every analysis that reads corrupted sets."""
+    known = set(CIFAR10_C_CORRUPTIONS) | set(_corruptions_module().CORRUPTIONS)
+    unknown = [n for n in names if canonical_corruption(n) not in known]
+    if unknown:
+        raise ValueError(f"{where}: unknown corruptions {unknown}; known: {', '.join(sorted(known))}")
+    canonical = [canonical_corruption(n) for n in names]
+    repeated = sorted({n for n in canonical if canonical.count(n) > 1})
+    if repeated:
+        raise ValueError(f"{where}: corruptions named more than once (TFDS names count as aliases): {repeated}")
+    bad = [s for s in severities if s not in SEVERITIES]
+    if bad:
+        raise ValueError(f"{where}: severities must be among {SEVERITIES}; got {bad}")
+    if source not in SOURCE_CHOICES:
+        raise ValueError(f"{where}: source must be one of {SOURCE_CHOICES}; got {source!r}")
+
+
+def corrupted_subset(dataset: Any, corruption: str, severity: int, *, source: str, test_labels: np.ndarray,
+                     num_examples: int, seed: int) -> tuple[np.ndarray, np.ndarray, CorruptedSplit]:
+    """(images uint8 [n, H, W, 3], labels [n], the whole split) of one corruption, restricted to the examples that
+    ``subset(test images, test_labels, num_examples, seed)`` picks from the clean test split.
+
+    `corrupted_split` aligns example i with clean test example i (checked against ``test_labels`` [N], the clean
+    split's labels); `subset` picks examples from the labels alone, so the same ``num_examples`` and ``seed`` pick
+    the corruptions of the clean subset's examples."""
+    split = corrupted_split(dataset, corruption, severity, source=source)
+    if not np.array_equal(split.labels, test_labels):
+        raise ValueError(f"{corruption} (severity {severity}, {split.source}: {split.origin}) is not aligned with the "
+                         "run's test split: its labels differ")
+    images, labels = subset(split.images, split.labels, num_examples, seed)
+    return images, labels, split
+
+
+def sources_note(sources: Mapping[str, str]) -> str:
+    """One sentence naming where the corrupted images came from (official sets vs our generator), from {corruption:
+    `CorruptedSplit.source`}."""
+    by_source: dict[str, list[str]] = {}
+    for name, source in sources.items():
+        by_source.setdefault(source, []).append(name)
+    parts = [f"{source} ({', '.join(names)})" if len(by_source) > 1 else source
+             for source, names in sorted(by_source.items())]
+    generated = " Generated = made by selectivity_jax.data.corruptions, not the released benchmark." \
+        if any("generated" in s for s in by_source) else ""
+    return f"Corrupted images: {'; '.join(parts)}.{generated}"

@@ -124,8 +124,13 @@ def count_images(root: str | os.PathLike, splits: Sequence[str] = ("train", "tes
     root = os.fspath(root)
     entries = _archive_entries(root, splits) if is_archive(root) else _directory_entries(root, splits)
     counts = {split: 0 for split in splits}
-    for split, _, file_name, _ in entries:
-        counts[split] += file_name is not None
+    try:
+        for split, _, file_name, _ in entries:
+            counts[split] += file_name is not None
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as error:
+        if not is_archive(root):
+            raise
+        raise ValueError(f"cannot read the archive {root} (truncated, or not a tar archive?): {error}") from error
     return counts
 
 

@@ -27,15 +27,8 @@ def _class_templates(rng: np.random.Generator, num_classes: int, size: int, chan
     return templates
 
 
-def synthetic_images(
-    num_classes: int = 10,
-    num_per_class: int = 100,
-    image_size: int = 32,
-    channels: int = 3,
-    seed: int = 0,
-    noise: float = 0.6,
-    gratings: int = 3,
-) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_images(num_classes: int = 10, num_per_class: int = 100, image_size: int = 32, channels: int = 3,
+                     seed: int = 0, noise: float = 0.6, gratings: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """Generates (images uint8 [N, H, W, C], labels int32 [N]), N = num_classes * num_per_class, classes interleaved.
 
     Templates and samples both follow from ``seed``: draw train and test splits from ONE call (then slice), since two

@@ -15,8 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from selectivity_jax.models.common import (
-    ConvBNReLU, DenseReLU, Dtype, ReluPoint, SelectionSpec, SelectivityMixin, dropout)
+from selectivity_jax.models.common import DenseReLU, ReluPoint, ZooModel, dropout
 
 Array = jax.Array
 
@@ -31,7 +30,7 @@ def _check_widths(field: str, widths: Sequence[int]) -> None:
         raise ValueError(f'{field} must be a non-empty sequence of positive integers; got {widths!r}')
 
 
-class ShallowCNN(SelectivityMixin, nn.Module):
+class ShallowCNN(ZooModel, kw_only=True):
     """Shallow CNN. [B, H, W, 3] -> float32 logits [B, num_classes] (32x32 for CIFAR-10).
 
     Conv ``conv{i}`` (i from 1): 3x3 stride-1 'SAME' conv + BN + ReLU (``norm='none'``: conv with bias + ReLU), widths
@@ -45,12 +44,7 @@ class ShallowCNN(SelectivityMixin, nn.Module):
     without: a bias of c instead of BN's 2c per conv).
     """
     features: Sequence[int] = SHALLOW_CNN_FEATURES
-    num_classes: int = 10
     hidden: int = SHALLOW_CNN_HIDDEN
-    norm: str = 'batch'
-    dropout: float = 0.0
-    dtype: Dtype = jnp.float32
-    selectivity_layers: SelectionSpec = 'block_outputs'
 
     @nn.nowrap
     def check_fields(self) -> None:
@@ -74,19 +68,14 @@ class ShallowCNN(SelectivityMixin, nn.Module):
     def __call__(self, x: Array, train: bool = False) -> Array:
         x = jnp.asarray(x, self.dtype)
         for i, features in enumerate(self.features, start=1):
-            name = f'conv{i}'
-            x = ConvBNReLU(int(features), norm=self.norm, dtype=self.dtype, sow_points=self.sow_points_for(name),
-                           name=name)(x, train)
+            x = self.conv_relu(x, features, f'conv{i}', train)
             if self.pool_after(i):
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))
         x = x.reshape(x.shape[0], -1)
-        x = DenseReLU(self.hidden, dtype=self.dtype, sow_points=self.sow_points_for('fc1'), name='fc1')(x)
-        x = dropout(x, self.dropout, train, name='dropout')
-        x = nn.Dense(self.num_classes, dtype=self.dtype, name='fc2')(x)
-        return jnp.asarray(x, jnp.float32)
+        return self.hidden_classifier(x, self.hidden, train)
 
 
-class MLP(SelectivityMixin, nn.Module):
+class MLP(ZooModel, kw_only=True):
     """Multilayer perceptron on the flattened image. [B, H, W, C] -> float32 logits [B, num_classes].
 
     Hidden layer ``fc{i}`` (i from 1), widths ``hidden``: Dense + BN + ReLU (``norm='batch'``, the Dense bias-free;
@@ -98,11 +87,6 @@ class MLP(SelectivityMixin, nn.Module):
     (5,726,858 without).
     """
     hidden: Sequence[int] = MLP_HIDDEN
-    num_classes: int = 10
-    norm: str = 'batch'
-    dropout: float = 0.0
-    dtype: Dtype = jnp.float32
-    selectivity_layers: SelectionSpec = 'block_outputs'
 
     @nn.nowrap
     def check_fields(self) -> None:
@@ -123,6 +107,5 @@ class MLP(SelectivityMixin, nn.Module):
             x = DenseReLU(int(features), norm=self.norm, dtype=self.dtype, sow_points=self.sow_points_for(name),
                           name=name)(x, train)
             x = dropout(x, self.dropout, train, name=f'dropout{i}')
-        x = nn.Dense(self.num_classes, dtype=self.dtype, name=f'fc{len(self.hidden) + 1}')(x)
-        return jnp.asarray(x, jnp.float32)
+        return self.classifier(x, f'fc{len(self.hidden) + 1}')
 

@@ -244,7 +244,7 @@ def resolve_selection(selection: SelectionSpec, points: Sequence[ReluPoint]) -> 
 
 class SelectivityMixin:
     """Selection logic and field checks shared by all models; the model provides ``selectivity_layers``, ``norm``,
-    ``dropout``, `relu_points` and, for fields of its own, `check_fields`."""
+    ``dropout`` (the fields of `ZooModel`), `relu_points` and, for fields of its own, `check_fields`."""
 
     def __post_init__(self) -> None:
         """Checks the fields once the model is built: the model's own (`check_fields`), ``norm`` and ``dropout``, then
@@ -278,6 +278,45 @@ class SelectivityMixin:
         """Local point names (e.g. ``('out',)``) that the submodule ``module_name`` must sow."""
         prefix = module_name + '/'
         return tuple(n[len(prefix):] for n in self.selectivity_layer_names() if n.startswith(prefix))
+
+
+class ZooModel(SelectivityMixin, nn.Module, kw_only=True):
+    """Base of every model of the zoo: the fields they all have and the layers they build alike.
+
+    Fields (keyword-only, in every model): ``num_classes`` (classifier width; a model may change its default),
+    ``norm`` (one of `NORMS`), ``dropout`` (rate on the classifier's input and, in the MLP, on every hidden layer's
+    output; training only), ``dtype`` (computation dtype; logits are float32) and ``selectivity_layers`` (a preset of
+    `SELECTION_PRESETS` or a sequence of point names, see `resolve_selection`). A subclass declares its own fields
+    (widths, depth) with ``kw_only=True`` as well, lists its points in `relu_points` and builds its layers in a
+    compact ``__call__`` with the helpers below.
+    """
+    num_classes: int = 10
+    norm: str = 'batch'
+    dropout: float = 0.0
+    dtype: Dtype = jnp.float32
+    selectivity_layers: SelectionSpec = 'block_outputs'
+
+    @nn.nowrap
+    def conv_relu(self, x: Array, features: int, name: str, train: bool) -> Array:
+        """`ConvBNReLU` submodule ``name`` (3x3, stride 1, point ``'<name>/relu'``). [B, H, W, Cin] ->
+        [B, H, W, features]. Call it from the compact ``__call__``."""
+        return ConvBNReLU(int(features), norm=self.norm, dtype=self.dtype, sow_points=self.sow_points_for(name),
+                          name=name)(x, train)
+
+    @nn.nowrap
+    def classifier(self, x: Array, name: str) -> Array:
+        """The Dense classifier ``name``: [B, D] -> float32 logits [B, num_classes]. Call it from the compact
+        ``__call__``."""
+        x = nn.Dense(self.num_classes, dtype=self.dtype, name=name)(x)
+        return jnp.asarray(x, jnp.float32)
+
+    @nn.nowrap
+    def hidden_classifier(self, x: Array, hidden: int, train: bool) -> Array:
+        """The head of the conv nets with a hidden layer (VGG, shallow CNN): ``fc1`` (Dense(hidden) + ReLU, no BN,
+        point ``'fc1/relu'``) -> dropout -> classifier ``fc2``. [B, D] -> float32 logits [B, num_classes]."""
+        x = DenseReLU(hidden, dtype=self.dtype, sow_points=self.sow_points_for('fc1'), name='fc1')(x)
+        x = dropout(x, self.dropout, train, name='dropout')
+        return self.classifier(x, 'fc2')
 
 
 # ----------------------------------------------------------------------------------------------------------------------

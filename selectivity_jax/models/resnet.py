@@ -12,8 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from selectivity_jax.models.common import (
-    ConvBNReLU, Dtype, ModuleDef, ReluPoint, SelectionSpec, SelectivityMixin, conv1x1,
-    conv3x3, dropout, global_avg_pool, normalization, relu_output)
+    Dtype, ModuleDef, ReluPoint, ZooModel, conv, conv1x1, dropout, global_avg_pool, normalization, relu_output)
 
 Array = jax.Array
 
@@ -27,13 +26,15 @@ def zero_pad_shortcut(x: Array, features: int, strides: int) -> Array:
     return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, features - x.shape[-1])))
 
 
-class BasicBlock(nn.Module):
-    """Two 3x3 conv-BN layers plus shortcut. [B, H, W, Cin] -> [B, H/s, W/s, features].
+class ResidualBlock(nn.Module):
+    """Fields and shared layers of the residual blocks (`BasicBlock`, `Bottleneck`): a branch of conv-BN layers
+    whose output is added to the shortcut, then a ReLU (point ``out``). [B, H, W, Cin] -> [B, H/s, W/s,
+    features * expansion].
 
-    Points: ``relu1`` (after the first conv-BN) and ``out`` (ReLU after the residual sum).
     ``shortcut``: ``'projection'`` (1x1 conv + BN, "option B") or ``'zero_pad'`` ("option A"); either is only used
     when the shape changes, identity otherwise. ``norm='none'``: no BN, every conv has a bias, and the branch's
-    last conv starts at zero unless the shortcut zero-pads channels (`_zero_init_last`).
+    last conv starts at zero unless the shortcut zero-pads channels (`_zero_init_last`). ``sow_points``: the local
+    point names to sow (see `selectivity_jax.models.common.relu_output`).
     """
     features: int
     strides: int = 1
@@ -42,58 +43,64 @@ class BasicBlock(nn.Module):
     dtype: Dtype = jnp.float32
     sow_points: Sequence[str] = ()
 
+    expansion: ClassVar[int] = 1                   # Output channels per ``features``.
+    inner_relus: ClassVar[tuple[str, ...]] = ()    # Points inside the branch, in forward order.
+
+    @nn.nowrap
+    def conv_bn(self, y: Array, index: int, features: int, kernel_size: int, strides: int = 1, *, train: bool,
+                zero_init: bool = False) -> Array:
+        """The branch's ``index``-th conv (from 1; ``conv{index}``, bias-free, with a bias for ``norm='none'``),
+        then BN ``bn{index}`` (none for ``norm='none'``). [B, H, W, C] -> [B, H/s, W/s, features]."""
+        y = conv(features, kernel_size, strides, bias=self.norm == 'none', dtype=self.dtype, zero_init=zero_init,
+                 name=f'conv{index}')(y)
+        return normalization(y, self.norm, train, dtype=self.dtype, name=f'bn{index}')
+
+    @nn.nowrap
+    def inner_relu(self, y: Array, index: int) -> Array:
+        """ReLU of the branch's ``index``-th conv-BN (from 1), the point ``relu{index}``."""
+        return relu_output(self, f'relu{index}', nn.relu(y), self.sow_points)
+
+    @nn.nowrap
+    def output(self, branch: Array, x: Array, train: bool) -> Array:
+        """ReLU of branch + shortcut of the block input ``x``, the point ``out``."""
+        y = nn.relu(branch + _shortcut(self, x, branch.shape[-1], train))
+        return relu_output(self, 'out', y, self.sow_points)
+
+
+class BasicBlock(ResidualBlock):
+    """Two 3x3 conv-BN layers plus shortcut. [B, H, W, Cin] -> [B, H/s, W/s, features].
+
+    Points: ``relu1`` (after the first conv-BN) and ``out`` (ReLU after the residual sum). Fields: `ResidualBlock`.
+    """
     expansion: ClassVar[int] = 1
     inner_relus: ClassVar[tuple[str, ...]] = ('relu1',)
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
-        bias = self.norm == 'none'
-        y = conv3x3(self.features, self.strides, bias=bias, dtype=self.dtype, name='conv1')(x)
-        y = nn.relu(normalization(y, self.norm, train, dtype=self.dtype, name='bn1'))
-        y = relu_output(self, 'relu1', y, self.sow_points)
-        y = conv3x3(self.features, bias=bias, dtype=self.dtype, zero_init=_zero_init_last(self, x.shape[-1]),
-                    name='conv2')(y)
-        y = normalization(y, self.norm, train, dtype=self.dtype, name='bn2')
-        y = nn.relu(y + _shortcut(self, x, y.shape[-1], train))
-        y = relu_output(self, 'out', y, self.sow_points)
-        return y
+        y = self.inner_relu(self.conv_bn(x, 1, self.features, 3, self.strides, train=train), 1)
+        y = self.conv_bn(y, 2, self.features, 3, train=train, zero_init=_zero_init_last(self, x.shape[-1]))
+        return self.output(y, x, train)
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(ResidualBlock):
     """1x1 -> 3x3 (strided) -> 1x1 (x4 channels) conv-BN layers plus shortcut. [B, H, W, Cin] -> [B, H/s, W/s, 4f].
 
-    Points: ``relu1``, ``relu2`` (after the first two conv-BN) and ``out`` (ReLU after the residual sum).
-    ``norm='none'``: no BN, every conv has a bias, and the branch's last conv starts at zero unless the shortcut
-    zero-pads channels (`_zero_init_last`).
+    Points: ``relu1``, ``relu2`` (after the first two conv-BN) and ``out`` (ReLU after the residual sum). Fields:
+    `ResidualBlock`.
     """
-    features: int
-    strides: int = 1
-    shortcut: str = 'projection'
-    norm: str = 'batch'
-    dtype: Dtype = jnp.float32
-    sow_points: Sequence[str] = ()
-
     expansion: ClassVar[int] = 4
     inner_relus: ClassVar[tuple[str, ...]] = ('relu1', 'relu2')
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
-        bias = self.norm == 'none'
-        y = conv1x1(self.features, bias=bias, dtype=self.dtype, name='conv1')(x)
-        y = nn.relu(normalization(y, self.norm, train, dtype=self.dtype, name='bn1'))
-        y = relu_output(self, 'relu1', y, self.sow_points)
-        y = conv3x3(self.features, self.strides, bias=bias, dtype=self.dtype, name='conv2')(y)
-        y = nn.relu(normalization(y, self.norm, train, dtype=self.dtype, name='bn2'))
-        y = relu_output(self, 'relu2', y, self.sow_points)
-        y = conv1x1(self.features * self.expansion, bias=bias, dtype=self.dtype,
-                    zero_init=_zero_init_last(self, x.shape[-1]), name='conv3')(y)
-        y = normalization(y, self.norm, train, dtype=self.dtype, name='bn3')
-        y = nn.relu(y + _shortcut(self, x, y.shape[-1], train))
-        y = relu_output(self, 'out', y, self.sow_points)
-        return y
+        y = self.inner_relu(self.conv_bn(x, 1, self.features, 1, train=train), 1)
+        y = self.inner_relu(self.conv_bn(y, 2, self.features, 3, self.strides, train=train), 2)
+        y = self.conv_bn(y, 3, self.features * self.expansion, 1, train=train,
+                         zero_init=_zero_init_last(self, x.shape[-1]))
+        return self.output(y, x, train)
 
 
-def _zero_init_last(block: BasicBlock | Bottleneck, in_features: int) -> bool:
+def _zero_init_last(block: ResidualBlock, in_features: int) -> bool:
     """Whether the block's residual branch starts its last conv at zero: without BatchNorm (``norm='none'``) each
     block's sum otherwise doubles the activations' variance, 2^9 over ResNet20's 9 blocks, and SGD at the BN recipe's
     learning rate diverges (measured: non-finite loss at step 4 at lr 0.1). A zero last layer makes the block the
@@ -106,7 +113,7 @@ def _zero_init_last(block: BasicBlock | Bottleneck, in_features: int) -> bool:
     return block.norm == 'none' and not pads_channels
 
 
-def _shortcut(block: BasicBlock | Bottleneck, x: Array, features: int, train: bool) -> Array:
+def _shortcut(block: ResidualBlock, x: Array, features: int, train: bool) -> Array:
     """Identity if the block keeps the shape, else the block's projection / zero-pad shortcut."""
     if block.strides == 1 and x.shape[-1] == features:
         return x
@@ -138,18 +145,17 @@ def resnet_relu_points(stage_sizes: Sequence[int], block_cls: ModuleDef) -> list
     return points
 
 
-def resnet_forward(model: Any, x: Array, train: bool, *, stage_sizes: Sequence[int], block_cls: ModuleDef,
+def resnet_forward(model: ZooModel, x: Array, train: bool, *, stage_sizes: Sequence[int], block_cls: ModuleDef,
                    width: int, shortcut: str) -> Array:
     """Stem (3x3 conv-BN-ReLU, stride 1) -> stages (widths ``width * 2**i``, stride 2 from stage 2) -> GAP
     -> dropout -> Dense.
 
-    Must be called from ``model``'s compact ``__call__`` (submodules are created in its scope). ``model`` provides
-    ``num_classes``, ``norm``, ``dropout``, ``dtype`` and `SelectivityMixin.sow_points_for`.
+    Must be called from ``model``'s compact ``__call__`` (submodules are created in its scope).
     [B, H, W, 3] -> float32 logits [B, classes].
     """
     dtype = model.dtype
     x = jnp.asarray(x, dtype)
-    x = ConvBNReLU(width, norm=model.norm, dtype=dtype, sow_points=model.sow_points_for('stem'), name='stem')(x, train)
+    x = model.conv_relu(x, width, 'stem', train)
     for s, n_blocks in enumerate(stage_sizes, start=1):
         for b in range(n_blocks):
             name = block_name(s, b)
@@ -158,11 +164,10 @@ def resnet_forward(model: Any, x: Array, train: bool, *, stage_sizes: Sequence[i
                           sow_points=model.sow_points_for(name), name=name)(x, train)
     x = global_avg_pool(x)
     x = dropout(x, model.dropout, train, name='dropout')
-    x = nn.Dense(model.num_classes, dtype=dtype, name='fc')(x)
-    return jnp.asarray(x, jnp.float32)
+    return model.classifier(x, 'fc')
 
 
-class ResNet(SelectivityMixin, nn.Module):
+class ResNet(ZooModel, kw_only=True):
     """ResNet for 64x64 inputs (Tiny ImageNet). [B, 64, 64, 3] -> float32 logits [B, num_classes].
 
     The stem is a 3x3 stride-1 conv (``width`` channels) + BN + ReLU with NO max-pool: the ImageNet 7x7/2 stem plus
@@ -175,12 +180,8 @@ class ResNet(SelectivityMixin, nn.Module):
     """
     stage_sizes: Sequence[int] = (2, 2, 2, 2)
     block_cls: ModuleDef = BasicBlock
-    num_classes: int = 200
+    num_classes: int = 200  # Tiny ImageNet; the other fields of `ZooModel` keep their defaults.
     width: int = 64
-    norm: str = 'batch'
-    dropout: float = 0.0
-    dtype: Dtype = jnp.float32
-    selectivity_layers: SelectionSpec = 'block_outputs'
 
     @nn.nowrap
     def relu_points(self) -> list[ReluPoint]:

@@ -6,15 +6,14 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
-from selectivity_jax.models.common import Dtype, ReluPoint, SelectionSpec, SelectivityMixin
+from selectivity_jax.models.common import ReluPoint, ZooModel
 from selectivity_jax.models.resnet import BasicBlock, resnet_forward, resnet_relu_points
 
 Array = jax.Array
 
 
-class ResNetCifar(SelectivityMixin, nn.Module):
+class ResNetCifar(ZooModel, kw_only=True):
     """ResNet-``depth`` for 32x32 inputs. [B, 32, 32, 3] -> float32 logits [B, num_classes].
 
     3x3 conv stem (``width`` channels) + BN + ReLU, then 3 stages of n = (depth - 2) / 6 `BasicBlock`s with
@@ -25,12 +24,7 @@ class ResNetCifar(SelectivityMixin, nn.Module):
     the classifier, in training only (see `selectivity_jax.models.common`).
     """
     depth: int = 20
-    num_classes: int = 10
     width: int = 16
-    norm: str = 'batch'
-    dropout: float = 0.0
-    dtype: Dtype = jnp.float32
-    selectivity_layers: SelectionSpec = 'block_outputs'
 
     @nn.nowrap
     def check_fields(self) -> None:

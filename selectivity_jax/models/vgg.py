@@ -8,9 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from selectivity_jax.models.common import (
-    ConvBNReLU, DenseReLU, Dtype, ReluPoint, SelectionSpec, SelectivityMixin, dropout,
-    global_avg_pool)
+from selectivity_jax.models.common import ReluPoint, ZooModel, global_avg_pool
 
 Array = jax.Array
 
@@ -19,7 +17,7 @@ VGG16_CONFIG: tuple[int | str, ...] = (
     64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M', 512, 512, 512, 'M')
 
 
-class VGG(SelectivityMixin, nn.Module):
+class VGG(ZooModel, kw_only=True):
     """VGG with BN for 32x32 inputs. [B, 32, 32, 3] -> float32 logits [B, num_classes].
 
     Each conv is 3x3 conv + BN + ReLU (module ``conv{i}``, i from 1); ``'M'`` in ``config`` is a 2x2 max-pool.
@@ -30,12 +28,7 @@ class VGG(SelectivityMixin, nn.Module):
     ``fc1``'s output (the classifier's input), in training only (see `selectivity_jax.models.common`).
     """
     config: Sequence[int | str] = VGG16_CONFIG
-    num_classes: int = 10
     hidden: int = 512
-    norm: str = 'batch'
-    dropout: float = 0.0
-    dtype: Dtype = jnp.float32
-    selectivity_layers: SelectionSpec = 'block_outputs'
 
     @nn.nowrap
     def relu_points(self) -> list[ReluPoint]:
@@ -59,14 +52,9 @@ class VGG(SelectivityMixin, nn.Module):
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))
             else:
                 i += 1
-                name = f'conv{i}'
-                x = ConvBNReLU(int(item), norm=self.norm, dtype=self.dtype, sow_points=self.sow_points_for(name),
-                               name=name)(x, train)
+                x = self.conv_relu(x, item, f'conv{i}', train)
         x = global_avg_pool(x)
-        x = DenseReLU(self.hidden, dtype=self.dtype, sow_points=self.sow_points_for('fc1'), name='fc1')(x)
-        x = dropout(x, self.dropout, train, name='dropout')
-        x = nn.Dense(self.num_classes, dtype=self.dtype, name='fc2')(x)
-        return jnp.asarray(x, jnp.float32)
+        return self.hidden_classifier(x, self.hidden, train)
 
 
 def VGG16(num_classes: int = 10, **kwargs: Any) -> VGG:

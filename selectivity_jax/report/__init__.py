@@ -5,6 +5,10 @@ per-alpha means and standard deviations over seeds; `make_figures` draws accurac
 accuracy against selectivity, selectivity against depth and per-unit selectivity distributions. The command line is
 ``python -m experiments.report --sweep DIR``. Figures need matplotlib, imported only by
 `selectivity_jax.report.figures`.
+
+Reports read results only: this package imports the run directory's files (`selectivity_jax.rundir`) and typed
+results (`selectivity_jax.records`), never the training, the sweep or the benchmarks (`selectivity_jax.bench`, home
+of the accelerator check).
 """
 
 from selectivity_jax.report.runs import MissingRun, Run, Sweep, load_run, load_sweep

@@ -17,8 +17,8 @@ from typing import Any, Iterable, NamedTuple
 import numpy as np
 
 from selectivity_jax.rundir import (CONFIG_FILE, METRICS_FILE, RESULTS_FILE, SELECTIVITY_FILE, SWEEP_FILE,
-                                    find_run_dirs, is_finished, read_json, read_run_config, read_run_results)
-from selectivity_jax.train.metrics import read_jsonl
+                                    find_run_dirs, is_finished, read_json, read_jsonl, read_run_config,
+                                    read_run_results)
 
 
 def grid_key(alpha: float, seed: int) -> tuple[float, int]:

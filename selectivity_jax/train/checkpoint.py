@@ -1,4 +1,5 @@
-"""Orbax checkpoints of the train state (``CheckpointManager`` with the ``args`` API)."""
+"""Orbax checkpoints of the train state (``CheckpointManager`` with the ``args`` API), and a group's runs' files:
+checkpoints restored at one common step, saved and pruned together, the metrics of an interrupted epoch."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ import os
 from typing import Any, Callable
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+from selectivity_jax.faults import fault_point
+from selectivity_jax.rundir import (CHECKPOINT_DIR, METRICS_FILE, PARTIAL_EPOCH_FILE, RESULTS_FILE, TIMING_FILE,
+                                    write_npz)
+from selectivity_jax.train.metrics import MetricsWriter
+from selectivity_jax.train.state import TrainState, stack_states, unstack_state
 
 
 def checkpoint_manager(directory: str, *, create: bool = True) -> ocp.CheckpointManager:
@@ -65,3 +73,106 @@ def restore_newest(manager: ocp.CheckpointManager, target: Any | None, *, at_mos
             reason = " ".join(f"{type(error).__name__}: {error}".split())
             skipped.append((step, reason[:200]))
     return Restored(None, tuple(skipped))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# A group's runs: checkpoints restored at one common step, saved and pruned together, and the per-step metrics of an
+# epoch a SIGTERM interrupted.
+# ----------------------------------------------------------------------------------------------------------------------
+
+class RunFiles:
+    """One run's files: work directory, checkpoint manager and metrics and timing writers."""
+
+    def __init__(self, workdir: str):
+        self.workdir = workdir
+        self.manager = checkpoint_manager(os.path.join(workdir, CHECKPOINT_DIR))
+        self.writer = MetricsWriter(os.path.join(workdir, METRICS_FILE))
+        self.timing = MetricsWriter(os.path.join(workdir, TIMING_FILE))
+        self.results_path = os.path.join(workdir, RESULTS_FILE)
+        self.partial_epoch_path = os.path.join(workdir, PARTIAL_EPOCH_FILE)
+
+
+def _restore_run(run: RunFiles, target: TrainState, log: Callable[[str], None], at_most: int | None = None):
+    restored = restore_newest(run.manager, target, at_most=at_most)
+    for step, why in restored.skipped:
+        log(f"warning: {run.workdir}: checkpoint {step} does not restore ({why}); deleted, trying an older one")
+        run.manager.delete(step)
+    return restored
+
+
+def restore_group(runs: list[RunFiles], states: TrainState, log: Callable[[str], None]) -> TrainState:
+    """Newest checkpoints of a group's runs that restore, at one step for all, stacked (the initial ``states`` [K, ...]
+    when no run has one). A run whose newest checkpoints are damaged falls back to an older one, and the others to the
+    same step; checkpoints and log rows after that step are dropped (replayed and written again)."""
+    targets = [unstack_state(states, k) for k in range(len(runs))]
+    restored = [_restore_run(run, target, log) for run, target in zip(runs, targets)]
+    step = min(r.step or 0 for r in restored)
+    if any((r.step or 0) != step for r in restored) and step:
+        restored = [r if r.step == step else _restore_run(run, target, log, at_most=step)
+                    for r, run, target in zip(restored, runs, targets)]
+        if any(r.step != step for r in restored):
+            raise ValueError(f"runs {[run.workdir for run in runs]} have no checkpoint at one common step; "
+                             "train them in separate groups")
+    for run in runs:
+        for newer in [s for s in run.manager.all_steps() if s > step]:
+            run.manager.delete(newer)  # newer than the step resumed from: replayed and saved again
+        run.writer.truncate_after(step)
+        run.timing.truncate_after(step)
+    if not step:
+        return states
+    log(f"resuming {len(runs)} run(s) from step {step}")
+    return jax.device_put(stack_states([r.state for r in restored]), jax.tree.map(lambda leaf: leaf.sharding, states))
+
+
+def prune_group(runs: list[RunFiles], max_to_keep: int, is_regular: Callable[[int], bool]) -> None:
+    """Waits for the runs' checkpoint writes, then keeps what `prune_checkpoints` says (``is_regular(step)``: on the
+    checkpoint cadence, or the last step)."""
+    for run in runs:
+        run.manager.wait_until_finished()
+        fault_point("checkpoint_saved")
+        if jax.process_index() == 0:
+            prune_checkpoints(run.manager, max_to_keep, is_regular)
+
+
+def save_group(runs: list[RunFiles], states: TrainState, max_to_keep: int, is_regular: Callable[[int], bool],
+               wait: bool = False) -> None:
+    """Saves each model of ``states`` [K, ...] into its run (asynchronously; ``wait``: finished and pruned)."""
+    prune_group(runs, max_to_keep, is_regular)  # the previous save (asynchronous) has long finished by now
+    for k, run in enumerate(runs):
+        save_state(run.manager, unstack_state(states, k))
+        fault_point("checkpoint_save")
+    if wait:
+        prune_group(runs, max_to_keep, is_regular)
+
+
+def save_partial_epoch(runs: list[RunFiles], step: int, metrics: dict[str, np.ndarray]) -> None:
+    """Stores each run's per-step metrics ({name: [steps, K]}) of the unfinished epoch, so that the resumed run's
+    row for the epoch averages every step of it, as an uninterrupted run's does."""
+    for k, run in enumerate(runs):
+        write_npz(run.partial_epoch_path, {"step": np.asarray(step), **{name: np.asarray(value[:, k])
+                                                                         for name, value in metrics.items()}})
+
+
+def load_partial_epoch(runs: list[RunFiles], step: int, steps_done: int,
+                        log: Callable[[str], None]) -> list[dict[str, np.ndarray]]:
+    """The per-step metrics [steps_done, K] `save_partial_epoch` stored at ``step`` ([] when not all runs have
+    them: the epoch's row then averages the steps after the resume only, with a warning)."""
+    parts = []
+    for run in runs:
+        try:
+            with np.load(run.partial_epoch_path) as stored:
+                part = {name: stored[name] for name in stored.files}
+        except (OSError, ValueError):
+            part = None
+        if part is None or int(part.pop("step")) != step or any(len(v) != steps_done for v in part.values()):
+            log(f"warning: {run.workdir}: no metrics of the steps before {step} in this epoch; its metrics.jsonl "
+                "row averages the steps after the resume only")
+            return []
+        parts.append(part)
+    return [{name: np.stack([part[name] for part in parts], axis=1) for name in parts[0]}]
+
+
+def remove_partial_epoch(runs: list[RunFiles]) -> None:
+    for run in runs:
+        if os.path.exists(run.partial_epoch_path):
+            os.remove(run.partial_epoch_path)

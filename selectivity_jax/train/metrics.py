@@ -1,4 +1,5 @@
-"""Run outputs as plain files: JSON lines of metrics, JSON results, and human-readable progress lines."""
+"""Run outputs as plain files: JSON lines of metrics, human-readable progress lines, and the host-side figures of an
+evaluation pass."""
 
 from __future__ import annotations
 
@@ -9,19 +10,15 @@ import sys
 import time
 from typing import Any, Mapping, Sequence, TextIO
 
-from selectivity_jax.rundir import to_jsonable
+import jax
+import numpy as np
+
+from selectivity_jax.records import to_jsonable
 
 
 def json_line(row: Mapping[str, Any]) -> str:
     """One strict-JSON line (keys sorted) for a .jsonl file."""
     return json.dumps(to_jsonable(row), sort_keys=True, allow_nan=False) + "\n"
-
-
-def read_jsonl(path: str) -> list[dict[str, Any]]:
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 class MetricsWriter:
@@ -93,3 +90,21 @@ class Progress:
             parts += [f"val acc {field('val_accuracy', '.3f')}", f"val sel {field('val_selectivity', '.3f')}"]
         parts += [f"{images_per_second:.0f} img/s", f"ETA {format_duration(eta)}"]
         print(" | ".join(parts), file=self.stream, flush=True)
+
+
+def summarize_evals(totals: dict, stats) -> list[dict[str, Any]]:
+    """Host-side figures of one `make_evaluate` pass, one dict per model of the group."""
+    totals = jax.device_get(totals)
+    per_layer = jax.device_get(jax.vmap(lambda model_stats: model_stats.per_layer())(stats))
+    dead = jax.device_get(jax.vmap(lambda model_stats: model_stats.dead_fraction())(stats))
+    summaries = []
+    for k in range(len(totals["count"])):
+        count = float(totals["count"][k])
+        layers = {name: float(value[k]) for name, value in per_layer.items()}
+        dead_k = {name: float(value[k]) for name, value in dead.items()}
+        summaries.append({"accuracy": float(totals["correct"][k]) / count,
+                          "cross_entropy": float(totals["cross_entropy"][k]) / count,
+                          "selectivity": float(np.mean(list(layers.values()))), "per_layer_selectivity": layers,
+                          "dead_unit_fraction": float(np.mean(list(dead_k.values()))),
+                          "per_layer_dead_fraction": dead_k, "count": int(count)})
+    return summaries

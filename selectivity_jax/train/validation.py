@@ -102,13 +102,7 @@ def _model_problem(config: ml_collections.ConfigDict, build: bool = True) -> str
     return None
 
 
-def validate_config(config: ml_collections.ConfigDict, *, sweep: bool = False) -> None:
-    """Raises one ValueError listing every problem of a training ``config`` (configs/base.py); ``sweep`` also
-    checks ``config.sweep``'s grid."""
-    problems = _Problems(config)
-    problems.number("seed", 0, MAX_SEED, integer=True)
-    problems.number("alpha")
-    problems.number("alpha_warmup_epochs", 0)
+def _check_data(problems: _Problems, config: ml_collections.ConfigDict) -> None:
     problems.check("data.name", lambda v: v in SOURCES, f"one of {sorted(SOURCES)}")
     for field in ("num_val", "val_per_class", "train_subset", "test_subset"):
         problems.number(f"data.{field}", 0, integer=True, optional=True)
@@ -125,6 +119,9 @@ def validate_config(config: ml_collections.ConfigDict, *, sweep: bool = False) -
             problems.found.append(f"data.mean has {len(mean)} channels but data.std {len(std)}")
     problems.number("augment.crop_padding", 0, integer=True)
     problems.check("augment.flip", lambda v: isinstance(v, bool), "True or False")
+
+
+def _check_optimization(problems: _Problems, config: ml_collections.ConfigDict) -> None:
     problems.number("batch_size", 1, integer=True)
     problems.number("eval_batch_size", 1, integer=True)
     problems.number("learning_rate", 0)
@@ -140,6 +137,9 @@ def validate_config(config: ml_collections.ConfigDict, *, sweep: bool = False) -
     problems.number("num_epochs", 0)
     if not problems.found and not config.num_train_steps and not config.num_epochs > 0:
         problems.found.append("the run has no training steps: set num_train_steps or num_epochs > 0")
+
+
+def _check_execution(problems: _Problems) -> None:
     problems.check("compute_dtype", lambda v: v in COMPUTE_DTYPES, f"one of {list(COMPUTE_DTYPES)}")
     problems.number("steps_per_call", 0, integer=True, optional=True)
     problems.check("vmap_conv", lambda v: v in STRATEGIES + ("auto",), f"one of {list(STRATEGIES + ('auto',))}",
@@ -150,17 +150,37 @@ def validate_config(config: ml_collections.ConfigDict, *, sweep: bool = False) -
         problems.number(field, 1, integer=True)
     problems.number("num_devices", 0, integer=True)
     problems.check("distributed", lambda v: isinstance(v, bool), "True or False", optional=True)
+
+
+def _check_model(problems: _Problems, config: ml_collections.ConfigDict) -> None:
     found_before = len(problems.found)
     problems.check("model.norm", lambda v: v in NORMS, f"one of {list(NORMS)}", optional=True)
     problems.check("model.dropout", lambda v: _is_number(v) and 0 <= v < 1, "a rate >= 0 and < 1", optional=True)
     model_problem = _model_problem(config, build=len(problems.found) == found_before)  # a bad norm is said once
     if model_problem:
         problems.found.append(model_problem)
+
+
+def _check_sweep(problems: _Problems) -> None:
+    problems.check("sweep.alphas", lambda v: _finite_sequence(v) and len(set(v)) == len(v),
+                   "a non-empty tuple of distinct finite numbers")
+    problems.check("sweep.seeds", lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(
+        _is_integer(s) and 0 <= s <= MAX_SEED for s in v) and len(set(v)) == len(v),
+        "a non-empty tuple of distinct integer seeds >= 0")
+
+
+def validate_config(config: ml_collections.ConfigDict, *, sweep: bool = False) -> None:
+    """Raises one ValueError listing every problem of a training ``config`` (configs/base.py); ``sweep`` also
+    checks ``config.sweep``'s grid."""
+    problems = _Problems(config)
+    problems.number("seed", 0, MAX_SEED, integer=True)
+    problems.number("alpha")
+    problems.number("alpha_warmup_epochs", 0)
+    _check_data(problems, config)
+    _check_optimization(problems, config)
+    _check_execution(problems)
+    _check_model(problems, config)
     if sweep:
-        problems.check("sweep.alphas", lambda v: _finite_sequence(v) and len(set(v)) == len(v),
-                       "a non-empty tuple of distinct finite numbers")
-        problems.check("sweep.seeds", lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(
-            _is_integer(s) and 0 <= s <= MAX_SEED for s in v) and len(set(v)) == len(v),
-            "a non-empty tuple of distinct integer seeds >= 0")
+        _check_sweep(problems)
     if problems.found:
         raise ValueError("invalid config: " + "; ".join(problems.found))

@@ -9,8 +9,8 @@ axis-aligned basis) with the highest mean selectivity found in other orthonormal
 (b) `optimise_rotation`: gradient ascent of the mean selectivity over rotations, from the identity and from (a).
 
 `basis_analysis` runs all four. Every selectivity here, the axis-aligned baseline included, is computed by
-`selectivity_jax.analysis.rotation.rotated_selectivity` with one rule for negative responses (default ``'shift'``,
-see `selectivity_jax.analysis.rotation`), so the four numbers differ only by the basis.
+`selectivity_jax.measures.rotation.rotated_selectivity` with one rule for negative responses (default
+``'shift_class_means'``, see `selectivity_jax.measures.rotation`), so the four numbers differ only by the basis.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 import optax
 import scipy.linalg
 
-from selectivity_jax.analysis.rotation import (DEFAULT_NEGATIVES, NegativesRule, _check_rule, axis_aligned_selectivity,
+from selectivity_jax.measures.rotation import (DEFAULT_NEGATIVES, NegativesRule, _check_rule, axis_aligned_selectivity,
                                                rotate_responses, rotated_selectivity)
 from selectivity_jax.selectivity import DEFAULT_EPS, class_sums_and_counts
 
@@ -85,6 +85,44 @@ def _orthonormal_complement(vectors: np.ndarray, first: np.ndarray | None = None
     return complement
 
 
+def _centered_class_directions(sums: np.ndarray, counts: np.ndarray
+                               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Step 1 of `class_mean_basis`, from class sums [C, U] and counts [C] (float64) -> (present classes [C'], grand
+    mean of the class means [U], centered class means [C', U], their unit directions [C', U] (zero rows stay 0))."""
+    present = np.flatnonzero(counts > 0)
+    if present.size < 2:
+        raise ValueError(f"the class-mean basis needs at least two present classes; got {present.size}")
+    means = sums[present] / counts[present, None]                           # [C', U]
+    grand_mean = means.mean(axis=0)
+    centered = means - grand_mean[None, :]
+    norms = np.linalg.norm(centered, axis=1)
+    if not np.any(norms > 0):
+        raise ValueError("all present classes have the same mean response: there are no class-mean directions")
+    directions = centered / np.where(norms > 0, norms, 1.0)[:, None]
+    return present, grand_mean, centered, directions
+
+
+def _picked_classes(directions: np.ndarray, units: int) -> np.ndarray:
+    """Step 2 of `class_mean_basis`: indices into the C' directions [C', U]; all if C' <= U, else the U that QR with
+    column pivoting picks first, sorted."""
+    if directions.shape[0] <= units:
+        return np.arange(directions.shape[0])
+    _, _, pivots = scipy.linalg.qr(directions.T, mode="economic", pivoting=True)
+    return np.sort(pivots[:units])
+
+
+def _loewdin_frame(directions: np.ndarray, grand_mean: np.ndarray, rtol: float) -> np.ndarray:
+    """Step 3 of `class_mean_basis`: the k picked unit directions [k, U] -> the nearest orthonormal frame [U, k],
+    rank-deficient directions lifted out of their span (along ``grand_mean`` first), each oriented to its class."""
+    left, singular, right_t = np.linalg.svd(directions.T, full_matrices=False)  # [U, k], [k], [k, k]
+    rank = int(np.sum(singular > rtol * singular[0]))
+    frame = left[:, :rank] @ right_t[:rank]                                 # [U, k]
+    if rank < directions.shape[0]:
+        lift = _orthonormal_complement(left[:, :rank], first=grand_mean)[:, :directions.shape[0] - rank]
+        frame = frame + lift @ right_t[rank:]
+    return np.where((np.sum(frame * directions.T, axis=0) < 0)[None, :], -frame, frame)
+
+
 def class_mean_basis(
     responses: Array,
     labels: Array,
@@ -121,33 +159,14 @@ def class_mean_basis(
     """
     responses32 = jnp.asarray(responses, jnp.float32)
     sums, counts = class_sums_and_counts(responses32, labels, num_classes)
-    sums, counts = np.asarray(sums, np.float64), np.asarray(counts, np.float64)
-    present = np.flatnonzero(counts > 0)
+    present, grand_mean, centered, directions = _centered_class_directions(np.asarray(sums, np.float64),
+                                                                           np.asarray(counts, np.float64))
     units = responses32.shape[1]
-    if present.size < 2:
-        raise ValueError(f"the class-mean basis needs at least two present classes; got {present.size}")
-    means = sums[present] / counts[present, None]                           # [C', U]
-    grand_mean = means.mean(axis=0)
-    centered = means - grand_mean[None, :]
-    norms = np.linalg.norm(centered, axis=1)
-    if not np.any(norms > 0):
-        raise ValueError("all present classes have the same mean response: there are no class-mean directions")
-    directions = centered / np.where(norms > 0, norms, 1.0)[:, None]        # [C', U] unit (or zero) rows
-    picked = np.arange(present.size)
-    if present.size > units:
-        _, _, pivots = scipy.linalg.qr(directions.T, mode="economic", pivoting=True)
-        picked = np.sort(pivots[:units])
-    left, singular, right_t = np.linalg.svd(directions[picked].T, full_matrices=False)  # [U, k], [k], [k, k]
-    rank = int(np.sum(singular > rtol * singular[0]))
-    frame = left[:, :rank] @ right_t[:rank]                                 # [U, k]
-    if rank < picked.size:
-        lift = _orthonormal_complement(left[:, :rank], first=grand_mean)[:, :picked.size - rank]
-        frame = frame + lift @ right_t[rank:]
-    frame = np.where((np.sum(frame * directions[picked].T, axis=0) < 0)[None, :], -frame, frame)
+    picked = _picked_classes(directions, units)
+    frame = _loewdin_frame(directions[picked], grand_mean, rtol)
     completion = _orient(_orthonormal_complement(frame), centered)
-    basis = np.concatenate([frame, completion], axis=1)
+    basis = jnp.asarray(np.concatenate([frame, completion], axis=1), jnp.float32)
     direction_classes = np.concatenate([present[picked], np.full(units - picked.size, -1)]).astype(np.int64)
-    basis = jnp.asarray(basis, jnp.float32)
     return ClassMeanBasis(basis=basis, direction_classes=direction_classes, num_class_directions=int(picked.size),
                           selectivity=rotated_selectivity(responses32, labels, num_classes, basis, negatives, eps))
 

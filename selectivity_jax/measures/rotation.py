@@ -98,14 +98,8 @@ def rotate_responses(responses: Array, rotation: Array) -> Array:
 
 
 @partial(jax.jit, static_argnames=("num_classes", "negatives", "eps"))
-def rotated_selectivity(
-    responses: Array,
-    labels: Array,
-    num_classes: int,
-    rotation: Array,
-    negatives: NegativesRule = DEFAULT_NEGATIVES,
-    eps: float = DEFAULT_EPS,
-) -> Array:
+def rotated_selectivity(responses: Array, labels: Array, num_classes: int, rotation: Array,
+                        negatives: NegativesRule = DEFAULT_NEGATIVES, eps: float = DEFAULT_EPS) -> Array:
     """SI per rotated unit [U]: the index of ``make_nonnegative(responses [N, U] @ rotation [U, U], negatives)``.
 
     Network Dissection, Sec. 3.2, with the class selectivity index as the interpretability measure. With

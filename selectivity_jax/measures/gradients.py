@@ -6,7 +6,7 @@ variable across samples and units in high-selectivity networks).
 
 A layer is ``units_fn(images) -> responses [B, U]`` (images float32 [B, ...] in pixel space [0, 1]; a conv channel's
 response is the spatial mean of its post-ReLU map), e.g. ``jax.tree_util.Partial(apply_fn, variables)`` (see
-`selectivity_jax.analysis.attacks.jittable` on closures). Samples must not interact (batch norm in inference mode).
+`selectivity_jax.measures.attacks.jittable` on closures). Samples must not interact (batch norm in inference mode).
 
 The input-unit gradient of sample ``n`` and unit ``u`` is ``g[n, u] = d responses[n, u] / d images[n]``, an array
 shaped like one image ([H, W, C]), flattened below to a vector of ``D`` values. With ``nu[n, u] = ||g[n, u]||_2``
@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from selectivity_jax.analysis.attacks import jittable, pad_to, padded_batches, to_unit_interval
+from selectivity_jax.measures.attacks import jittable, pad_to, padded_batches, to_unit_interval
 
 Array = jax.Array
 UnitsFn = Callable[[Array], Array]
@@ -179,6 +179,39 @@ def _nanmean(values: np.ndarray) -> float:
     return float(finite.mean()) if finite.size else float("nan")
 
 
+def _analysed_units(units_fn: UnitsFn, images: np.ndarray, max_units: int | None, key: Array | None) -> np.ndarray:
+    """The K unit indices analysed: all U, or ``max_units`` of them drawn without replacement by ``key``, sorted."""
+    unit_indices = _default_unit_indices(units_fn, images)
+    if max_units is not None and max_units < len(unit_indices):
+        if max_units < 1:
+            raise ValueError(f"max_units must be positive; got {max_units}")
+        key = jax.random.key(0) if key is None else key
+        unit_indices = np.sort(np.asarray(jax.random.choice(key, unit_indices, (max_units,), replace=False)))
+    return unit_indices
+
+
+def _streamed_gradients(units_fn: UnitsFn, images: np.ndarray, unit_indices: np.ndarray, batch_size: int,
+                        unit_chunk_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One pass over the data set in padded batches -> (gradient norms [N, K] float64, per-unit mean pairwise cosine
+    over samples [K], per-sample mean pairwise cosine over units [N]); O(K x D) memory (module docstring)."""
+    model = jittable(units_fn)
+    chunk_size = _chunk_size(unit_chunk_size, len(unit_indices))
+    device_units = jnp.asarray(unit_indices, jnp.int32)
+    unit_sums = jnp.zeros((len(unit_indices), int(np.prod(images.shape[1:]))), jnp.float32)
+    norms, sample_cosines = [], []
+    for start, valid in padded_batches(images.shape[0], batch_size):
+        batch = pad_to(images[start:start + valid], batch_size)
+        mask = jnp.arange(batch_size) < valid
+        batch_norms, unit_sums, sample_sums = _batch_gradient_sums(
+            model, jnp.asarray(batch), mask, device_units, unit_sums, unit_chunk_size=chunk_size)
+        batch_norms = np.asarray(batch_norms, np.float64)[:valid]
+        norms.append(batch_norms)
+        sample_cosines.append(_mean_pairwise_cosine(np.asarray(sample_sums)[:valid], np.sum(batch_norms > 0, axis=1)))
+    norms = np.concatenate(norms)                                                          # [N, K]
+    unit_cosine = _mean_pairwise_cosine(np.asarray(unit_sums), np.sum(norms > 0, axis=0))
+    return norms, unit_cosine, np.concatenate(sample_cosines)
+
+
 def gradient_variability(units_fn: UnitsFn, images: Any, *, batch_size: int, max_units: int | None = None,
                          key: Array | None = None, unit_chunk_size: int = 16) -> dict[str, Any]:
     """Variability of the input-unit gradients of one layer over a data set (statistics in the module docstring).
@@ -204,30 +237,12 @@ def gradient_variability(units_fn: UnitsFn, images: Any, *, batch_size: int, max
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive; got {batch_size}")
     batch_size = min(batch_size, images.shape[0])
-    unit_indices = _default_unit_indices(units_fn, images[:batch_size])
-    if max_units is not None and max_units < len(unit_indices):
-        if max_units < 1:
-            raise ValueError(f"max_units must be positive; got {max_units}")
-        key = jax.random.key(0) if key is None else key
-        unit_indices = np.sort(np.asarray(jax.random.choice(key, unit_indices, (max_units,), replace=False)))
-    model = jittable(units_fn)
-    chunk_size = _chunk_size(unit_chunk_size, len(unit_indices))
-    device_units = jnp.asarray(unit_indices, jnp.int32)
-    unit_sums = jnp.zeros((len(unit_indices), int(np.prod(images.shape[1:]))), jnp.float32)
-    norms, sample_cosines = [], []
-    for start, valid in padded_batches(images.shape[0], batch_size):
-        batch = pad_to(images[start:start + valid], batch_size)
-        mask = jnp.arange(batch_size) < valid
-        batch_norms, unit_sums, sample_sums = _batch_gradient_sums(
-            model, jnp.asarray(batch), mask, device_units, unit_sums, unit_chunk_size=chunk_size)
-        batch_norms = np.asarray(batch_norms, np.float64)[:valid]
-        norms.append(batch_norms)
-        sample_cosines.append(_mean_pairwise_cosine(np.asarray(sample_sums)[:valid], np.sum(batch_norms > 0, axis=1)))
-    norms = np.concatenate(norms)                                                          # [N, K]
-    unit_cosine = _mean_pairwise_cosine(np.asarray(unit_sums), np.sum(norms > 0, axis=0))
+    unit_indices = _analysed_units(units_fn, images[:batch_size], max_units, key)
+    norms, unit_cosine, sample_cosine = _streamed_gradients(units_fn, images, unit_indices, batch_size,
+                                                            unit_chunk_size)
     per_unit_cv = _coefficient_of_variation(norms, axis=0)
     per_sample_cv = _coefficient_of_variation(norms, axis=1)
-    unit_distance, sample_distance = 1.0 - unit_cosine, 1.0 - np.concatenate(sample_cosines)
+    unit_distance, sample_distance = 1.0 - unit_cosine, 1.0 - sample_cosine
     return {
         "unit_indices": np.asarray(unit_indices),
         "norm_cv_over_samples": per_unit_cv,

@@ -8,13 +8,14 @@ Sections, each a typed result, printed as it is measured and written to ``accele
 2. the ResNet20 train step at batch 128, float32 and bfloat16, with and without the selectivity term;
 3. vmapped groups of K models for every convolution strategy (models/vmap_conv.py), and which one is fastest;
 4. the wall time of one CIFAR-10 epoch (45k images on the devices) for one model and a 16-model group;
-5. the PyTorch reference (train/torch_reference.py), eager and ``torch.compile``, when torch is installed;
+5. the PyTorch reference (bench/torch_reference.py), eager and ``torch.compile``, when torch is installed;
 6. the alpha grid of configs/cifar10_resnet20.py (19 alphas, one seed, vmapped groups) on an image-folder copy of
    CIFAR-10, for as many epochs as the budget left allows (learning-rate schedule scaled to that length), then the
    sweep report (accuracy and selectivity against alpha, accuracy against selectivity) in the same directory.
 
-``smoke=True`` runs every section at toy size (ResNet20 at width 4, batch 16, groups of 1 and 2, a 3-alpha grid of
-the grid's two end alphas for one epoch on synthetic images unless a data root is given) so that CI can run it on a CPU in a few minutes.
+``smoke=True`` runs every section at toy size (ResNet20 at width 4, batch 16, groups of 1 and 2, a grid of the
+config's two end alphas for one epoch on synthetic images unless a data root is given) so that CI can run it on a CPU
+in a few minutes.
 """
 
 from __future__ import annotations
@@ -25,24 +26,24 @@ import math
 import os
 import re
 import time
-from importlib import metadata
 from typing import Any, Callable
 
 import jax
 import ml_collections
 import numpy as np
 
+from selectivity_jax.bench import torch_reference
+from selectivity_jax.bench.step_timing import (EpochTiming, StepTiming, benchmark_groups, fastest_strategy, time_epoch,
+                                               time_train_step)
 from selectivity_jax.data import load_splits
 from selectivity_jax.models.vmap_conv import STRATEGIES, default_strategy
+from selectivity_jax.records import versions
 from selectivity_jax.report.sweep_report import write_sweep_report
 from selectivity_jax.report.tables import markdown_table
-from selectivity_jax.sweep import run_sweep
-from selectivity_jax.train import torch_reference
-from selectivity_jax.train.benchmark import (EpochTiming, StepTiming, benchmark_groups, fastest_strategy, time_epoch,
-                                             time_train_step)
-from selectivity_jax.train.loop import default_steps_per_call
 from selectivity_jax.rundir import read_run_results, run_dirname, write_json
+from selectivity_jax.sweep import run_sweep
 from selectivity_jax.train.metrics import format_duration
+from selectivity_jax.train.setup import default_steps_per_call
 
 JSON_FILE = "accelerator_check.json"
 MARKDOWN_FILE = "accelerator_check.md"
@@ -91,16 +92,17 @@ class TorchRow:
 
 @dataclasses.dataclass
 class GridResult:
+    """Section 6: the alpha grid's runs, its planned and actual time, and each alpha's test figures."""
     sweep_dir: str
     alphas: list[float]
-    epochs: int
-    group_size: int
-    vmap_conv: str
-    planned_seconds: float
+    epochs: int                  # 0: not run (``note`` says why)
+    group_size: int              # models per vmapped group
+    vmap_conv: str               # the strategy the groups ran by
+    planned_seconds: float       # compilation and training, times the safety factor
     seconds: float
-    test_accuracy: dict[str, float]
+    test_accuracy: dict[str, float]      # keyed by f"{alpha:g}"
     test_selectivity: dict[str, float]
-    report_files: list[str]
+    report_files: list[str]      # the sweep report's tables and figures, relative to the work directory
     note: str = ""
 
 
@@ -178,23 +180,14 @@ def plan_epochs(seconds_left: float, epoch_seconds_per_model: float, num_models:
     return max(0, int((seconds_left / safety - fixed) // (num_models * epoch_seconds_per_model)))
 
 
-def _versions() -> dict[str, str]:
-    versions = {}
-    for package in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
-    versions["torch"] = torch_reference.torch_version() or "not installed"
-    return versions
-
-
 def environment() -> Environment:
     device = jax.devices()[0]
     memory = (device.memory_stats() or {}).get("bytes_limit") if hasattr(device, "memory_stats") else None
+    found = versions("torch")  # the libraries a run records, and torch (the reference of section 5)
+    found.setdefault("torch", "not installed")
     return Environment(platform=device.platform, device_kind=device.device_kind,
                        device_count=jax.device_count(), process_count=jax.process_count(), memory_bytes=memory,
-                       host_cpus=os.cpu_count() or 0, versions=_versions())
+                       host_cpus=os.cpu_count() or 0, versions=found)
 
 
 def _torch_rows(sizes: CheckSizes, log: Callable[[str], None]) -> list[TorchRow]:
@@ -268,8 +261,8 @@ def _run_grid(base: ml_collections.ConfigDict, check: AcceleratorCheck, sizes: C
     planned = sizes.safety * (num_groups * 2 * compile_seconds + epochs * len(alphas) * epoch_seconds_per_model)
     sweep_dir = existing or os.path.join(workdir, f"{GRID_PREFIX}{epochs}ep")
     if epochs < 1:
-        note = (f"the budget left ({format_duration(max(0.0, deadline - time.time()))}) does not fit one epoch of the grid "
-                f"(about {format_duration(len(alphas) * epoch_seconds_per_model)} plus compilation); "
+        note = (f"the budget left ({format_duration(max(0.0, deadline - time.time()))}) does not fit one epoch of the "
+                f"grid (about {format_duration(len(alphas) * epoch_seconds_per_model)} plus compilation); "
                 f"give a larger --budget_minutes")
         log(f"  skipped: {note}")
         return GridResult(sweep_dir, alphas, 0, group_size, strategy, planned, 0.0, {}, {}, [], note)
@@ -292,12 +285,9 @@ def _run_grid(base: ml_collections.ConfigDict, check: AcceleratorCheck, sizes: C
                       [os.path.relpath(p, workdir) for p in written["tables"] + written["figures"]])
 
 
-def run_check(base: ml_collections.ConfigDict, workdir: str, *, budget_minutes: float = 8.0, smoke: bool = False,
-              data_root: str | None = None, log: Callable[[str], None] = print) -> AcceleratorCheck:
-    """Runs every section into ``workdir`` within ``budget_minutes`` in all (the grid gets what the others leave).
-
-    ``base``: the training config whose model, recipe and alpha grid are checked (configs/cifar10_resnet20.py).
-    """
+def check_inputs(base: ml_collections.ConfigDict, workdir: str, budget_minutes: float, smoke: bool,
+                 data_root: str | None) -> None:
+    """Raises ValueError, before anything is written, for input `run_check` cannot run on."""
     if base.model.name != "resnet20":
         raise ValueError(f"the check times ResNet20 against its PyTorch twin; the config's model is "
                          f"{base.model.name!r}")
@@ -310,32 +300,30 @@ def run_check(base: ml_collections.ConfigDict, workdir: str, *, budget_minutes: 
         raise ValueError(f"--data_root {data_root} does not exist")
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise ValueError(f"--workdir {workdir} is a file")
-    start = time.time()
-    deadline = start + 60 * budget_minutes
-    sizes = SMOKE if smoke else FULL
-    check = AcceleratorCheck(smoke=smoke, budget_minutes=budget_minutes)
-    os.makedirs(workdir, exist_ok=True)
 
-    def save():
-        check.seconds = time.time() - start
-        write_check(check, workdir)
 
+def _check_environment(check: AcceleratorCheck, base: ml_collections.ConfigDict, sizes: CheckSizes,
+                       log: Callable[[str], None]) -> None:
     check.environment = env = environment()
     log(f"1. {env.device_count} x {env.device_kind} ({env.platform}), {env.process_count} process(es)"
         + (f", data parallel over all {env.device_count} devices" if env.device_count > 1 else "")
         + f"; {', '.join(f'{k} {v}' for k, v in env.versions.items())}")
-    save()
 
+
+def _check_train_steps(check: AcceleratorCheck, base: ml_collections.ConfigDict, sizes: CheckSizes,
+                       log: Callable[[str], None]) -> None:
     log(f"2. ResNet20 (width {sizes.width}) train step, batch {sizes.batch_size}, "
-        f"{default_steps_per_call(env.platform)} step(s) per call:")
+        f"{default_steps_per_call(check.environment.platform)} step(s) per call:")
     for dtype in ("float32", "bfloat16"):
         for term in (False, True):
             timing = time_train_step(step_config(base, sizes, dtype), alphas=(1.0,), selectivity_term=term,
                                      timed_steps=sizes.timed_steps)
             check.train_steps.append(timing)
             log(_step_line(timing))
-    save()
 
+
+def _check_groups(check: AcceleratorCheck, base: ml_collections.ConfigDict, sizes: CheckSizes,
+                  log: Callable[[str], None]) -> None:
     log(f"3. vmapped groups K = {', '.join(map(str, sizes.group_sizes))}, every convolution strategy:")
     check.groups = benchmark_groups(step_config(base, sizes), sizes.group_sizes, STRATEGIES,
                                     timed_steps=sizes.timed_steps)
@@ -346,8 +334,10 @@ def run_check(base: ml_collections.ConfigDict, workdir: str, *, budget_minutes: 
     check.fastest_strategy = fastest_strategy(check.groups, max(sizes.group_sizes))
     log(f"  fastest at K={max(sizes.group_sizes)}: {check.fastest_strategy}; the project's default here: "
         f"{check.default_strategy}")
-    save()
 
+
+def _check_epochs(check: AcceleratorCheck, base: ml_collections.ConfigDict, sizes: CheckSizes,
+                  log: Callable[[str], None]) -> None:
     log(f"4. one epoch of {sizes.epoch_images} images on the devices:")
     for models in (1, sizes.epoch_group):
         config = step_config(base, sizes)
@@ -355,12 +345,39 @@ def run_check(base: ml_collections.ConfigDict, workdir: str, *, budget_minutes: 
         epoch = time_epoch(config, models=models, num_train=sizes.epoch_images)
         check.epochs.append(epoch)
         log(f"  {models} model(s): {epoch.seconds:.1f} s ({epoch.images_per_second:.0f} images/s in total)")
-    save()
 
+
+def _check_torch(check: AcceleratorCheck, base: ml_collections.ConfigDict, sizes: CheckSizes,
+                 log: Callable[[str], None]) -> None:
     log("5. PyTorch reference (same ResNet20, selectivity from forward hooks):")
     check.torch = _torch_rows(sizes, log)
-    save()
 
+
+# Sections 1 to 5, in order: each measures into the check and logs as it goes (the grid, 6, takes what they leave).
+MEASUREMENTS = (_check_environment, _check_train_steps, _check_groups, _check_epochs, _check_torch)
+
+
+def run_check(base: ml_collections.ConfigDict, workdir: str, *, budget_minutes: float = 8.0, smoke: bool = False,
+              data_root: str | None = None, log: Callable[[str], None] = print) -> AcceleratorCheck:
+    """Runs every section into ``workdir`` within ``budget_minutes`` in all (the grid gets what the others leave),
+    writing the files after each section.
+
+    ``base``: the training config whose model, recipe and alpha grid are checked (configs/cifar10_resnet20.py).
+    """
+    check_inputs(base, workdir, budget_minutes, smoke, data_root)
+    start = time.time()
+    deadline = start + 60 * budget_minutes
+    sizes = SMOKE if smoke else FULL
+    check = AcceleratorCheck(smoke=smoke, budget_minutes=budget_minutes)
+    os.makedirs(workdir, exist_ok=True)
+
+    def save():
+        check.seconds = time.time() - start
+        write_check(check, workdir)
+
+    for measure in MEASUREMENTS:
+        measure(check, base, sizes, log)
+        save()
     log(f"6. the alpha grid, {format_duration(max(0.0, deadline - time.time()))} of the budget left:")
     check.grid = _run_grid(base, check, sizes, workdir, data_root, deadline, log)
     save()
@@ -376,75 +393,101 @@ def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
+def _environment_md(check: AcceleratorCheck) -> list[str]:
+    env = check.environment
+    if not env:
+        return []
+    rows = [["devices", f"{env.device_count} x {env.device_kind} ({env.platform})"],
+            ["processes", str(env.process_count)],
+            ["memory per device", _mb(env.memory_bytes)],
+            ["host CPUs", str(env.host_cpus)],
+            ["data parallel", "yes, over every device" if env.device_count > 1 else "no (one device)"]]
+    return ["## 1. Environment", "",
+            markdown_table(["what", "value"], rows + [[k, v] for k, v in env.versions.items()], align="l"), ""]
+
+
+def _train_steps_md(check: AcceleratorCheck) -> list[str]:
+    if not check.train_steps:
+        return []
+    rows = []
+    for dtype in ("float32", "bfloat16"):
+        timings = {t.selectivity_term: t for t in check.train_steps if t.compute_dtype == dtype}
+        for term, t in sorted(timings.items()):
+            overhead = f"{100 * (t.step_ms / timings[False].step_ms - 1):+.1f}%" if term and False in timings else ""
+            rows.append([dtype, "yes" if term else "no", _rate(t.images_per_second), f"{t.step_ms:.2f}",
+                         overhead, str(t.compilations), f"{t.compile_seconds:.1f}"])
+    first = check.train_steps[0]
+    return ["## 2. ResNet20 train step", "",
+            f"Batch {SMOKE.batch_size if check.smoke else FULL.batch_size}, {first.steps_per_call} step(s) "
+            "per jitted call, data on the devices (gather, crop, flip and normalization inside the step).", "",
+            markdown_table(["dtype", "selectivity term", "images/s", "ms/step", "term overhead", "compilations",
+                            "compile s"], rows), ""]
+
+
+def _groups_md(check: AcceleratorCheck) -> list[str]:
+    if not check.groups:
+        return []
+    sizes = sorted(next(iter(check.groups.values())))
+
+    def cell(rows: dict[int, StepTiming], k: int) -> str:
+        return f"{_rate(rows[k].images_per_second)} ({rows[k].images_per_second / rows[1].images_per_second:.2f}x)"
+    rows = [[strategy] + [cell(check.groups[strategy], k) for k in sizes] for strategy in check.groups]
+    return ["## 3. vmapped groups (total images/s, and vs K = 1)", "",
+            markdown_table(["strategy"] + [f"K = {k}" for k in sizes], rows), "",
+            f"Fastest at K = {sizes[-1]}: **{check.fastest_strategy}**; the project's default on this "
+            f"platform (`config.vmap_conv='auto'`): **{check.default_strategy}**."
+            + ("" if check.fastest_strategy == check.default_strategy else
+               " They differ: set `--config.vmap_conv` or change `default_strategy` in "
+               "selectivity_jax/models/vmap_conv.py."), ""]
+
+
+def _epochs_md(check: AcceleratorCheck) -> list[str]:
+    if not check.epochs:
+        return []
+    rows = [[str(e.models), str(e.num_train), str(e.steps), f"{e.seconds:.2f}", _rate(e.images_per_second)]
+            for e in check.epochs]
+    return ["## 4. One epoch, data on the devices", "",
+            markdown_table(["models", "images", "steps", "seconds", "images/s in total"], rows), ""]
+
+
+def _torch_md(check: AcceleratorCheck) -> list[str]:
+    if not check.torch:
+        return []
+    rows = [[r.mode, "yes" if r.selectivity_term else "no", _rate(r.images_per_second),
+             "-" if r.step_ms is None else f"{r.step_ms:.2f}", r.note] for r in check.torch]
+    lines = ["## 5. PyTorch reference", "",
+             markdown_table(["mode", "selectivity term", "images/s", "ms/step", "note"], rows), ""]
+    jax_term = [t for t in check.train_steps if t.compute_dtype == "float32" and t.selectivity_term]
+    for r in check.torch:
+        if r.selectivity_term and r.images_per_second and jax_term:
+            lines.append(f"JAX float32 / PyTorch {r.mode}, with the selectivity term: "
+                         f"**{jax_term[0].images_per_second / r.images_per_second:.2f}x**")
+    return lines + [""]
+
+
+def _grid_md(check: AcceleratorCheck) -> list[str]:
+    grid = check.grid
+    if not grid:
+        return []
+    lines = ["## 6. The alpha grid", ""]
+    if grid.note:
+        lines += [grid.note, ""]
+    if grid.epochs:
+        rows = [[a, f"{grid.test_accuracy[a]:.4f}", f"{grid.test_selectivity[a]:.4f}"] for a in grid.test_accuracy]
+        lines += [f"{len(grid.alphas)} alphas x {grid.epochs} epoch(s), one seed, groups of <= {grid.group_size}, "
+                  f"{grid.vmap_conv} convolutions: {format_duration(grid.seconds)} (planned "
+                  f"{format_duration(grid.planned_seconds)}). Runs in `{os.path.basename(grid.sweep_dir)}/`; "
+                  "report: `report.md`, figures in `figures/`.", "",
+                  markdown_table(["alpha", "test accuracy", "test selectivity"], rows), ""]
+        lines += [f"![{name}]({name})" for name in grid.report_files if name.endswith(".png")] + [""]
+    return lines
+
+
 def markdown(check: AcceleratorCheck) -> str:
     """The check as a Markdown page (the sections measured so far)."""
     lines = [f"# Accelerator check{' (smoke: toy sizes)' if check.smoke else ''}", ""]
-    env = check.environment
-    if env:
-        lines += ["## 1. Environment", "",
-                  markdown_table(["what", "value"], [["devices", f"{env.device_count} x {env.device_kind} ({env.platform})"],
-                                            ["processes", str(env.process_count)],
-                                            ["memory per device", _mb(env.memory_bytes)],
-                                            ["host CPUs", str(env.host_cpus)],
-                                            ["data parallel", "yes, over every device" if env.device_count > 1
-                                             else "no (one device)"]]
-                                 + [[k, v] for k, v in env.versions.items()], align="l"), ""]
-    if check.train_steps:
-        rows = []
-        for dtype in ("float32", "bfloat16"):
-            timings = {t.selectivity_term: t for t in check.train_steps if t.compute_dtype == dtype}
-            for term, t in sorted(timings.items()):
-                overhead = (f"{100 * (t.step_ms / timings[False].step_ms - 1):+.1f}%" if term and False in timings
-                            else "")
-                rows.append([dtype, "yes" if term else "no", _rate(t.images_per_second), f"{t.step_ms:.2f}",
-                             overhead, str(t.compilations), f"{t.compile_seconds:.1f}"])
-        first = check.train_steps[0]
-        lines += ["## 2. ResNet20 train step", "",
-                  f"Batch {SMOKE.batch_size if check.smoke else FULL.batch_size}, {first.steps_per_call} step(s) "
-                  "per jitted call, data on the devices (gather, crop, flip and normalization inside the step).", "",
-                  markdown_table(["dtype", "selectivity term", "images/s", "ms/step", "term overhead",
-                                  "compilations", "compile s"], rows), ""]
-    if check.groups:
-        sizes = sorted(next(iter(check.groups.values())))
-        rows = [[strategy] + [f"{_rate(check.groups[strategy][k].images_per_second)} "
-                              f"({check.groups[strategy][k].images_per_second / check.groups[strategy][1].images_per_second:.2f}x)"
-                              for k in sizes] for strategy in check.groups]
-        lines += ["## 3. vmapped groups (total images/s, and vs K = 1)", "",
-                  markdown_table(["strategy"] + [f"K = {k}" for k in sizes], rows), "",
-                  f"Fastest at K = {sizes[-1]}: **{check.fastest_strategy}**; the project's default on this "
-                  f"platform (`config.vmap_conv='auto'`): **{check.default_strategy}**."
-                  + ("" if check.fastest_strategy == check.default_strategy else
-                     " They differ: set `--config.vmap_conv` or change `default_strategy` in "
-                     "selectivity_jax/models/vmap_conv.py."), ""]
-    if check.epochs:
-        rows = [[str(e.models), str(e.num_train), str(e.steps), f"{e.seconds:.2f}", _rate(e.images_per_second)]
-                for e in check.epochs]
-        lines += ["## 4. One epoch, data on the devices", "",
-                  markdown_table(["models", "images", "steps", "seconds", "images/s in total"], rows), ""]
-    if check.torch:
-        rows = [[r.mode, "yes" if r.selectivity_term else "no", _rate(r.images_per_second),
-                 "-" if r.step_ms is None else f"{r.step_ms:.2f}", r.note] for r in check.torch]
-        lines += ["## 5. PyTorch reference", "", markdown_table(["mode", "selectivity term", "images/s", "ms/step",
-                                                                 "note"], rows), ""]
-        jax_term = [t for t in check.train_steps if t.compute_dtype == "float32" and t.selectivity_term]
-        for r in check.torch:
-            if r.selectivity_term and r.images_per_second and jax_term:
-                lines.append(f"JAX float32 / PyTorch {r.mode}, with the selectivity term: "
-                             f"**{jax_term[0].images_per_second / r.images_per_second:.2f}x**")
-        lines.append("")
-    grid = check.grid
-    if grid:
-        lines += ["## 6. The alpha grid", ""]
-        if grid.note:
-            lines += [grid.note, ""]
-        if grid.epochs:
-            rows = [[a, f"{grid.test_accuracy[a]:.4f}", f"{grid.test_selectivity[a]:.4f}"] for a in grid.test_accuracy]
-            lines += [f"{len(grid.alphas)} alphas x {grid.epochs} epoch(s), one seed, groups of <= {grid.group_size}, "
-                      f"{grid.vmap_conv} convolutions: {format_duration(grid.seconds)} (planned "
-                      f"{format_duration(grid.planned_seconds)}). Runs in `{os.path.basename(grid.sweep_dir)}/`; report: "
-                      "`report.md`, figures in `figures/`.", "",
-                      markdown_table(["alpha", "test accuracy", "test selectivity"], rows), ""]
-            lines += [f"![{name}]({name})" for name in grid.report_files if name.endswith(".png")] + [""]
+    for section in (_environment_md, _train_steps_md, _groups_md, _epochs_md, _torch_md, _grid_md):
+        lines += section(check)
     lines.append(f"Total: {format_duration(check.seconds)} of a {check.budget_minutes:g}-minute budget.")
     return "\n".join(lines) + "\n"
 

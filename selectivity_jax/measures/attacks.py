@@ -325,40 +325,50 @@ def pgd(logits_fn: LogitsFn, images: Any, labels: Any, epsilon: float, *, norm: 
 
 # ---------------------------------------------------------------------------------------------------- data sets
 
-def adversarial_batches(
-    logits_fn: LogitsFn,
-    images: Any,
-    labels: Any,
-    *,
-    attack: str = "pgd",
-    norm: str = "linf",
-    epsilons: float | Sequence[float] | None = None,
-    steps: int = 10,
-    step_size: float | None = None,
-    step_size_factor: float = DEFAULT_STEP_SIZE_FACTOR,
-    random_start: bool = True,
-    key: Array | None = None,
-    batch_size: int = 256,
-) -> Iterator[dict[str, Any]]:
-    """Attacks a data set batch by batch (arguments as in `attack_batch`; images [N, ...], labels [N]).
+@dataclasses.dataclass(frozen=True)
+class AttackOptions:
+    """The keyword arguments of `adversarial_batches`, `adversarial_examples` and `adversarial_accuracy`, with their
+    defaults: those of `attack_batch`, plus ``batch_size`` (examples per jitted call; the last batch is padded)."""
 
-    Yields, per batch of ``b <= batch_size`` examples (padding removed): "start" (index of the first example),
-    "clean" float32 [b, ...], "labels" [b], "adversarial" [E, b, ...], "fooled" and "loss" [E, b], "clean_fooled"
-    [b] (device arrays, except "start"). The random start of batch i uses ``jax.random.fold_in(key, i)``.
-    """
-    config = AttackConfig(attack=attack, norm=norm, steps=steps, random_start=random_start)
-    epsilon_values = _epsilon_array(epsilons, norm)
-    step_sizes = jnp.asarray(_step_sizes(epsilon_values, config, step_size, step_size_factor))
+    attack: str = "pgd"
+    norm: str = "linf"
+    epsilons: float | Sequence[float] | None = None
+    steps: int = 10
+    step_size: float | None = None
+    step_size_factor: float = DEFAULT_STEP_SIZE_FACTOR
+    random_start: bool = True
+    key: Array | None = None
+    batch_size: int = 256
+
+    def config(self) -> AttackConfig:
+        """The static part, as compiled (FGSM canonicalised to one step without random start)."""
+        return AttackConfig(attack=self.attack, norm=self.norm, steps=self.steps, random_start=self.random_start)
+
+    def epsilon_values(self) -> np.ndarray:
+        """[E] float32 budgets (by default ``DEFAULT_*_EPSILONS`` of the norm)."""
+        return _epsilon_array(self.epsilons, self.norm)
+
+    def step_sizes(self) -> np.ndarray:
+        """[E] float32 step length per budget."""
+        return _step_sizes(self.epsilon_values(), self.config(), self.step_size, self.step_size_factor)
+
+
+def _attacked_batches(logits_fn: LogitsFn, images: Any, labels: Any, options: AttackOptions
+                      ) -> Iterator[dict[str, Any]]:
+    """`adversarial_batches` once its keyword arguments are bound (inputs are checked on the first ``next``)."""
+    config = options.config()
+    epsilon_values = options.epsilon_values()
+    step_sizes = jnp.asarray(_step_sizes(epsilon_values, config, options.step_size, options.step_size_factor))
     epsilon_values = jnp.asarray(epsilon_values)
     images = to_unit_interval(images)
     labels = np.asarray(labels)
     if labels.shape != images.shape[:1] or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be integers of shape [{images.shape[0]}]; got {labels.dtype} {labels.shape}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive; got {batch_size}")
-    key = jax.random.key(0) if key is None else key
+    if options.batch_size < 1:
+        raise ValueError(f"batch_size must be positive; got {options.batch_size}")
+    key = jax.random.key(0) if options.key is None else options.key
     model = jittable(logits_fn)
-    batch_size = min(batch_size, max(len(images), 1))
+    batch_size = min(options.batch_size, max(len(images), 1))
     for index, (start, valid) in enumerate(padded_batches(len(images), batch_size)):
         batch_images = pad_to(images[start:start + valid], batch_size)
         batch_labels = pad_to(labels[start:start + valid].astype(np.int32), batch_size)
@@ -369,14 +379,26 @@ def adversarial_batches(
                "loss": result["loss"][:, :valid], "clean_fooled": result["clean_fooled"][:valid]}
 
 
-def adversarial_examples(logits_fn: LogitsFn, images: Any, labels: Any, **kwargs: Any) -> dict[str, np.ndarray]:
-    """All adversarial examples of a data set on the host (keyword arguments as in `adversarial_batches`).
+def adversarial_batches(logits_fn: LogitsFn, images: Any, labels: Any, **options: Any) -> Iterator[dict[str, Any]]:
+    """Attacks a data set batch by batch: images [N, ...], labels [N]; ``options`` are the fields of `AttackOptions`
+    (the keyword arguments of `attack_batch`, plus ``batch_size``).
+
+    Yields, per batch of ``b <= batch_size`` examples (padding removed): "start" (index of the first example),
+    "clean" float32 [b, ...], "labels" [b], "adversarial" [E, b, ...], "fooled" and "loss" [E, b], "clean_fooled"
+    [b] (device arrays, except "start"). The random start of batch i uses ``jax.random.fold_in(key, i)``.
+    """
+    return _attacked_batches(logits_fn, images, labels, AttackOptions(**options))
+
+
+def adversarial_examples(logits_fn: LogitsFn, images: Any, labels: Any, **options: Any) -> dict[str, np.ndarray]:
+    """All adversarial examples of a data set on the host (``options``: the fields of `AttackOptions`).
 
     Returns "adversarial" float32 [E, N, ...] (E x the data set's float32 size: for large sets iterate over
     `adversarial_batches` instead), "fooled" bool [E, N], "clean_fooled" bool [N], "epsilons" [E].
     """
-    batches = list(adversarial_batches(logits_fn, images, labels, **kwargs))
-    epsilons = _epsilon_array(kwargs.get("epsilons"), kwargs.get("norm", "linf"))
+    bound = AttackOptions(**options)
+    batches = list(_attacked_batches(logits_fn, images, labels, bound))
+    epsilons = bound.epsilon_values()
     if not batches:
         raise ValueError("no examples to attack")
     return {"adversarial": np.concatenate([np.asarray(b["adversarial"]) for b in batches], axis=1),
@@ -385,40 +407,25 @@ def adversarial_examples(logits_fn: LogitsFn, images: Any, labels: Any, **kwargs
             "epsilons": epsilons}
 
 
-def adversarial_accuracy(
-    logits_fn: LogitsFn,
-    images: Any,
-    labels: Any,
-    *,
-    attack: str = "pgd",
-    norm: str = "linf",
-    epsilons: float | Sequence[float] | None = None,
-    steps: int = 10,
-    step_size: float | None = None,
-    step_size_factor: float = DEFAULT_STEP_SIZE_FACTOR,
-    random_start: bool = True,
-    key: Array | None = None,
-    batch_size: int = 256,
-) -> dict[str, Any]:
-    """Accuracy under attack at every epsilon over a data set (arguments as in `attack_batch`, images [N, ...]).
+def adversarial_accuracy(logits_fn: LogitsFn, images: Any, labels: Any, **options: Any) -> dict[str, Any]:
+    """Accuracy under attack at every epsilon over a data set: images [N, ...], labels [N]; ``options`` are the
+    fields of `AttackOptions` (the keyword arguments of `attack_batch`, plus ``batch_size``).
 
     Returns a JSON-ready dict: "accuracy" [E] (fraction of examples still classified correctly), "clean_accuracy",
     "epsilons" [E], "step_sizes" [E], "attack", "norm", "steps", "random_start", "num_examples".
     """
-    config = AttackConfig(attack=attack, norm=norm, steps=steps, random_start=random_start)
-    epsilon_values = _epsilon_array(epsilons, norm)
+    bound = AttackOptions(**options)
+    config = bound.config()
+    epsilon_values = bound.epsilon_values()
     correct = np.zeros(epsilon_values.shape, np.int64)
     clean_correct, count = 0, 0
-    for batch in adversarial_batches(logits_fn, images, labels, attack=attack, norm=norm, epsilons=epsilon_values,
-                                     steps=steps, step_size=step_size, step_size_factor=step_size_factor,
-                                     random_start=random_start, key=key, batch_size=batch_size):
+    for batch in _attacked_batches(logits_fn, images, labels, bound):
         correct += np.sum(~np.asarray(batch["fooled"]), axis=1)
         clean_correct += int(np.sum(~np.asarray(batch["clean_fooled"])))
         count += int(batch["clean_fooled"].shape[0])
     if count == 0:
         raise ValueError("no examples to attack")
     return {"attack": config.attack, "norm": config.norm, "steps": config.steps, "random_start": config.random_start,
-            "epsilons": [float(e) for e in epsilon_values],
-            "step_sizes": [float(s) for s in _step_sizes(epsilon_values, config, step_size, step_size_factor)],
+            "epsilons": [float(e) for e in epsilon_values], "step_sizes": [float(s) for s in bound.step_sizes()],
             "accuracy": [float(c) / count for c in correct], "clean_accuracy": clean_correct / count,
             "num_examples": count}

@@ -22,7 +22,8 @@ from selectivity_jax.data import nominal_shape
 from selectivity_jax.data.on_device import TrainArrays, put_eval_arrays, put_train_arrays
 from selectivity_jax.models.vmap_conv import convolution_kernels, cpu_settings, resolve_strategy
 from selectivity_jax.parallel import make_data_mesh, mesh_platform
-from selectivity_jax.train.loop import RunSetup, setup_kernels, setup_run, steps_in_next_call, steps_per_call_of
+from selectivity_jax.train.setup import RunSetup, setup_kernels, setup_run, steps_in_next_call, steps_per_call_of
+
 
 @dataclasses.dataclass(frozen=True)
 class StepTiming:
