@@ -75,9 +75,12 @@ def _without_seconds(value):
     return value
 
 
-def file_digest(path: pathlib.Path) -> str:
-    """sha256 of a file's bytes; of a JSON file's content without wall-clock seconds."""
+def file_digest(path: pathlib.Path, directory: pathlib.Path) -> str:
+    """sha256 of a file's bytes; of a JSON file's content without wall-clock seconds; of a report with the production
+    directory's path replaced."""
     data = path.read_bytes()
+    if path.suffix == ".md":
+        data = data.replace(str(directory).encode(), b"<directory>")
     if path.suffix == ".json":
         data = json.dumps(_without_seconds(json.loads(data)), sort_keys=True).encode()
     return hashlib.sha256(data).hexdigest()
@@ -91,7 +94,7 @@ def fingerprint(directory: pathlib.Path) -> dict[str, str]:
         for name in sorted(files):
             if name not in VARYING:
                 path = pathlib.Path(root) / name
-                hashes[str(path.relative_to(directory))] = file_digest(path)
+                hashes[str(path.relative_to(directory))] = file_digest(path, directory)
     return hashes
 
 
