@@ -94,10 +94,10 @@ MUTANTS = (
     # -- the training step --
     Mutant("alpha_warmup_ramp_off_by_one", "selectivity_jax/train/step.py",
            "return alpha * jnp.minimum(1.0, (step + 1) / warmup_steps)",
-           "return alpha * jnp.minimum(1.0, step / warmup_steps)", ("tests/test_train.py", "tests/test_norm_dropout.py")),
+           "return alpha * jnp.minimum(1.0, step / warmup_steps)", ("tests/test_state.py",)),
     Mutant("weight_decay_on_every_parameter", "selectivity_jax/train/state.py",
            "return jax.tree.map(lambda p: p.ndim > 1, params)", "return jax.tree.map(lambda p: True, params)",
-           ("tests/test_train.py", "tests/test_torch_reference.py")),
+           ("tests/test_state.py",)),
     Mutant("normalize_multiplies_by_std", "selectivity_jax/data/on_device.py",
            "return ((x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)).astype(dtype)",
            "return ((x - jnp.asarray(mean, jnp.float32)) * jnp.asarray(std, jnp.float32)).astype(dtype)",
@@ -107,7 +107,7 @@ MUTANTS = (
            "offsets = jax.random.randint(crop_key, (batch, 2), 0, 2 * padding)", ("tests/test_on_device.py",)),
     Mutant("lr_decay_boundaries_ignored", "selectivity_jax/train/state.py",
            "boundaries = {int(round(f * total_steps)): decay_factor for f in decay_at}", "boundaries = {}",
-           ("tests/test_train.py", "tests/test_torch_reference.py")),
+           ("tests/test_state.py",)),
     # -- the analyses' math --
     Mutant("cka_feature_path_squares_wrong_norm", "selectivity_jax/measures/similarity.py",
            "cross = np.linalg.norm(y.T @ x) ** 2", "cross = np.linalg.norm(y.T @ x)", ("tests/test_similarity.py",)),
