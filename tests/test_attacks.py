@@ -147,6 +147,21 @@ def test_linear_two_class_model_reaches_the_analytic_worst_case(norm, epsilons):
         assert 0 == run["clean_fooled"].mean() < run["fooled"][0].mean() < run["fooled"][-1].mean() < 1
 
 
+@pytest.mark.parametrize("scale", [1e-4, 1.0])
+def test_fgsm_steps_exactly_eps_whatever_the_gradient_size(scale):
+    """The fast gradient method moves by eps along the unit-norm ascent direction (Goodfellow et al. 2015; Miyato
+    et al. 2016 for L2): with the box inactive, ||x_adv - x||_2 = eps and ||x_adv - x||_inf = eps, for a model whose
+    input gradients are tiny (scale 1e-4) as for one whose gradients are large."""
+    logits_fn, w, b = linear_model(seed=6)
+    logits_fn = jax.tree_util.Partial(linear_logits, jnp.asarray(w * scale, jnp.float32), jnp.asarray(b, jnp.float32))
+    images, labels = linear_data(w, b, seed=7)
+    for norm, eps, order in (("l2", 0.5, 2), ("linf", 0.05, np.inf)):
+        run = adversarial_examples(logits_fn, images, labels, attack="fgsm", norm=norm, epsilons=(eps,),
+                                   batch_size=16)
+        step = (run["adversarial"][0] - images).reshape(len(images), -1).astype(np.float64)
+        np.testing.assert_allclose(np.linalg.norm(step, ord=order, axis=1), eps, rtol=1e-4, err_msg=norm)
+
+
 @pytest.mark.parametrize("norm,epsilons", [("linf", (0.01, 0.02, 0.04)), ("l2", (0.1, 0.3, 0.6))])
 def test_linear_multiclass_model_cannot_beat_the_bound(norm, epsilons):
     logits_fn, w, b = linear_model(seed=4)

@@ -25,6 +25,17 @@ def test_crop_stays_inside_the_padded_image():
     assert len(shifts) > 20  # offsets vary over the 9 x 9 possibilities
 
 
+def test_crop_offsets_cover_every_window():
+    """RandomCrop with padding p draws each of the (2p + 1)^2 windows of the padded image (He et al. 2016's
+    augmentation), the last row and column of offsets too."""
+    images = jnp.asarray(np.arange(1, 17, dtype=np.uint8).reshape(1, 4, 4, 1).repeat(2000, axis=0))
+    out = np.asarray(random_crop_flip(jax.random.key(2), images, padding=2, flip=False))
+    padded = np.pad(np.asarray(images[0]), ((2, 2), (2, 2), (0, 0)))
+    offsets = {next((dy, dx) for dy in range(5) for dx in range(5) if np.array_equal(padded[dy:dy + 4, dx:dx + 4], c))
+               for c in out}
+    assert offsets == {(dy, dx) for dy in range(5) for dx in range(5)}
+
+
 def test_flips_half_the_time():
     images = jnp.tile(jnp.arange(4, dtype=jnp.uint8)[None, None, :, None], (2000, 2, 1, 1))  # a ramp along width
     out = np.asarray(random_crop_flip(jax.random.key(1), images, padding=0, flip=True))
