@@ -115,15 +115,27 @@ def _describe(error: BaseException, argv: list[str] | None = None) -> str:
         last = [line for line in trace.splitlines() if line.strip()][-1].strip()
         return f"{before.strip().rstrip(':')}: {last}"
     if isinstance(error, KeyError | AttributeError):
-        field = message.strip("\"'")
-        overrides = [arg.split("=", 1)[0] for arg in argv or () if arg.startswith("--config.")
-                     and arg.split("=", 1)[0].split(".")[-1] == field]
-        return (f"{overrides[0] if overrides else field}: the config has no field {field!r} (--config.<field> "
-                "overrides must name a field of the config file)")
+        return _unknown_field(message, argv)
     cause = error.__cause__ or error.__context__
     if cause is not None and str(cause).strip() and str(cause).strip() not in message:
         message += f" ({str(cause).strip()})"
     return message
+
+
+def _unknown_field(message: str, argv: list[str] | None) -> str:
+    """One line for a ``--config.`` override naming no field of the config, with ml_collections' suggestion (its
+    message arrives quoted and escaped, e.g. ``'\\'datadir\\'\\nDid you mean "data_dir" ...'``)."""
+    text = message.replace("\\'", "'").replace("\\n", "\n")
+    name = re.search(r"[A-Za-z_][\w-]*", text)
+    field = name.group(0) if name else text
+    paths = [arg.split("=", 1)[0].split(".") for arg in argv or () if arg.startswith("--config.")]
+    overrides = [".".join(path[:path.index(field) + 1]) for path in paths if field in path[1:]]
+    where = overrides[0] if overrides else field
+    suggestion = re.search(r'Did you mean "([\w-]+)"', text)
+    hint = (f"; did you mean {where.rsplit('.', 1)[0]}.{suggestion.group(1)}?" if suggestion and overrides
+            else f"; did you mean {suggestion.group(1)!r}?" if suggestion else "")
+    return (f"{where}: the config has no field {field!r}{hint} (--config.<field> overrides must name a field of "
+            "the config file)")
 
 
 def run_reporting_errors(fn: Callable[[], Any]) -> Any:

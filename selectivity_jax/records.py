@@ -66,8 +66,12 @@ class Record:
     ``from_json(data)`` rebuilds the instance from it, field by field after the type hints (nested records, lists,
     tuples, dicts with string keys, ``X | None``; a null float reads back as NaN)."""
 
+    # Fields left out of the JSON while they are None (a record whose file omits what did not happen).
+    OMITTED_WHEN_NONE: typing.ClassVar[tuple[str, ...]] = ()
+
     def to_json(self) -> dict[str, Any]:
-        return {field.name: to_jsonable(getattr(self, field.name)) for field in dataclasses.fields(self)}
+        return {field.name: to_jsonable(getattr(self, field.name)) for field in dataclasses.fields(self)
+                if not (field.name in self.OMITTED_WHEN_NONE and getattr(self, field.name) is None)}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]):
@@ -114,6 +118,83 @@ class CurveStat(Record):
 def curve_stat(curves: Sequence[Sequence[float]]) -> CurveStat:
     stats = [seed_stat(column) for column in zip(*curves)]
     return CurveStat([s.mean for s in stats], [s.std for s in stats])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# What a training run stores (`selectivity_jax.train.loop` writes them; `selectivity_jax.rundir` reads them back).
+
+# The version of what a run stores, written as ``schema_version`` into config.json and results.json. Files without it
+# are version 1 (written before the field existed); `selectivity_jax.rundir.upgrade` reads every older version as
+# the current one.
+SCHEMA_VERSION = 2
+
+@dataclasses.dataclass(frozen=True)
+class EpochMetrics(Record):
+    """One ``metrics.jsonl`` row: a model's training means over an epoch (loss = cross-entropy - alpha * selectivity,
+    Sec. 2 of Leavitt & Morcos 2021), the learning rate of its last step and, when validation ran, the validation
+    figures (left out of the row otherwise)."""
+    epoch: int
+    step: int
+    train_loss: float | None = None             # None: a column that rows of an older run lack
+    train_cross_entropy: float | None = None
+    train_selectivity: float | None = None
+    train_accuracy: float | None = None
+    alpha: float | None = None
+    learning_rate: float | None = None
+    models_in_group: int | None = None
+    val_accuracy: float | None = None
+    val_cross_entropy: float | None = None
+    val_selectivity: float | None = None
+    val_layer_selectivity: dict[str, float] | None = None      # {layer: mean selectivity of its units}
+    val_dead_unit_fraction: float | None = None
+
+    OMITTED_WHEN_NONE = ("val_accuracy", "val_cross_entropy", "val_selectivity", "val_layer_selectivity",
+                         "val_dead_unit_fraction")
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalization(Record):
+    """Per-channel mean and standard deviation in [0, 1] pixel units that the model's inputs were normalised by."""
+    mean: list[float]
+    std: list[float]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResults(Record):
+    """A finished run's ``results.json``: test figures (network selectivity = mean over layers of the mean over units,
+    per layer too), what ran (model, steps, devices, convolution kernels, versions) and what restoring the model needs
+    besides ``config.json`` and the checkpoint. Fields that runs of an older schema lack are None
+    (`selectivity_jax.rundir.upgrade`); read back, a record is of the current schema."""
+    alpha: float
+    seed: int
+    model: str
+    test_accuracy: float
+    test_selectivity: float
+    per_layer_selectivity: dict[str, float]
+    layer_names: list[str]
+    test_cross_entropy: float | None = None
+    test_examples: int | None = None
+    test_dead_unit_fraction: float | None = None
+    per_layer_dead_fraction: dict[str, float] | None = None
+    val_accuracy: float | None = None
+    val_selectivity: float | None = None
+    steps: int | None = None
+    epochs: int | None = None
+    split_sizes: dict[str, int] | None = None
+    models_in_group: int | None = None
+    device_kind: str | None = None
+    device_count: int | None = None
+    process_count: int | None = None
+    vmap_conv: str | None = None
+    cpu_tuning: str | None = None
+    convolutions: str | None = None                 # whose kernels ran the convolutions ('onednn', 'xla', ...)
+    versions: dict[str, str] | None = None
+    num_classes: int | None = None
+    image_shape: list[int] | None = None
+    normalization: Normalization | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    OMITTED_WHEN_NONE = ("val_accuracy", "val_selectivity")
 
 
 # The libraries whose versions every run records (results.json), in that order after Python's.

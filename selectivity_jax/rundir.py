@@ -7,6 +7,8 @@ directory holds ``sweep.json``, one run directory per (alpha, seed) and its repo
 what this module recognises as the project's (`clear_project_dir`), and a directory another process works in is
 refused (`DirectoryLock`). Whether a directory can take a run of a config (`check_workdir`: new, the same run
 resumed, or overwritten) is decided here too, with the config fields that do not change what a run computes.
+A finished run reads back as one typed `Run` (`load_run`; results as `records.RunResults`, metrics rows as
+`records.EpochMetrics`), and files of an older schema pass through `upgrade`, the one place that knows them.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import filelock
 import ml_collections
 import numpy as np
 
-from selectivity_jax.records import to_jsonable
+from selectivity_jax.records import SCHEMA_VERSION, EpochMetrics, RunResults, to_jsonable
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"       # one row per epoch; the same bits whether or not the run was interrupted
@@ -110,19 +112,118 @@ def write_npz(path: str, arrays: Mapping[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+# Config fields added since version 1, with the value that a version-1 run was trained with.
+_CONFIG_FIELDS_ADDED_IN_2 = {"model.norm": "batch", "model.dropout": 0.0, "cpu_tuning": "auto"}
+
+
+def _set_dotted(tree: dict[str, Any], path: str, value: Any) -> None:
+    *parents, leaf = path.split(".")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+    tree.setdefault(leaf, value)
+
+
+def upgrade(file_name: str, stored: dict[str, Any]) -> dict[str, Any]:
+    """The one place that reads runs stored by an older version: ``stored`` (the parsed ``config.json`` or
+    ``results.json``, by ``file_name``) as the current schema writes it, without its ``schema_version``. Version 1
+    configs lack `_CONFIG_FIELDS_ADDED_IN_2` (filled with the values those runs had); version 1 results may lack
+    ``layer_names`` (the keys of ``per_layer_selectivity``) and the fields `RunResults` leaves None."""
+    if not isinstance(stored, dict):
+        raise ValueError(f"the {file_name} holds {type(stored).__name__}, not a JSON object")
+    version = stored.get("schema_version", 1)
+    if version > SCHEMA_VERSION:
+        raise ValueError(f"the {file_name} was written by a newer selectivity_jax (schema {version}; this one reads "
+                         f"up to {SCHEMA_VERSION}): upgrade selectivity_jax")
+    upgraded = json.loads(json.dumps(stored))
+    upgraded.pop("schema_version", None)
+    if version < 2 and file_name == CONFIG_FILE:
+        for path, value in _CONFIG_FIELDS_ADDED_IN_2.items():
+            _set_dotted(upgraded, path, value)
+    if version < 2 and file_name == RESULTS_FILE and "layer_names" not in upgraded:
+        upgraded["layer_names"] = list(upgraded.get("per_layer_selectivity", {}))
+    return upgraded
+
+
+def config_to_store(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """What ``config.json`` holds: the config's fields and the `SCHEMA_VERSION`."""
+    return {**json.loads(config.to_json_best_effort(sort_keys=True)), "schema_version": SCHEMA_VERSION}
+
+
 def read_run_config(run_dir: str) -> dict[str, Any]:
-    """The ``config.json`` of a run directory (FileNotFoundError naming it when there is none)."""
+    """The ``config.json`` of a run directory in the current schema (FileNotFoundError naming it when there is
+    none)."""
     path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{run_dir} is not a run directory: no {CONFIG_FILE}")
-    return read_json(path)
+    return upgrade(CONFIG_FILE, read_json(path))
 
 
-def read_run_results(run_dir: str) -> dict[str, Any]:
+def read_run_results(run_dir: str) -> RunResults:
     """The ``results.json`` of a finished run (ValueError naming the run when it has not finished)."""
     if not is_finished(run_dir):
         raise ValueError(f"{run_dir} has not finished training (no {RESULTS_FILE}); train it first")
-    return read_json(os.path.join(run_dir, RESULTS_FILE))
+    return RunResults.from_json(upgrade(RESULTS_FILE, read_json(os.path.join(run_dir, RESULTS_FILE))))
+
+
+def read_metrics(run_dir: str) -> list[EpochMetrics]:
+    """The ``metrics.jsonl`` rows of a run, one per epoch logged ([] before the first epoch ended)."""
+    return [EpochMetrics.from_json(row) for row in read_jsonl(os.path.join(run_dir, METRICS_FILE))]
+
+
+def read_unit_selectivity(run_dir: str) -> dict[str, np.ndarray]:
+    """Per-unit test selectivity [U] by layer name from a run's ``selectivity.npz`` ({} if the file is absent)."""
+    path = os.path.join(run_dir, SELECTIVITY_FILE)
+    if not os.path.exists(path):
+        return {}
+    with np.load(path) as npz:
+        return {name: np.asarray(npz[name], dtype=np.float64) for name in npz.files}
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """A finished run as stored: the one type that reads a run directory back (reports, analyses, restoring)."""
+    path: str
+    results: RunResults
+    config: dict[str, Any]                      # config.json in the current schema ({} if absent)
+    unit_selectivity: dict[str, np.ndarray]     # per-unit test selectivity [U] by layer
+    metrics: list[EpochMetrics]
+
+    @property
+    def alpha(self) -> float:
+        return float(self.results.alpha)
+
+    @property
+    def seed(self) -> int:
+        return int(self.results.seed)
+
+    @property
+    def test_accuracy(self) -> float:
+        return float(self.results.test_accuracy)
+
+    @property
+    def test_selectivity(self) -> float:
+        return float(self.results.test_selectivity)
+
+    @property
+    def per_layer_selectivity(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.results.per_layer_selectivity.items()}
+
+    @property
+    def layer_names(self) -> list[str]:
+        return list(self.results.layer_names)
+
+    @property
+    def model(self) -> str:
+        return str(self.results.model)
+
+
+def load_run(run_dir: str) -> Run | None:
+    """The finished run in ``run_dir``, or None when it has no ``results.json`` yet."""
+    if not is_finished(run_dir):
+        return None
+    config = read_run_config(run_dir) if os.path.exists(os.path.join(run_dir, CONFIG_FILE)) else {}
+    return Run(path=run_dir, results=read_run_results(run_dir), config=config,
+               unit_selectivity=read_unit_selectivity(run_dir), metrics=read_metrics(run_dir))
 
 
 def find_run_dirs(sweep_dir: str) -> dict[tuple[float, int], str]:
@@ -239,11 +340,6 @@ NON_RESULT_FIELDS = ("sweep", "checkpoint_every_epochs", "max_checkpoints_to_kee
                      "data.cache_dir", "data.download", "data.corrupted_dir", "steps_per_call", "vmap_conv",
                      "cpu_tuning")
 
-# Fields added after runs were first stored, with the value that a stored config without them was trained with: a
-# run directory written before the field existed resumes when the field is at this value.
-ADDED_FIELDS = {"model.norm": "batch", "model.dropout": 0.0}
-
-
 def _comparable(config: dict) -> dict[str, Any]:
     """The config flattened to {dotted path: value}, without `NON_RESULT_FIELDS`."""
     flat: dict[str, Any] = {}
@@ -258,18 +354,18 @@ def _comparable(config: dict) -> dict[str, Any]:
             else:
                 flat[path] = value
     visit(config, "")
-    return {**ADDED_FIELDS, **flat}
+    return flat
 
 
 def _config_changes(workdir: str, config: ml_collections.ConfigDict) -> list[str] | None:
     """The result-changing fields in which the run stored in ``workdir`` differs from ``config`` (None: no run
     stored)."""
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.isfile(path):
+    if not os.path.isfile(os.path.join(workdir, CONFIG_FILE)):
         return None
-    stored = read_json(path)
-    if not isinstance(stored, dict):
-        raise ValueError(f"{path} is not a run config")
+    try:
+        stored = read_run_config(workdir)
+    except ValueError as error:
+        raise ValueError(f"{os.path.join(workdir, CONFIG_FILE)} is not a run config: {error}") from None
     stored, current = _comparable(stored), _comparable(json.loads(config.to_json_best_effort(sort_keys=True)))
     return sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))  # absent = None
 
@@ -304,7 +400,7 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, overwrite: 
     else:
         _refuse_changes(workdir, _config_changes(workdir, config))
     os.makedirs(workdir, exist_ok=True)
-    write_json(os.path.join(workdir, CONFIG_FILE), json.loads(config.to_json_best_effort(sort_keys=True)))
+    write_json(os.path.join(workdir, CONFIG_FILE), config_to_store(config))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +29,7 @@ import ml_collections
 from selectivity_jax.data import ArraySplits, check_available, load_splits
 from selectivity_jax.data.on_device import TrainArrays
 from selectivity_jax.parallel import maybe_initialize_distributed, mesh_platform, replicated
+from selectivity_jax.records import RunResults
 from selectivity_jax.rundir import (SWEEP_FILE, DirectoryLock, check_workdir, check_writable_dir,
                                     foreign_sweep_entries, is_finished, latest_step, read_run_results, run_dirname,
                                     write_json)
@@ -118,7 +119,7 @@ def plan_groups(config: ml_collections.ConfigDict, sweep_dir: str, group_size: i
 
 
 def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str, *, mode: str | None = None, group_size: int = 0,
-              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+              log: Callable[[str], None] = print) -> list[RunResults]:
     """Trains the grid ``config.sweep.alphas`` x ``config.sweep.seeds`` and returns every run's results.
 
     ``mode``: 'vmap' or 'serial' (None: `default_mode`); ``group_size``: models per vmapped group (0: automatic).
@@ -151,7 +152,7 @@ def check_sweep_dir(sweep_dir: str) -> None:
 
 
 def _run_locked(config: ml_collections.ConfigDict, sweep_dir: str, mode: str, group_size: int,
-                mesh: jax.sharding.Mesh, log: Callable[[str], None]) -> list[dict[str, Any]]:
+                mesh: jax.sharding.Mesh, log: Callable[[str], None]) -> list[RunResults]:
     """`run_sweep` once the sweep directory is checked and locked."""
     alphas, seeds = list(config.sweep.alphas), list(config.sweep.seeds)
     write_json(os.path.join(sweep_dir, SWEEP_FILE), {"alphas": alphas, "seeds": seeds, "mode": mode,

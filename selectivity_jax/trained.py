@@ -23,6 +23,7 @@ from selectivity_jax.data import load_splits
 from selectivity_jax.data.on_device import normalization_stats
 from selectivity_jax.models import get_model, model_options
 from selectivity_jax.models.common import active_edit, edit_layers
+from selectivity_jax.records import RunResults
 from selectivity_jax.rundir import CHECKPOINT_DIR, read_run_config, read_run_results
 from selectivity_jax.selectivity import unit_responses
 from selectivity_jax.train.checkpoint import checkpoint_manager, restore_newest
@@ -130,7 +131,7 @@ class TrainedRun:
     mean: tuple[float, ...]          # per-channel normalisation in [0, 1] units
     std: tuple[float, ...]
     num_classes: int
-    results: dict[str, Any]          # the run's results.json
+    results: RunResults | None       # the run's results.json (None: a model given by `from_flax`)
 
     @property
     def alpha(self) -> float:
@@ -213,10 +214,10 @@ def restore_run(run_dir: str) -> TrainedRun:
     their training split once to recover them)."""
     config = ml_collections.ConfigDict(read_run_config(run_dir))
     results = read_run_results(run_dir)
-    if "normalization" in results and "num_classes" in results:
-        num_classes = int(results["num_classes"])
-        mean, std = results["normalization"]["mean"], results["normalization"]["std"]
-    else:
+    if results.normalization is not None and results.num_classes is not None:
+        num_classes = results.num_classes
+        mean, std = results.normalization.mean, results.normalization.std
+    else:  # a run of schema 1 (`selectivity_jax.rundir.upgrade`)
         splits = load_splits(config.data, seed=config.seed)
         num_classes = splits.num_classes
         mean, std = normalization_stats(config.data, splits.train[0])
@@ -261,7 +262,7 @@ def from_flax(apply_fn: Callable[..., Any], variables: Any, *, mean: Sequence[fl
                                         "compute_dtype": "float32", "data": dict(data or {})})
     return TrainedRun(path="", config=config, model=model, variables=variables,
                       mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std),
-                      num_classes=int(num_classes), results={})
+                      num_classes=int(num_classes), results=None)
 
 
 @jax.jit

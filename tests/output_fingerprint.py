@@ -66,27 +66,27 @@ def produce(directory: pathlib.Path) -> None:
     command("experiments.report", "--sweep", str(directory / "vmap"), env=env)
 
 
-def _without_seconds(value):
-    """Parsed JSON without its wall-clock entries (keys named ``seconds``)."""
+def _without(value, keys: frozenset[str]):
+    """Parsed JSON without the entries named ``keys`` at any depth."""
     if isinstance(value, dict):
-        return {key: _without_seconds(item) for key, item in value.items() if key != "seconds"}
+        return {key: _without(item, keys) for key, item in value.items() if key not in keys}
     if isinstance(value, list):
-        return [_without_seconds(item) for item in value]
+        return [_without(item, keys) for item in value]
     return value
 
 
-def file_digest(path: pathlib.Path, directory: pathlib.Path) -> str:
-    """sha256 of a file's bytes; of a JSON file's content without wall-clock seconds; of a report with the production
-    directory's path replaced."""
+def file_digest(path: pathlib.Path, directory: pathlib.Path, ignored: frozenset[str] = frozenset()) -> str:
+    """sha256 of a file's bytes; of a JSON file's content without wall-clock seconds (and the ``ignored`` keys); of
+    a report with the production directory's path replaced."""
     data = path.read_bytes()
     if path.suffix == ".md":
         data = data.replace(str(directory).encode(), b"<directory>")
     if path.suffix == ".json":
-        data = json.dumps(_without_seconds(json.loads(data)), sort_keys=True).encode()
+        data = json.dumps(_without(json.loads(data), frozenset({"seconds"}) | ignored), sort_keys=True).encode()
     return hashlib.sha256(data).hexdigest()
 
 
-def fingerprint(directory: pathlib.Path) -> dict[str, str]:
+def fingerprint(directory: pathlib.Path, ignored: frozenset[str] = frozenset()) -> dict[str, str]:
     """{relative path: sha256} of every file under ``directory`` but the varying ones."""
     hashes = {}
     for root, dirs, files in os.walk(directory):
@@ -94,7 +94,7 @@ def fingerprint(directory: pathlib.Path) -> dict[str, str]:
         for name in sorted(files):
             if name not in VARYING:
                 path = pathlib.Path(root) / name
-                hashes[str(path.relative_to(directory))] = file_digest(path, directory)
+                hashes[str(path.relative_to(directory))] = file_digest(path, directory, ignored)
     return hashes
 
 
@@ -114,6 +114,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", help="write the fingerprint of a fresh production here (JSON)")
     parser.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"), help="compare two fingerprints")
+    parser.add_argument("--ignore", action="append", default=[], metavar="KEY",
+                        help="leave JSON entries named KEY out (a field the change adds on purpose, e.g. "
+                             "schema_version); repeatable")
     parser.add_argument("--keep", help="produce into this new directory and keep it (default: a temporary one)")
     args = parser.parse_args()
     if args.compare:
@@ -124,7 +127,7 @@ def main() -> int:
           tempfile.TemporaryDirectory(prefix="selectivity_jax_fingerprint_")) as directory:
         pathlib.Path(directory).mkdir(parents=True, exist_ok=True)
         produce(pathlib.Path(directory))
-        hashes = fingerprint(pathlib.Path(directory))
+        hashes = fingerprint(pathlib.Path(directory), frozenset(args.ignore))
     pathlib.Path(args.out).write_text(json.dumps(hashes, indent=1, sort_keys=True) + "\n")
     print(f"{len(hashes)} files fingerprinted into {args.out}")
     return 0

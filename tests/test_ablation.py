@@ -39,7 +39,7 @@ def test_accuracy_under_masks_equals_direct_evaluation(run):
     masks[2] = 0.0
     accuracy = accuracy_under_masks(run.logits_fn, LAYER, masks, images, labels, fill=np.zeros(16), batch_size=32,
                                     masks_per_call=2)
-    assert accuracy[0] == pytest.approx(run.results["test_accuracy"], abs=1e-9)
+    assert accuracy[0] == pytest.approx(run.results.test_accuracy, abs=1e-9)
     keep = masks[1]
     direct = batched(lambda x: run.logits(x, edits={LAYER: lambda a: a * keep}), images, 32)
     assert accuracy[1] == pytest.approx(np.mean(direct.argmax(-1) == labels), abs=1e-9)

@@ -262,7 +262,7 @@ sys.modules["selectivity_jax.cpu"] = None  # as if the folder were deleted: impo
 from configs import quickstart
 from selectivity_jax.train.loop import train_and_evaluate
 results = train_and_evaluate(quickstart.get_config("tiny"), sys.argv[1], log=lambda _: None)
-print(json.dumps({k: results[k] for k in ("convolutions", "cpu_tuning", "test_accuracy")}))
+print(json.dumps({k: getattr(results, k) for k in ("convolutions", "cpu_tuning", "test_accuracy")}))
 """
 
 

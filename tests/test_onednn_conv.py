@@ -157,6 +157,25 @@ def test_routed_by_the_cpu_tuning_choice(monkeypatch):
     assert_close(tuned, untuned)
 
 
+@needs_onednn
+@pytest.mark.parametrize("strategy, dtype", [("per_model", jnp.float32), ("per_model", jnp.bfloat16),
+                                             ("im2col", jnp.float32), ("grouped", jnp.float32)])
+def test_recorded_kernels_are_those_in_the_program(strategy, dtype):
+    """What results.json and the first log line name (`vmap_conv.convolution_kernels`) is what the compiled program
+    calls: oneDNN for float32 per-model convolutions only, XLA's for other dtypes and strategies."""
+    from selectivity_jax.models.vmap_conv import convolution_kernels
+    lhs, rhs = (a.astype(dtype) for a in operands(CASES[1]))
+
+    def model(x, k):
+        with conv_strategy(strategy, platform="cpu"):
+            return conv_general_dilated(x, k, (2, 2), "SAME", dimension_numbers=DIMENSIONS)
+
+    assert settings.choice() == "auto"
+    calls_onednn = "selectivity_jax_conv" in jax.jit(model).lower(lhs, rhs).as_text()
+    assert calls_onednn == (strategy == "per_model" and dtype == jnp.float32)
+    assert convolution_kernels(strategy, "cpu", dtype) == ("onednn" if calls_onednn else "xla")
+
+
 def test_unavailable_falls_back_with_one_warning(monkeypatch):
     """Without oneDNN (another platform) the reason is given once and convolutions stay on lax."""
     monkeypatch.setattr(onednn_conv, "onednn_prefix", lambda: None)

@@ -189,6 +189,10 @@ def _bad_inputs(base):
     return [
         ("experiments.train", train("--config.model.name=resnet2O"), "model.name='resnet2O'"),
         ("experiments.train", train("--config.foo=1"), "no field 'foo'"),
+        ("experiments.train", train("--config.data.datadir=x"),
+         "--config.data.datadir: the config has no field 'datadir'; did you mean --config.data.data_dir?"),
+        ("experiments.train", train("--config.dat.data_dir=x"),
+         "--config.dat: the config has no field 'dat'; did you mean --config.data?"),
         ("experiments.train", ["--config", "configs/nope.py", "--workdir", new], "configs/nope.py"),
         ("experiments.train", train("--config.compute_dtype=float13"), "compute_dtype='float13'"),
         ("experiments.train", train("--config.cpu_tuning=fast"), "cpu_tuning='fast'"),
@@ -308,8 +312,8 @@ def test_analysis_of_a_directory_in_use_is_refused(inputs):
 
 
 def test_runs_stored_before_a_field_existed_resume(tmp_path):
-    """A config.json written before model.norm and model.dropout existed is the default config's run; another value
-    of a new field is a different run."""
+    """A config.json written before model.norm and model.dropout existed (schema 1) is the default config's run;
+    another value of a new field is a different run; a config of a newer schema is refused."""
     from selectivity_jax.rundir import check_workdir
     config = _tiny()
     stored = json.loads(config.to_json_best_effort(sort_keys=True))
@@ -318,6 +322,12 @@ def test_runs_stored_before_a_field_existed_resume(tmp_path):
     check_workdir(str(tmp_path), config)
     config.model.dropout = 0.5
     with pytest.raises(ValueError, match=r"fields \['model.dropout'\] differ"):
+        check_workdir(str(tmp_path), config)
+    from selectivity_jax.rundir import SCHEMA_VERSION, read_run_config
+    assert read_run_config(str(tmp_path))["model"]["norm"] == "batch"  # schema 1 read as the current schema
+    stored["schema_version"] = SCHEMA_VERSION + 1
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    with pytest.raises(ValueError, match="written by a newer selectivity_jax"):
         check_workdir(str(tmp_path), config)
 
 

@@ -104,7 +104,7 @@ def test_load_sweep(sweep):
                              MissingRun(100.0, 1, "unfinished"))
     run = sweep.runs[0]
     assert sorted(run.unit_selectivity) == LAYERS and run.unit_selectivity[LAYERS[2]].shape == (24,)
-    assert [row["epoch"] for row in run.metrics] == [1, 2]
+    assert [row.epoch for row in run.metrics] == [1, 2]
 
 
 def test_load_sweep_without_plan_uses_the_runs_found(tmp_path):
@@ -356,8 +356,8 @@ def test_dead_units_and_training_curves_of_the_tiny_sweep_match_its_files(tiny_s
             assert curve.values == [row[LAYER_SELECTIVITY_KEY][name] for row in rows if "val_selectivity" in row]
     for run in sweep.runs:
         for row in run.metrics:
-            if "val_selectivity" in row:
-                assert np.mean(list(row[LAYER_SELECTIVITY_KEY].values())) == pytest.approx(row["val_selectivity"])
+            if row.val_selectivity is not None:
+                assert np.mean(list(row.val_layer_selectivity.values())) == pytest.approx(row.val_selectivity)
     titles = [ax.get_title() for ax in figures.selectivity_over_training(sweep).axes]
     assert [t for t in titles if t.startswith("validation, ")] == [f"validation, {name}" for name in dead.layers]
 

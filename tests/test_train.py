@@ -103,7 +103,7 @@ def test_run_writes_everything(finished_run):
 def test_finished_run_is_not_trained_again(finished_run):
     workdir, results = finished_run
     again = train_and_evaluate(tiny_config(), workdir, log=_quiet)
-    assert again["test_accuracy"] == results["test_accuracy"]
+    assert again.to_json() == results.to_json()
 
 
 def test_resume_after_interruption_gives_identical_results(finished_run, tmp_path):
@@ -281,7 +281,7 @@ def test_alpha_moves_test_selectivity(tmp_path):
     for alpha in (-5.0, 0.0, 5.0):
         results = train_and_evaluate(tiny_config(alpha=alpha, num_epochs=3.0), str(tmp_path / f"a{alpha}"),
                                      log=_quiet)
-        selectivity[alpha] = results["test_selectivity"]
+        selectivity[alpha] = results.test_selectivity
     assert selectivity[-5.0] < 0.5 * selectivity[0.0] < selectivity[0.0] < selectivity[5.0], selectivity
 
 

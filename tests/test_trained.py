@@ -22,11 +22,11 @@ def test_restored_run_reproduces_its_test_figures(run):
     assert run.alpha == -2.0 and run.seed == 0 and run.num_classes == 10
     logits = batched(run.logits, images, 32)  # 80 test images: the last batch is padded
     assert logits.shape == (80, 10)
-    assert np.mean(logits.argmax(-1) == labels) == pytest.approx(run.results["test_accuracy"], abs=1e-9)
+    assert np.mean(logits.argmax(-1) == labels) == pytest.approx(run.results.test_accuracy, abs=1e-9)
     responses = batched(run.responses, images, 32)
-    assert list(responses) == run.layer_names == run.results["layer_names"]
+    assert list(responses) == run.layer_names == run.results.layer_names
     per_layer = selectivity_fn(responses, labels, run.num_classes, reduce=False)
-    for name, value in run.results["per_layer_selectivity"].items():
+    for name, value in run.results.per_layer_selectivity.items():
         assert float(per_layer[name].mean()) == pytest.approx(value, abs=1e-5), name
 
 
@@ -44,7 +44,7 @@ def test_runs_without_recorded_normalization_recover_it_from_their_data(run, tin
     shutil.copytree(tiny_sweep / "alpha_-2_seed_0", older, ignore=shutil.ignore_patterns("analysis"))
     results = json.loads((older / "results.json").read_text())
     assert results["num_classes"] == 10 and len(results["normalization"]["mean"]) == 3
-    del results["num_classes"], results["normalization"]
+    del results["num_classes"], results["normalization"], results["schema_version"]
     (older / "results.json").write_text(json.dumps(results))
     restored = restore_run(str(older))
     assert (restored.mean, restored.std, restored.num_classes) == (run.mean, run.std, run.num_classes)

@@ -27,7 +27,7 @@ from selectivity_jax.data import load_splits
 from selectivity_jax.data.corrupted import CorruptedSplit, corrupted_subset
 from selectivity_jax.data.splits import subset
 from selectivity_jax.measures.attacks import to_unit_interval
-from selectivity_jax.records import Record, SeedStat, decode, seed_stat, to_jsonable
+from selectivity_jax.records import Record, RunResults, SeedStat, decode, seed_stat, to_jsonable
 from selectivity_jax.rundir import ANALYSIS_DIR, read_json, read_run_config, read_run_results, write_json
 from selectivity_jax.selectivity import selectivity_fn
 from selectivity_jax.trained import TrainedRun, batched, restore_run
@@ -168,16 +168,17 @@ class RunContext:
         return ml_collections.ConfigDict(read_run_config(self.run_dir))
 
     @functools.cached_property
-    def results(self) -> dict[str, Any]:
+    def results(self) -> RunResults:
         """The run's results.json; for a model given as ``run``, its alpha, seed, and test accuracy and selectivity
         (of its analysed layers) on the whole test split."""
         if not self.model_given:
             return read_run_results(self.run_dir)
         images, labels = self.test_split
         responses = batched(self.run.responses_fn(self.layers), images, self.batch_size)
-        return {"alpha": self.run.alpha, "seed": self.run.seed,
-                "test_accuracy": accuracy(self.run, images, labels, self.batch_size),
-                "test_selectivity": float(selectivity_fn(responses, labels, self.run.num_classes))}
+        return RunResults(alpha=self.run.alpha, seed=self.run.seed, model=str(self.config.get("name", "model")),
+                          test_accuracy=accuracy(self.run, images, labels, self.batch_size),
+                          test_selectivity=float(selectivity_fn(responses, labels, self.run.num_classes)),
+                          per_layer_selectivity={}, layer_names=list(self.layers))
 
     @property
     def data_config(self) -> ml_collections.ConfigDict:

@@ -79,9 +79,9 @@ def analyze_run(context: RunContext, analyses: Sequence[Analysis], config: ml_co
         log(f"  {analysis.name}: computing ...")
         computed = analysis.run(context, config[analysis.name])
         run_results = context.results
-        result = RunResult(analysis=analysis.name, alpha=float(run_results["alpha"]), seed=int(run_results["seed"]),
-                           test_accuracy=run_results["test_accuracy"],
-                           test_selectivity=run_results["test_selectivity"], result=computed, settings=settings,
+        result = RunResult(analysis=analysis.name, alpha=float(run_results.alpha), seed=int(run_results.seed),
+                           test_accuracy=run_results.test_accuracy,
+                           test_selectivity=run_results.test_selectivity, result=computed, settings=settings,
                            seconds=time.time() - start, run_dir=run_dir)
         _save_figures(analysis.run_figures(result), out_dir, analysis.name)
         write_json(path, result.to_json())  # last: a JSON on disk means the analysis and its figures are complete

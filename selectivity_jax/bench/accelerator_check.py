@@ -280,8 +280,8 @@ def _run_grid(base: ml_collections.ConfigDict, check: AcceleratorCheck, sizes: C
     for alpha in alphas:
         results[f"{alpha:g}"] = read_run_results(os.path.join(sweep_dir, run_dirname(alpha, 0)))
     return GridResult(sweep_dir, alphas, epochs, group_size, strategy, planned, seconds,
-                      {a: r["test_accuracy"] for a, r in results.items()},
-                      {a: r["test_selectivity"] for a, r in results.items()},
+                      {a: r.test_accuracy for a, r in results.items()},
+                      {a: r.test_selectivity for a, r in results.items()},
                       [os.path.relpath(p, workdir) for p in written["tables"] + written["figures"]])
 
 

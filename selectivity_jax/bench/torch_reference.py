@@ -92,7 +92,6 @@ def class_selectivity(activation: Any, labels: Any, num_classes: int) -> Any:
 
     SI = (mu_max - mu_rest) / (mu_max + mu_rest + eps) over the class means of the classes present in the batch
     (Leavitt & Morcos, ICLR 2021, Sec. 2.2)."""
-    import torch
     import torch.nn.functional as F
 
     responses = activation.float()

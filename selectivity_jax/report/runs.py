@@ -1,4 +1,4 @@
-"""Discover and load the runs of a sweep directory.
+"""Discover and load the runs of a sweep directory (each run read by `selectivity_jax.rundir.load_run`).
 
 A sweep directory holds one sub-directory per (alpha, seed), named by `run_dirname`, each written by
 `selectivity_jax.train.loop.train_and_evaluate`: ``config.json`` always, and once the run finished ``results.json``
@@ -14,48 +14,12 @@ import itertools
 import os
 from typing import Any, Iterable, NamedTuple
 
-import numpy as np
-
-from selectivity_jax.rundir import (CONFIG_FILE, METRICS_FILE, RESULTS_FILE, SELECTIVITY_FILE, SWEEP_FILE,
-                                    find_run_dirs, is_finished, read_json, read_jsonl, read_run_config,
-                                    read_run_results)
+from selectivity_jax.rundir import RESULTS_FILE, SWEEP_FILE, Run, find_run_dirs, load_run, read_json
 
 
 def grid_key(alpha: float, seed: int) -> tuple[float, int]:
     """(alpha, seed) with canonical types, so 1, 1.0 and np.float32(1) name the same run."""
     return float(alpha), int(seed)
-
-
-@dataclasses.dataclass(frozen=True)
-class Run:
-    """One finished run: its results, per-unit test selectivity per layer, config and metric lines."""
-    alpha: float
-    seed: int
-    path: str
-    results: dict[str, Any]
-    unit_selectivity: dict[str, np.ndarray]
-    config: dict[str, Any]
-    metrics: list[dict[str, Any]]
-
-    @property
-    def test_accuracy(self) -> float:
-        return float(self.results["test_accuracy"])
-
-    @property
-    def test_selectivity(self) -> float:
-        return float(self.results["test_selectivity"])
-
-    @property
-    def per_layer_selectivity(self) -> dict[str, float]:
-        return {k: float(v) for k, v in self.results.get("per_layer_selectivity", {}).items()}
-
-    @property
-    def layer_names(self) -> list[str]:
-        return list(self.results.get("layer_names") or self.results.get("per_layer_selectivity", {}))
-
-    @property
-    def model(self) -> str:
-        return str(self.results.get("model") or self.config.get("model", {}).get("name", "?"))
 
 
 class MissingRun(NamedTuple):
@@ -98,26 +62,6 @@ class Sweep:
         """The finished runs at ``alpha``, by seed."""
         return [run for run in self.runs if run.alpha == float(alpha)]
 
-
-
-def load_unit_selectivity(path: str) -> dict[str, np.ndarray]:
-    """Per-unit selectivity arrays by layer name from a ``selectivity.npz`` ({} if the file is absent)."""
-    if not os.path.exists(path):
-        return {}
-    with np.load(path) as npz:
-        return {name: np.asarray(npz[name], dtype=np.float64) for name in npz.files}
-
-
-def load_run(run_dir: str) -> Run | None:
-    """The finished run in ``run_dir``, or None when it has no ``results.json`` yet."""
-    if not is_finished(run_dir):
-        return None
-    results = read_run_results(run_dir)
-    config = read_run_config(run_dir) if os.path.exists(os.path.join(run_dir, CONFIG_FILE)) else {}
-    alpha, seed = grid_key(results.get("alpha", config.get("alpha")), results.get("seed", config.get("seed")))
-    return Run(alpha=alpha, seed=seed, path=run_dir, results=results,
-               unit_selectivity=load_unit_selectivity(os.path.join(run_dir, SELECTIVITY_FILE)),
-               config=config, metrics=read_jsonl(os.path.join(run_dir, METRICS_FILE)))
 
 
 def planned_grid(sweep_file: dict[str, Any] | None,

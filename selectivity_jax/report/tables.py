@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-from selectivity_jax.records import mean_std
+from selectivity_jax.records import EpochMetrics, mean_std
 from selectivity_jax.report.runs import Run, Sweep
 
 # The confidence level of the intervals over seeds in the figures: the paper's 95% intervals.
@@ -121,10 +121,11 @@ def _mean_of_finite(values: Sequence[float]) -> float:
 def dead_fractions(sweep: Sweep) -> DeadFractions:
     """`DeadFractions` of the sweep's finished runs, layers in forward order."""
     def per_layer(run: Run) -> dict[str, float]:
-        return {k: float(v) for k, v in (run.results.get("per_layer_dead_fraction") or {}).items()}
+        return {k: float(v) for k, v in (run.results.per_layer_dead_fraction or {}).items()}
 
     def network(run: Run) -> float:
-        return float(run.results.get("test_dead_unit_fraction", math.nan))
+        value = run.results.test_dead_unit_fraction
+        return math.nan if value is None else float(value)
 
     alphas, layers = sweep.alphas, sweep.layer_names
     return DeadFractions(
@@ -153,9 +154,9 @@ class TrainingCurve:
     seeds: int
 
 
-def epoch_rows(run: Run) -> dict[int, dict]:
+def epoch_rows(run: Run) -> dict[int, EpochMetrics]:
     """The metrics.jsonl rows of a run by epoch (the last row of an epoch when a resumed run logged it twice)."""
-    return {int(row["epoch"]): row for row in run.metrics if "epoch" in row}
+    return {int(row.epoch): row for row in run.metrics}
 
 
 def training_curves(sweep: Sweep, key: str, layer: str | None = None) -> list[TrainingCurve]:
@@ -168,7 +169,7 @@ def training_curves(sweep: Sweep, key: str, layer: str | None = None) -> list[Tr
         runs = sweep.runs_at(alpha)
         for run in runs:
             for epoch, row in epoch_rows(run).items():
-                value = row.get(key)
+                value = getattr(row, key, None)
                 if layer is not None:
                     value = value.get(layer) if isinstance(value, dict) else None
                 if value is not None and math.isfinite(float(value)):
@@ -186,8 +187,8 @@ def summarize(sweep: Sweep) -> list[AlphaSummary]:
         runs = sweep.runs_at(alpha)
         accuracy = mean_std([run.test_accuracy for run in runs])
         selectivity = mean_std([run.test_selectivity for run in runs])
-        dead = [float(run.results["test_dead_unit_fraction"]) for run in runs
-                if "test_dead_unit_fraction" in run.results]
+        dead = [float(run.results.test_dead_unit_fraction) for run in runs
+                if run.results.test_dead_unit_fraction is not None]
         layers = {name: mean_std([run.per_layer_selectivity[name] for run in runs
                                   if name in run.per_layer_selectivity])[0] for name in sweep.layer_names}
         summaries.append(AlphaSummary(alpha=alpha, seeds=tuple(run.seed for run in runs),

@@ -35,7 +35,7 @@ from selectivity_jax.data import ArraySplits, check_available, load_splits, nomi
 from selectivity_jax.data.on_device import normalization_stats, put_eval_arrays, put_train_arrays
 from selectivity_jax.faults import fault_point
 from selectivity_jax.models.vmap_conv import cpu_settings
-from selectivity_jax.records import versions
+from selectivity_jax.records import EpochMetrics, Normalization, RunResults, versions
 from selectivity_jax.parallel import check_batch_size, make_data_mesh, maybe_initialize_distributed
 from selectivity_jax.rundir import (SELECTIVITY_FILE, DirectoryLock, check_workdir, prepare_workdir,
                                     write_json, write_npz)
@@ -101,7 +101,7 @@ def checked_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
 
 def train_group(config: ml_collections.ConfigDict, alphas: list[float], workdirs: list[str], *,
                 overwrite: bool = False, stop_after_steps: int | None = None, splits: ArraySplits | None = None,
-                log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+                log: Callable[[str], None] = print) -> list[RunResults]:
     """Trains K runs (one per alpha, all with ``config``'s other fields) together and returns their results.
 
     Args:
@@ -121,7 +121,7 @@ def train_group(config: ml_collections.ConfigDict, alphas: list[float], workdirs
 def train_checked_group(config: ml_collections.ConfigDict, alphas: list[float], workdirs: list[str],
                         mesh: jax.sharding.Mesh, *, overwrite: bool = False, stop_after_steps: int | None = None,
                         splits: ArraySplits | None = None,
-                        log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+                        log: Callable[[str], None] = print) -> list[RunResults]:
     """`train_group` for a group that passed `check_group` (or a sweep's door) on ``mesh``: trusts its input."""
     if not overwrite and all(map(rundir.is_finished, workdirs)):
         log(f"already finished: {', '.join(workdirs)}")
@@ -173,12 +173,12 @@ class _Group:
 
 def _train_locked(config: ml_collections.ConfigDict, alphas: tuple[float, ...], workdirs: list[str], splits: Any,
                   setup: RunSetup, mesh: jax.sharding.Mesh, stop_after_steps: int | None,
-                  log: Callable[[str], None]) -> list[dict[str, Any]]:
+                  log: Callable[[str], None]) -> list[RunResults]:
     """`train_group` once its directories are validated, locked and hold the config."""
     runs = [RunFiles(workdir) for workdir in workdirs]
     if all(os.path.exists(run.results_path) for run in runs):
         log(f"already finished: {', '.join(workdirs)}")
-        return [rundir.read_json(run.results_path) for run in runs]
+        return [rundir.read_run_results(run.workdir) for run in runs]
     states = restore_group(runs, setup.initial_state, log)
     fault_point("restored")
     val_data = put_eval_arrays(*splits.val, config.eval_batch_size, mesh) if len(splits.val[1]) else None
@@ -267,28 +267,27 @@ def _train_epoch(group: _Group, states: TrainState, step: int,
 
 
 def _epoch_row(epoch: int, step: int, train: dict[str, np.ndarray], k: int, learning_rate: float, group_size: int,
-               val: dict[str, Any] | None) -> dict[str, Any]:
+               val: dict[str, Any] | None) -> EpochMetrics:
     """Model k's metrics.jsonl row of an epoch: the training means, the learning rate, and validation if it ran."""
-    row = {"epoch": epoch, "step": step, "train_loss": train["loss"][k],
-           "train_cross_entropy": train["cross_entropy"][k], "train_selectivity": train["selectivity"][k],
-           "train_accuracy": train["accuracy"][k], "alpha": train["alpha"][k], "learning_rate": learning_rate,
-           "models_in_group": group_size}
-    if val is not None:
-        row.update({"val_accuracy": val["accuracy"], "val_cross_entropy": val["cross_entropy"],
-                    "val_selectivity": val["selectivity"], "val_layer_selectivity": val["per_layer_selectivity"],
-                    "val_dead_unit_fraction": val["dead_unit_fraction"]})
-    return row
+    validation = {} if val is None else {
+        "val_accuracy": val["accuracy"], "val_cross_entropy": val["cross_entropy"],
+        "val_selectivity": val["selectivity"], "val_layer_selectivity": val["per_layer_selectivity"],
+        "val_dead_unit_fraction": val["dead_unit_fraction"]}
+    return EpochMetrics(epoch=epoch, step=step, train_loss=train["loss"][k],
+                        train_cross_entropy=train["cross_entropy"][k], train_selectivity=train["selectivity"][k],
+                        train_accuracy=train["accuracy"][k], alpha=train["alpha"][k], learning_rate=learning_rate,
+                        models_in_group=group_size, **validation)
 
 
-def _write_epoch(group: _Group, rows: list[dict[str, Any]], seconds: float, images_per_second: float) -> None:
+def _write_epoch(group: _Group, rows: list[EpochMetrics], seconds: float, images_per_second: float) -> None:
     for run, row in zip(group.runs, rows):
         run.writer.write(row)
         fault_point("metrics_row")
-        run.timing.write({"epoch": row["epoch"], "step": row["step"], "epoch_seconds": seconds,
+        run.timing.write({"epoch": row.epoch, "step": row.step, "epoch_seconds": seconds,
                           "images_per_second": images_per_second, "models_in_group": len(group.runs)})
 
 
-def _test_and_record(group: _Group, states: TrainState, start_time: float) -> list[dict[str, Any]]:
+def _test_and_record(group: _Group, states: TrainState, start_time: float) -> list[RunResults]:
     """Evaluates the trained group on the test split (and validation), writes each run's selectivity.npz, timing
     and results.json (last: its presence marks the run finished) and returns the results."""
     setup, config = group.setup, group.config
@@ -306,38 +305,32 @@ def _test_and_record(group: _Group, states: TrainState, start_time: float) -> li
             fault_point("selectivity_written")
             run.timing.write({"step": setup.total_steps, "wall_time_seconds_this_call": time.time() - start_time})
             write_json(run.results_path, results)
-        group.log(f"alpha {alpha:g}: test accuracy {results['test_accuracy']:.4f}, test selectivity "
-                  f"{results['test_selectivity']:.4f}; results in {run.results_path}")
+        group.log(f"alpha {alpha:g}: test accuracy {results.test_accuracy:.4f}, test selectivity "
+                  f"{results.test_selectivity:.4f}; results in {run.results_path}")
         all_results.append(results)
     return all_results
 
 
-def _run_results(group: _Group, alpha: float, test: dict[str, Any], val: dict[str, Any] | None) -> dict[str, Any]:
+def _run_results(group: _Group, alpha: float, test: dict[str, Any], val: dict[str, Any] | None) -> RunResults:
     """One run's results.json: the test figures, what ran (model, steps, devices, kernels, versions) and what
     restoring the model needs besides config.json and the checkpoint (`trained.restore_run`)."""
     setup, config, splits = group.setup, group.config, group.splits
-    results = {
-        "test_accuracy": test["accuracy"], "test_cross_entropy": test["cross_entropy"],
-        "test_selectivity": test["selectivity"], "per_layer_selectivity": test["per_layer_selectivity"],
-        "test_dead_unit_fraction": test["dead_unit_fraction"],
-        "per_layer_dead_fraction": test["per_layer_dead_fraction"], "test_examples": test["count"],
-        "layer_names": setup.layer_names, "alpha": float(alpha), "seed": config.seed,
-        "model": config.model.name, "steps": setup.total_steps, "epochs": setup.num_epochs,
-        "split_sizes": splits.sizes(), "models_in_group": len(group.runs), "device_kind": jax.devices()[0].device_kind,
-        "device_count": group.mesh.devices.size, "vmap_conv": setup.spec.vmap_conv,
-        "cpu_tuning": cpu_settings(), "convolutions": setup_kernels(setup),
-        "process_count": jax.process_count(), "versions": versions(),
-        "num_classes": splits.num_classes, "image_shape": list(splits.image_shape),
-        "normalization": {"mean": list(setup.spec.mean), "std": list(setup.spec.std)},
-    }
-    if val is not None:
-        results.update({"val_accuracy": val["accuracy"], "val_selectivity": val["selectivity"]})
-    return results
+    return RunResults(
+        alpha=float(alpha), seed=config.seed, model=config.model.name, test_accuracy=test["accuracy"],
+        test_selectivity=test["selectivity"], per_layer_selectivity=test["per_layer_selectivity"],
+        layer_names=setup.layer_names, test_cross_entropy=test["cross_entropy"], test_examples=test["count"],
+        test_dead_unit_fraction=test["dead_unit_fraction"], per_layer_dead_fraction=test["per_layer_dead_fraction"],
+        val_accuracy=val and val["accuracy"], val_selectivity=val and val["selectivity"],
+        steps=setup.total_steps, epochs=setup.num_epochs, split_sizes=splits.sizes(), models_in_group=len(group.runs),
+        device_kind=jax.devices()[0].device_kind, device_count=group.mesh.devices.size,
+        process_count=jax.process_count(), vmap_conv=setup.spec.vmap_conv, cpu_tuning=cpu_settings(),
+        convolutions=setup_kernels(setup), versions=versions(), num_classes=splits.num_classes,
+        image_shape=list(splits.image_shape), normalization=Normalization(list(setup.spec.mean), list(setup.spec.std)))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = False,
                        stop_after_steps: int | None = None,
-                       log: Callable[[str], None] = print) -> dict[str, Any]:
+                       log: Callable[[str], None] = print) -> RunResults:
     """Trains one run at ``config.alpha`` into ``workdir`` (a group of one) and returns its results."""
     return train_group(config, [config.alpha], [workdir], overwrite=overwrite, stop_after_steps=stop_after_steps,
                        log=log)[0]

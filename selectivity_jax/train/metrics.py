@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence, TextIO
 import jax
 import numpy as np
 
-from selectivity_jax.records import to_jsonable
+from selectivity_jax.records import EpochMetrics, to_jsonable
 
 
 def json_line(row: Mapping[str, Any]) -> str:
@@ -46,7 +46,7 @@ class MetricsWriter:
             f.writelines(kept)
         os.replace(tmp, self.path)
 
-    def write(self, row: Mapping[str, Any]) -> None:
+    def write(self, row: EpochMetrics | Mapping[str, Any]) -> None:
         with open(self.path, "a") as f:
             f.write(json_line(row))
             f.flush()
@@ -71,13 +71,13 @@ class Progress:
         self.start = time.time()
         self.epochs_done = 0
 
-    def epoch(self, epoch: int, rows: Sequence[Mapping[str, Any]], images_per_second: float) -> None:
+    def epoch(self, epoch: int, rows: Sequence[EpochMetrics], images_per_second: float) -> None:
         self.epochs_done += 1
         per_epoch = (time.time() - self.start) / self.epochs_done
         eta = per_epoch * (self.total_epochs - epoch)
 
         def field(key: str, spec: str) -> str:
-            values = [row[key] for row in rows]
+            values = [getattr(row, key) for row in rows]
             low, high = min(values), max(values)
             return format(low, spec) if low == high else f"{format(low, spec)}..{format(high, spec)}"
 
@@ -86,7 +86,7 @@ class Progress:
             parts.append(f"{len(rows)} models")
         parts += [f"loss {field('train_loss', '.4f')}", f"train acc {field('train_accuracy', '.3f')}",
                   f"sel {field('train_selectivity', '.3f')}"]
-        if "val_accuracy" in rows[0]:
+        if rows[0].val_accuracy is not None:
             parts += [f"val acc {field('val_accuracy', '.3f')}", f"val sel {field('val_selectivity', '.3f')}"]
         parts += [f"{images_per_second:.0f} img/s", f"ETA {format_duration(eta)}"]
         print(" | ".join(parts), file=self.stream, flush=True)
