@@ -1,4 +1,4 @@
-"""Analyses of trained runs (README, "Analyses"), one command for all of them:
+"""Analyses of trained runs (README, "Analyses of trained networks"; docs/analyses.md), one command for all of them:
 
     python -m experiments.analyze --workdir RUN_OR_SWEEP_DIR --analysis corruptions,attacks,... [--config.x=...]
     python -m experiments.analyze --models RUN_A,RUN_B,... [--labels A,B,...] --out DIR --analysis rs

@@ -194,10 +194,10 @@ results = run_sweep(config, WORKDIR, mode=MODE)
 #
 # Alpha moves selectivity the way the paper's regularizer does: down for alpha < 0, up for alpha > 0. Raising it
 # costs accuracy; lowering it costs little on this short schedule. In the project's run of this configuration on
-# one CPU device (README, "Results and speed"), alpha = -5, 0, 5 gave test accuracy 0.903, 0.983, 0.650 and test
-# selectivity 0.100, 0.494, 0.918; another device count or accelerator gives somewhat different numbers (one seed
-# of a 6-epoch run is noisy, at alpha = -5 especially), the same ordering of selectivity. For means and standard
-# deviations over seeds and the paper's figures, see `reproduce_figures.ipynb`.
+# one CPU device (docs/results.md, "Quickstart, single runs"), alpha = -5, 0, 5 gave test accuracy 0.873,
+# 0.965, 0.640 and test selectivity 0.103, 0.488, 0.920; another device count or accelerator gives somewhat
+# different numbers (one seed of a 6-epoch run is noisy, at alpha = -5 especially), the same ordering of
+# selectivity. For means and standard deviations over seeds and the paper's figures, see `reproduce_figures.ipynb`.
 
 # %%
 import matplotlib.pyplot as plt

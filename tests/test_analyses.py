@@ -202,10 +202,10 @@ def test_seed_statistics():
 
 
 def test_an_analysis_is_one_file_and_one_registry_line(analysed, tmp_path, monkeypatch):
-    """The README's example analysis, as the file it would be, registered by its name alone."""
+    """The example analysis of docs/design.md, as the file it would be, registered by its name alone."""
     sweep, _, _ = analysed
-    readme = open(os.path.join(ROOT, "README.md")).read()
-    source = re.search(r"## Adding an analysis.*?```python\n(.*?)```", readme, re.S).group(1)
+    design = open(os.path.join(ROOT, "docs", "design.md")).read()
+    source = re.search(r"## Adding an analysis.*?```python\n(.*?)```", design, re.S).group(1)
     module = types.ModuleType("selectivity_jax.analyses.mean_response")
     exec(compile(source, "mean_response.py", "exec"), module.__dict__)
     monkeypatch.setitem(sys.modules, module.__name__, module)

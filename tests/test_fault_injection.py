@@ -1,4 +1,4 @@
-"""Fault injection (README, "Reliability"): kill -9 and SIGTERM at the loop's named moments of a run and of a sweep
+"""Fault injection (docs/reliability.md): kill -9 and SIGTERM at the loop's named moments of a run and of a sweep
 (selectivity_jax/faults.py), each followed by the same command, ending with the files of an uninterrupted run."""
 
 import json

@@ -1,4 +1,4 @@
-"""Reliability (README, "Reliability"): bad input to every command refused in one line with nothing changed on
+"""Reliability (docs/reliability.md): bad input to every command refused in one line with nothing changed on
 disk; two processes on one directory; a stale lock; a damaged newest checkpoint; a non-finite loss. Fault injection
 is tests/test_fault_injection.py."""
 

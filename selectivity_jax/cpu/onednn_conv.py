@@ -2,7 +2,7 @@
 
 XLA:CPU runs convolutions on Eigen or YNNPACK; on the shapes of the papers' CIFAR ResNets the gradients of a
 convolution take 1.1-2.4x as long there as on oneDNN, the library PyTorch's CPU convolutions use (measured per layer
-and for the whole train step in the README's CPU section). This module runs a float32 NHWC/HWIO convolution (flax's
+and for the whole train step in docs/speed.md). This module runs a float32 NHWC/HWIO convolution (flax's
 layout) as three XLA FFI custom calls into oneDNN (``onednn_conv.cc`` beside this file): the forward pass, the input's
 cotangent (backward data) and the kernel's cotangent (backward weights), tied together by ``jax.custom_vjp``. They
 compute the same convolution as ``lax.conv_general_dilated``, summed in another order: equal up to float32 rounding

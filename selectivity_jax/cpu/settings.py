@@ -5,7 +5,7 @@ Nothing here acts at import. The commands apply their config's choice with `use_
 the library asks for it with ``selectivity_jax.cpu.enable()`` (= ``use('auto')``) before JAX computes anything.
 
 ``'auto'`` does three things, each measured on ResNet20 (CIFAR-10 shapes, batch 128, float32, 2-core AMD EPYC;
-docs and the README's CPU section):
+docs/speed.md):
 
 1. convolutions of CPU programs run on oneDNN (`selectivity_jax.cpu.onednn_conv`; this module records the choice,
    `choice`, and the models read it when they are traced);
@@ -33,7 +33,7 @@ XLA reads ``XLA_FLAGS`` once, when JAX starts its first backend, and threads kee
 so the flag and the heap settings act only before JAX starts (the convolutions follow `use` at any time); ``'off'``
 in a process where JAX already runs with the flag is refused with the way out. The project never touches a choice of
 YNNPACK fusions the user wrote into ``XLA_FLAGS`` (nor ``'off'`` removes it). Other formulations were measured and
-not kept (the README's CPU section): im2col convolutions, space-to-depth strided convolutions, hand-written kernel
+not kept (docs/speed.md): im2col convolutions, space-to-depth strided convolutions, hand-written kernel
 gradients and BatchNorm backward, bfloat16, other XLA:CPU flags, oneDNN's OpenMP threads sleeping instead of
 spinning between calls.
 """
