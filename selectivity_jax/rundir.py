@@ -187,6 +187,7 @@ class Run:
     config: dict[str, Any]                      # config.json in the current schema ({} if absent)
     unit_selectivity: dict[str, np.ndarray]     # per-unit test selectivity [U] by layer
     metrics: list[EpochMetrics]
+    epoch_seconds: dict[int, float] = dataclasses.field(default_factory=dict)  # timing.jsonl: wall-clock per epoch
 
     @property
     def alpha(self) -> float:
@@ -222,8 +223,10 @@ def load_run(run_dir: str) -> Run | None:
     if not is_finished(run_dir):
         return None
     config = read_run_config(run_dir) if os.path.exists(os.path.join(run_dir, CONFIG_FILE)) else {}
+    timing = read_jsonl(os.path.join(run_dir, TIMING_FILE))
     return Run(path=run_dir, results=read_run_results(run_dir), config=config,
-               unit_selectivity=read_unit_selectivity(run_dir), metrics=read_metrics(run_dir))
+               unit_selectivity=read_unit_selectivity(run_dir), metrics=read_metrics(run_dir),
+               epoch_seconds={int(row["epoch"]): float(row["epoch_seconds"]) for row in timing if "epoch" in row})
 
 
 def find_run_dirs(sweep_dir: str) -> dict[tuple[float, int], str]:

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import tempfile
@@ -77,10 +78,10 @@ def _without(value, keys: frozenset[str]):
 
 def file_digest(path: pathlib.Path, directory: pathlib.Path, ignored: frozenset[str] = frozenset()) -> str:
     """sha256 of a file's bytes; of a JSON file's content without wall-clock seconds (and the ``ignored`` keys); of
-    a report with the production directory's path replaced."""
+    a report with the production directory's path and the wall-clock durations replaced."""
     data = path.read_bytes()
-    if path.suffix == ".md":
-        data = data.replace(str(directory).encode(), b"<directory>")
+    if path.suffix == ".md":  # the sweep report's training times are wall-clock
+        data = re.sub(rb"\d+ min \d\d s", b"<duration>", data.replace(str(directory).encode(), b"<directory>"))
     if path.suffix == ".json":
         data = json.dumps(_without(json.loads(data), frozenset({"seconds"}) | ignored), sort_keys=True).encode()
     return hashlib.sha256(data).hexdigest()

@@ -60,6 +60,10 @@ def write_run(sweep_dir: pathlib.Path, alpha: float, seed: int, numbers: tuple[f
             f.write(json.dumps(row) + "\n")
     if numbers is None:
         return
+    with open(run_dir / "timing.jsonl", "w") as f:  # epoch 2 logged twice (a resume): its last row counts
+        for epoch, seconds in ((1, 61.0), (2, 80.0), (2, 59.4)):
+            f.write(json.dumps({"epoch": epoch, "epoch_seconds": seconds + seed}) + "\n")
+        f.write(json.dumps({"step": 20, "wall_time_seconds_this_call": 500.0}) + "\n")
     accuracy, selectivity = numbers
     rng = np.random.default_rng(seed + 10)
     units = {name: np.clip(rng.normal(selectivity + offset, 0.05, size=8 * (i + 1)), 0.0, 1.0)
@@ -173,6 +177,9 @@ def test_markdown_report(sweep):
     assert "| 100 | 1 | 0.5000 ± 0.0000 | 0.8000 ± 0.0000 |" in text
     assert "4 alphas × 2 seeds = 8 runs" in text and "Finished: 5 runs" in text
     assert "| `stage3_block0/out` | 0.170 | 0.470 | 0.850 |" in text
+    runs = text.split("## Runs")[1].split("##")[0]  # older results name neither steps nor devices nor validation
+    assert "| -1 | 0 | 0.8000 | 0.1000 | — | ? | ? x ? | 2 min 00 s (0 min 59 s) |" in runs
+    assert "| 0 | 1 | 0.9200 | 0.4400 | — | ? | ? x ? | 2 min 02 s (1 min 00 s) |" in runs and runs.count("\n| ") == 7  # header, rule, 5 runs
     assert "![Test accuracy vs α](figures/accuracy_vs_alpha.png)" in text
     missing = text.split("## Missing runs")[1]
     for line in ("alpha 10, seed 0: absent", "alpha 10, seed 1: absent", "alpha 100, seed 1: unfinished"):

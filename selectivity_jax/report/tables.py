@@ -237,6 +237,26 @@ def summary_table(summaries: Sequence[AlphaSummary]) -> str:
     return markdown_table(["alpha", "n", "test accuracy (mean ± std)", "network selectivity (mean ± std)"], rows)
 
 
+def runs_table(sweep: Sweep) -> str:
+    """One row per finished run: its test (and validation) accuracy and selectivity, steps, the device, and the
+    wall-clock training time (sum over epochs of timing.jsonl's last row per epoch; the fastest epoch beside it)."""
+    def seconds(value: float) -> str:
+        minutes, secs = divmod(int(round(value)), 60)
+        return f"{minutes} min {secs:02d} s"
+
+    rows = []
+    for run in sweep.runs:
+        results, times = run.results, list(run.epoch_seconds.values())
+        validation = (f"{results.val_accuracy:.4f} / {results.val_selectivity:.4f}"
+                      if results.val_accuracy is not None else "—")
+        rows.append([f"{run.alpha:g}", str(run.seed), f"{run.test_accuracy:.4f}", f"{run.test_selectivity:.4f}",
+                     validation, str(results.steps if results.steps is not None else "?"),
+                     f"{results.device_count or '?'} x {results.device_kind or '?'}",
+                     f"{seconds(sum(times))} ({seconds(min(times))})" if times else "—"])
+    return markdown_table(["alpha", "seed", "test accuracy", "test selectivity", "validation accuracy / selectivity",
+                           "steps", "devices", "training time (fastest epoch)"], rows)
+
+
 def layer_table(summaries: Sequence[AlphaSummary], layer_names: Sequence[str]) -> str:
     """One row per layer in forward order, one column per alpha: the mean selectivity over seeds."""
     rows = [[f"`{name}`"] + [f"{s.layer_selectivity.get(name, math.nan):.3f}" for s in summaries]
@@ -316,6 +336,7 @@ def markdown_report(sweep: Sweep, summaries: Sequence[AlphaSummary], figures: Ma
         "Mean over seeds ± the half width of the Student-t interval t · s / sqrt(n) (n seeds, n − 1 degrees of "
         "freedom), as in the paper's figures; a single seed has no interval.", "",
         interval_table(intervals_by_alpha(sweep)), "",
+        "## Runs", "", runs_table(sweep), "",
         "## Per-layer selectivity", "", "Mean test selectivity over seeds, layers in forward order.", "",
         layer_table(summaries, sweep.layer_names), "",
         "## Dead units", "",
