@@ -25,6 +25,8 @@ from typing import Any, Mapping
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.experimental import checkify
 
 Array = jax.Array
 Activations = Mapping[str, Array]
@@ -149,6 +151,45 @@ def _split_units(names: list[str], units: list[int], flat: Array) -> dict[str, A
     return out
 
 
+def _input_problems(activations: Activations, labels: Array, num_classes: int,
+                    mask: Array | None) -> list[tuple[Array, str]]:
+    """(condition that must hold, what is wrong otherwise) for the array inputs of `selectivity_fn`: labels are whole
+    numbers in [0, num_classes) on the rows that count (mask != 0), responses are non-negative (post-ReLU)."""
+    labels = jnp.asarray(labels)
+    counted = jnp.ones(labels.shape, bool) if mask is None else jnp.asarray(mask) != 0
+    problems = [(jnp.all(~counted | ((labels >= 0) & (labels < num_classes))),
+                 f"labels must lie in [0, num_classes={num_classes})"),
+                (jnp.all(~counted | (labels == jnp.round(labels))), "labels must be whole numbers (class indices)")]
+    for name, activation in activations.items():
+        problems.append((jnp.all(jnp.asarray(activation) >= 0),
+                         f"activations[{name!r}] has negative values: the index is defined on post-ReLU responses "
+                         "(non-negative); pass the ReLU's output"))
+    return problems
+
+
+def _check_num_classes(num_classes: Any) -> None:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int; got {num_classes!r}")
+
+
+def check_inputs(activations: Activations, labels: Array, num_classes: int, mask: Array | None = None, *,
+                 checked: bool = False) -> None:
+    """Raises ValueError for input the index is not defined on. ``num_classes`` is always checked; the arrays are
+    checked when they hold values (eager calls). Under ``jit`` they are traced, and their values are checked only
+    with ``checked=True``, through `jax.experimental.checkify` (run the function under ``checkify.checkify`` and
+    ``err.throw()``); otherwise out-of-range labels count for no class and negative responses are used as they are."""
+    _check_num_classes(num_classes)
+    arrays = [labels, *activations.values()] + ([] if mask is None else [mask])
+    traced = any(isinstance(x, jax.core.Tracer) for x in arrays)
+    if traced and not checked:
+        return
+    for holds, message in _input_problems(activations, labels, num_classes, mask):
+        if traced:
+            checkify.check(holds, message)
+        elif not bool(holds):
+            raise ValueError(message)
+
+
 def selectivity_fn(
     activations: Activations,
     labels: Array,
@@ -158,6 +199,7 @@ def selectivity_fn(
     axis_name: Any = None,
     eps: float = DEFAULT_EPS,
     reduce: bool = True,
+    checked: bool = False,
 ) -> Array | dict[str, Array]:
     """Class selectivity of a batch (Leavitt & Morcos, ICLR 2021, Sec. 2.2); pure, differentiable, jit-able.
 
@@ -170,9 +212,13 @@ def selectivity_fn(
         over it, so the result equals the single-device result on the global batch.
       eps: denominator stabilizer.
       reduce: True -> scalar network selectivity (mean over layers of mean over units); False -> dict name -> SI [U].
+      checked: also check traced inputs under ``jit`` with `jax.experimental.checkify` (see `check_inputs`); eager
+        calls are always checked: labels outside [0, C) or not whole, negative responses, C < 1 raise ValueError.
     """
+    _check_num_classes(num_classes)
     names, units, responses = _flat_responses(activations)
     sums, counts = class_sums_and_counts(responses, labels, num_classes, mask=mask, axis_name=axis_name)
+    check_inputs(activations, labels, num_classes, mask, checked=checked)  # values, once the shapes were checked
     per_unit = _split_units(names, units, selectivity_from_class_stats(sums, counts, eps))
     return network_selectivity(per_unit) if reduce else per_unit
 
