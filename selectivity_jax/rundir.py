@@ -41,11 +41,13 @@ LOCK_OWNER_FILE = ".lock.owner"
 COMPILE_CHECK_FILE = "compile_check.json"   # experiments.compile_check: the programs compiled for one TPU target
 COMPILE_CHECK_REPORT = "compile_check.md"
 ANALYSIS_DIR = "analysis"           # the analyses' outputs, in a run and in a sweep directory
+TENSORBOARD_DIR = "tensorboard"     # TensorBoard event files of the metrics.jsonl rows (config.tensorboard)
 
 # What the project writes into a run directory (training and the analyses) and into a sweep directory (besides the
 # run directories); `clear_project_dir` deletes nothing else.
 RUN_ENTRIES = frozenset({CONFIG_FILE, METRICS_FILE, TIMING_FILE, RESULTS_FILE, SELECTIVITY_FILE, CHECKPOINT_DIR,
-                         PARTIAL_EPOCH_FILE, LOCK_FILE, LOCK_OWNER_FILE, ANALYSIS_DIR, "robustness.json"})
+                         PARTIAL_EPOCH_FILE, LOCK_FILE, LOCK_OWNER_FILE, ANALYSIS_DIR, "robustness.json",
+                         TENSORBOARD_DIR})
 SWEEP_ENTRIES = frozenset({SWEEP_FILE, LOCK_FILE, LOCK_OWNER_FILE, ANALYSIS_DIR, "robustness.json", "report.md",
                            "report.csv", "figures"})
 _RUN_DIRNAME = re.compile(r"^alpha_[-+0-9.e]+(inf|nan)?_seed_\d+$")
@@ -82,8 +84,17 @@ def read_jsonl(path: str) -> list[dict[str, Any]]:
     """The rows of the JSON-lines file at ``path`` (``metrics.jsonl``, ``timing.jsonl``); [] when it is absent."""
     if not os.path.exists(path):
         return []
+    rows = []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}: line {number} is not valid JSON ({error}); a line cut by a killed process "
+                                 "is repaired when the run resumes") from None
+    return rows
 
 
 def write_json(path: str, payload: Mapping[str, Any]) -> None:
@@ -131,6 +142,8 @@ def upgrade(file_name: str, stored: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(stored, dict):
         raise ValueError(f"the {file_name} holds {type(stored).__name__}, not a JSON object")
     version = stored.get("schema_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ValueError(f"the {file_name} has schema_version {version!r}, not a whole number")
     if version > SCHEMA_VERSION:
         raise ValueError(f"the {file_name} was written by a newer selectivity_jax (schema {version}; this one reads "
                          f"up to {SCHEMA_VERSION}): upgrade selectivity_jax")
@@ -144,6 +157,15 @@ def upgrade(file_name: str, stored: dict[str, Any]) -> dict[str, Any]:
     return upgraded
 
 
+def _read_stored(path: str) -> dict[str, Any]:
+    """``config.json`` or ``results.json`` at ``path`` in the current schema; damage is a ValueError naming it."""
+    try:
+        return upgrade(os.path.basename(path), read_json(path))
+    except ValueError as error:
+        message = str(error)
+        raise ValueError(message if path in message else f"{path}: {message}") from None
+
+
 def config_to_store(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """What ``config.json`` holds: the config's fields and the `SCHEMA_VERSION`."""
     return {**json.loads(config.to_json_best_effort(sort_keys=True)), "schema_version": SCHEMA_VERSION}
@@ -155,14 +177,18 @@ def read_run_config(run_dir: str) -> dict[str, Any]:
     path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{run_dir} is not a run directory: no {CONFIG_FILE}")
-    return upgrade(CONFIG_FILE, read_json(path))
+    return _read_stored(path)
 
 
 def read_run_results(run_dir: str) -> RunResults:
     """The ``results.json`` of a finished run (ValueError naming the run when it has not finished)."""
     if not is_finished(run_dir):
         raise ValueError(f"{run_dir} has not finished training (no {RESULTS_FILE}); train it first")
-    return RunResults.from_json(upgrade(RESULTS_FILE, read_json(os.path.join(run_dir, RESULTS_FILE))))
+    path = os.path.join(run_dir, RESULTS_FILE)
+    try:
+        return RunResults.from_json(_read_stored(path))
+    except (TypeError, AttributeError) as error:  # a JSON object without the fields of a results file
+        raise ValueError(f"{path} is not a results file of this project ({error})") from None
 
 
 def read_metrics(run_dir: str) -> list[EpochMetrics]:
@@ -273,6 +299,12 @@ def _foreign_entries(directory: str, known: frozenset[str], subdirectory_ok: Cal
     return foreign
 
 
+# What a run leaves besides its config.json: a directory holding any of them without a config.json cannot say which
+# config produced them, so no run adopts it (`check_workdir`).
+_RUN_OUTPUTS = frozenset({METRICS_FILE, TIMING_FILE, RESULTS_FILE, SELECTIVITY_FILE, CHECKPOINT_DIR, PARTIAL_EPOCH_FILE,
+                          ANALYSIS_DIR, "robustness.json"})
+
+
 def foreign_run_entries(directory: str) -> list[str]:
     """Entries of a would-be run directory that no run of the project writes (temporary files of interrupted
     writes are the project's)."""
@@ -338,10 +370,11 @@ def check_writable_dir(directory: str) -> None:
 
 # Config fields (dotted paths) that do not change what a run computes, so a resumed run may differ in them, e.g.
 # after the data moved to another directory, or when it resumes on another platform (steps_per_call, vmap_conv and
-# cpu_tuning change how the steps run, at most float32 rounding of what they compute).
+# cpu_tuning change how the steps run, at most float32 rounding of what they compute); tensorboard only adds event
+# files (and runs stored before the field existed lack it).
 NON_RESULT_FIELDS = ("sweep", "checkpoint_every_epochs", "max_checkpoints_to_keep", "distributed", "data.data_dir",
                      "data.cache_dir", "data.download", "data.corrupted_dir", "steps_per_call", "vmap_conv",
-                     "cpu_tuning")
+                     "cpu_tuning", "tensorboard")
 
 def _comparable(config: dict) -> dict[str, Any]:
     """The config flattened to {dotted path: value}, without `NON_RESULT_FIELDS`."""
@@ -392,6 +425,10 @@ def check_workdir(workdir: str, config: ml_collections.ConfigDict, overwrite: bo
     if changed is None and os.path.isdir(workdir) and foreign_run_entries(workdir):
         raise ValueError(f"{workdir} is not empty and holds no run of this project (no {CONFIG_FILE}); "
                          "use a new or empty directory")
+    outputs = sorted(_RUN_OUTPUTS & set(os.listdir(workdir))) if changed is None and os.path.isdir(workdir) else []
+    if outputs:
+        raise ValueError(f"{workdir} holds a run's {', '.join(outputs)} but no {CONFIG_FILE}: which config produced "
+                         "them cannot be told; use another --workdir, or --overwrite to start afresh")
 
 
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, overwrite: bool = False) -> None:

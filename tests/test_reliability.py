@@ -158,6 +158,14 @@ def inputs(tmp_path_factory):
     broken_sweep = base / "broken_sweep"
     shutil.copytree(sweep, broken_sweep)
     (broken_sweep / run_dirname(0.0, 0) / "results.json").write_text("{not json")
+    for name, (file, mode, text) in (("cut_metrics", ("metrics.jsonl", "a", '{"epoch": 1, "st')),
+                                     ("listed_results", ("results.json", "w", "[]"))):
+        shutil.copytree(sweep, base / name)
+        with open(base / name / run_dirname(0.0, 0) / file, mode) as f:
+            f.write(text)
+    orphan = base / "orphan_checkpoints"  # a run's files whose config.json was deleted
+    shutil.copytree(run, orphan)
+    (orphan / "config.json").unlink()
     unfinished = base / "unfinished"
     unfinished.mkdir()
     (unfinished / "config.json").write_text((run / "config.json").read_text())
@@ -237,6 +245,12 @@ def _bad_inputs(base):
         ("experiments.report", ["--sweep", str(base / "missing")], "is not a directory"),
         ("experiments.report", ["--sweep", str(base / "a_file")], "is not a directory"),
         ("experiments.report", ["--sweep", str(base / "broken_sweep")], "is not valid JSON"),
+        ("experiments.report", ["--sweep", str(base / "cut_metrics")],
+         f"{base / 'cut_metrics' / run_dirname(0.0, 0) / 'metrics.jsonl'}: line 2 is not valid JSON"),
+        ("experiments.report", ["--sweep", str(base / "listed_results")],
+         f"{base / 'listed_results' / run_dirname(0.0, 0) / 'results.json'}: the results.json holds list"),
+        ("experiments.train", train(workdir=str(base / "orphan_checkpoints")),
+         "holds a run's checkpoints, metrics.jsonl, results.json, selectivity.npz, timing.jsonl but no config.json"),
         ("experiments.analyze", ["--workdir", str(base / "missing"), "--analysis", "ablation"], "is not a directory"),
         ("experiments.analyze", ["--workdir", run, "--analysis", "bogus"], "bogus"),
         ("experiments.analyze", ["--workdir", str(base / "unfinished"), "--analysis", "ablation"], "unfinished"),
