@@ -86,6 +86,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.max_checkpoints_to_keep = 2  # On the cadence; a SIGTERM's checkpoint is kept until a newer one exists.
     config.num_devices = 0           # Devices of the data mesh (0: all).
     config.distributed = False       # Call jax.distributed.initialize() (multi-host TPU pods, GPU clusters).
+    # Also write the metrics.jsonl rows as TensorBoard event files into <workdir>/tensorboard/ (live curves:
+    # `tensorboard --logdir runs/`; needs tensorboardX, else a warning); changes no result [ours].
+    config.tensorboard = True
 
     config.sweep = ml_collections.ConfigDict()
     config.sweep.alphas = CIFAR10_ALPHAS

@@ -74,12 +74,12 @@ def request_from_flags() -> compile_check.Request:
         configs.append((spec, config))
     analyses = () if FLAGS.analyses == ["none"] else _choices(FLAGS.analyses, compile_check.ANALYSIS_PROGRAMS,
                                                                 "analyses")
-    from configs import analysis  # the analyses' settings: their sizes are the programs' shapes
+    from selectivity_jax.configs import analysis_settings  # their sizes are the analysis programs' shapes
     return compile_check.Request(
         target=target, configs=tuple(configs), models=tuple(sorted({int(k) for k in FLAGS.models})),
         strategies=_choices(FLAGS.strategies, STRATEGIES, "strategies", ("auto",)),
         dtypes=_choices(FLAGS.dtypes, compile_check.DTYPES, "dtypes"), analyses=analyses,
-        analysis_settings=analysis.get_config())
+        analysis_settings=analysis_settings())
 
 
 def main(argv):

@@ -21,14 +21,14 @@
 # %% [markdown]
 # # selectivity_jax quickstart: class selectivity in JAX/Flax
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/<org>/selectivity_jax/blob/main/notebooks/quickstart.ipynb)
-# (the badge link names the repository as `<org>/selectivity_jax`: put the project's GitHub path there)
+# To run it in Colab, open this file there (File > Open notebook > GitHub, or Upload) and set `REPO_URL` in
+# the first code cell; run from a checkout, it needs nothing set.
 #
 # Leavitt & Morcos, "Selectivity considered harmful: evaluating the causal impact of class selectivity in DNNs"
 # (ICLR 2021), train networks with the loss `cross_entropy - alpha * network_class_selectivity`: alpha < 0 pushes
 # class selectivity down, alpha > 0 pushes it up. This notebook
 #
-# 1. installs `selectivity_jax` (in Colab only),
+# 1. installs `selectivity_jax` if it is not installed yet (from the checkout it runs in, else a clone),
 # 2. shows the devices JAX sees (TPU, GPU or CPU),
 # 3. measures the network class selectivity of a small Flax MLP with `selectivity_fn`,
 # 4. trains the quickstart model (a ResNet20 narrowed to width 8, on a synthetic class-structured image set
@@ -43,18 +43,15 @@
 # %% [markdown]
 # ## Install
 #
-# In Colab this cell clones the repository named by `REPO_URL` into `/content/selectivity_jax` and pip-installs
-# it, then installs the jax wheel that matches the accelerator (`jax[tpu]` on a TPU runtime, `jax[cuda12]` on a
-# GPU runtime). Set `REPO_URL` first. If pip reports that it upgraded packages the runtime had already imported,
-# restart the session (Runtime > Restart session) and continue with the next cell.
-#
-# Outside Colab nothing is installed: the project is assumed to be installed already
-# (`pip install -e '.[test]'` in the repository). Either way the repository root is put on `sys.path`, because
-# the training configs (`configs/quickstart.py`) live there, not in the installed package.
+# From `notebooks/` of a checkout of the repository nothing needs setting: if `selectivity_jax` is not installed
+# yet, this cell installs that checkout (`pip install -e ..`). Elsewhere (a Colab runtime) it clones the repository
+# named by `REPO_URL` and installs it: put the project's git address in `REPO_URL` at the top of the cell, or in
+# the environment variable `SELECTIVITY_JAX_REPO_URL`. In Colab it then installs the jax wheel that matches the
+# accelerator (`jax[tpu]` on a TPU runtime, `jax[cuda12]` on a GPU runtime); if pip reports that it upgraded
+# packages the runtime had already imported, restart the session (Runtime > Restart session) and continue with the
+# next cell. The configs come with the package (`selectivity_jax.configs.get_config("quickstart")`).
 
 # %%
-REPO_URL = "https://github.com/<org>/selectivity_jax"  # set this to the project's git repository
-
 import glob
 import importlib.util
 import os
@@ -62,38 +59,45 @@ import shutil
 import subprocess
 import sys
 
+# The project's git address: needed only where selectivity_jax is neither installed nor checked out (Colab).
+REPO_URL = os.environ.get("SELECTIVITY_JAX_REPO_URL", "")  # or write the address between the quotes
 IN_COLAB = "google.colab" in sys.modules
 
 
-def find_repo_root(start):
-    """The nearest directory at or above ``start`` that holds configs/quickstart.py (the repository root)."""
+def checkout_root(start):
+    """The checkout at or above ``start`` (a folder holding setup.cfg and selectivity_jax/), or None."""
     path = os.path.abspath(start)
-    while True:
-        if os.path.isfile(os.path.join(path, "configs", "quickstart.py")):
-            return path
-        parent = os.path.dirname(path)
-        if parent == path:
-            raise FileNotFoundError(f"no selectivity_jax repository (configs/quickstart.py) at or above {start}; "
-                                    "start the notebook from inside the repository")
-        path = parent
+    while not (os.path.isfile(os.path.join(path, "setup.cfg"))
+               and os.path.isdir(os.path.join(path, "selectivity_jax"))):
+        if os.path.dirname(path) == path:
+            return None
+        path = os.path.dirname(path)
+    return path
 
 
-if IN_COLAB:
-    if "<org>" in REPO_URL:
-        raise ValueError("set REPO_URL at the top of this cell to the git repository of selectivity_jax")
-    REPO_DIR = "/content/selectivity_jax"
-    if not os.path.isdir(REPO_DIR):
-        subprocess.run(["git", "clone", "--depth", "1", REPO_URL, REPO_DIR], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", REPO_DIR], check=True)
-    if importlib.util.find_spec("libtpu") or glob.glob("/dev/accel*"):
+def install(repo_dir):
+    """``pip install -e repo_dir``, importable by this kernel too; in Colab, the accelerator's jax wheel."""
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", repo_dir], check=True)
+    sys.path.insert(0, repo_dir)  # new processes see the editable install; this running kernel reads the checkout
+    if IN_COLAB and (importlib.util.find_spec("libtpu") or glob.glob("/dev/accel*")):
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-U", "jax[tpu]"], check=True)
-    elif shutil.which("nvidia-smi"):
+    elif IN_COLAB and shutil.which("nvidia-smi"):
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-U", "jax[cuda12]"], check=True)
-else:
-    REPO_DIR = find_repo_root(os.getcwd())
-if REPO_DIR not in sys.path:
-    sys.path.insert(0, REPO_DIR)
-print("repository:", REPO_DIR)
+
+
+if importlib.util.find_spec("selectivity_jax") is None:
+    REPO_DIR = checkout_root(os.getcwd())
+    if REPO_DIR is None:
+        if not REPO_URL:
+            raise RuntimeError("selectivity_jax is not installed and this notebook is not in a checkout of it: set "
+                               "REPO_URL at the top of this cell (or the environment variable "
+                               "SELECTIVITY_JAX_REPO_URL) to the project's git address, or open the notebook from "
+                               "notebooks/ of a checkout")
+        REPO_DIR = os.path.abspath("selectivity_jax")  # in Colab: /content/selectivity_jax
+        if not os.path.isdir(REPO_DIR):
+            subprocess.run(["git", "clone", "--depth", "1", REPO_URL, REPO_DIR], check=True)
+    install(REPO_DIR)
+print("selectivity_jax:", os.path.dirname(importlib.util.find_spec("selectivity_jax").origin))
 
 # %% [markdown]
 # ## Devices
@@ -172,13 +176,13 @@ print("gradient norm:", float(optax.global_norm(grads)))
 # %%
 import tempfile
 
-from configs import quickstart
+from selectivity_jax.configs import get_config
 from selectivity_jax.parallel import dividing_device_count
 from selectivity_jax.sweep import default_mode, run_sweep
 
 SHORT = os.environ.get("SELECTIVITY_JAX_SHORT") == "1"
 
-config = quickstart.get_config("tiny" if SHORT else None)
+config = get_config("quickstart:tiny" if SHORT else "quickstart")
 config.sweep.alphas = (-5.0, 0.0, 5.0)
 config.sweep.seeds = (0,)
 if config.num_devices == 0:  # all devices that split the batches evenly (e.g. 5 of a v2-8's 8 cores for batch 100)
@@ -202,9 +206,9 @@ results = run_sweep(config, WORKDIR, mode=MODE)
 # %%
 import matplotlib.pyplot as plt
 
-alphas = [r["alpha"] for r in results]
-accuracy = [r["test_accuracy"] for r in results]
-selectivity = [r["test_selectivity"] for r in results]
+alphas = [r.alpha for r in results]
+accuracy = [r.test_accuracy for r in results]
+selectivity = [r.test_selectivity for r in results]
 for a, acc, sel in zip(alphas, accuracy, selectivity):
     print(f"alpha {a:+g}: test accuracy {acc:.3f}, test selectivity {sel:.3f}")
 

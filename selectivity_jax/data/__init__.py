@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from selectivity_jax.data.image_folder import load_image_folder, load_image_folder_splits
+from selectivity_jax.data.image_folder import content_key, load_image_folder, load_image_folder_splits
 from selectivity_jax.data.splits import ArraySplits, Split, cached_arrays, split_train_val, subset
 from selectivity_jax.data.synthetic import synthetic_images
 
@@ -85,11 +85,12 @@ def _load_tiny_imagenet(config: Any) -> TrainTest:
 
 
 def _folder_cache_key(root: str, image_size: int | None) -> str:
-    """Cache key naming an image folder and changing with its path, size, modification time and image_size."""
-    stat = os.stat(root)
-    identity = f"{os.path.abspath(root)}|{stat.st_size}|{stat.st_mtime_ns}|{image_size}"
+    """Cache key of an image folder's decoded arrays: changes with its content (`image_folder.content_key`: the
+    archive's bytes, or every image file's name, size and times) and image_size. Files under other keys (older
+    versions, older content) are left where they are and never read."""
+    identity = f"{content_key(root, ('train', 'test'))}|{image_size}"
     name = os.path.basename(os.path.normpath(root)).split(".")[0] or "root"
-    return f"image_folder_{name}_{hashlib.sha1(identity.encode()).hexdigest()[:12]}"
+    return f"image_folder_{name}_{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
 
 
 def _load_image_folder(config: Any) -> TrainTest:
@@ -135,7 +136,10 @@ def _check_image_folder(config: Any) -> None:
     if not root:
         raise ValueError("data.root must name the image folder (directory or .tar/.tar.gz archive)")
     if not os.path.exists(root):
-        raise FileNotFoundError(f"data.root: image folder {root} does not exist")
+        raise FileNotFoundError(f"data.root: image folder {root} does not exist (train/<class>/* and "
+                                f"test/<class>/* images, a directory or .tar.gz; the CIFAR-10 one is made from the "
+                                f"official binary release by: python -m experiments.make_cifar10_folder --archive "
+                                f"cifar-10-binary.tar.gz --out {root})")
     if not os.access(root, os.R_OK):
         raise PermissionError(f"data.root: {root} is not readable")
 
