@@ -1,15 +1,18 @@
 """Image-folder data sets: ``<root>/<split>/<class>/<image>``, as a directory or inside a tar archive.
 
 Classes are the sorted class directory names of a split (labels 0..C-1), files are sorted by name within a class,
-images are decoded to RGB with Pillow. A ``.tar`` / ``.tar.gz`` / ``.tgz`` archive with the same layout (optionally
-under one top-level folder) is read in a single streaming pass, without extracting it to disk; its compression
-(none, gzip, bzip2, xz) is told by its first bytes, and an archive cut short anywhere is an error.
+images are decoded to 8-bit RGB with Pillow (`to_rgb`: every mode a JPEG or PNG decodes to, 16-bit grey scaled to
+8 bits, alpha dropped; modes with no faithful conversion refused). A ``.tar`` / ``.tar.gz`` / ``.tgz`` archive with
+the same layout (optionally under one top-level folder) is read in a single streaming pass, without extracting it to
+disk; its compression (none, gzip, bzip2, xz) is told by its first bytes, and an archive cut short anywhere is an
+error. `content_key` names what a cache of the decoded arrays was decoded from.
 """
 
 from __future__ import annotations
 
 import bz2
 import gzip
+import hashlib
 import io
 import lzma
 import os
@@ -33,14 +36,59 @@ def is_image_file(name: str) -> bool:
     return not base.startswith(".") and base.lower().endswith(IMAGE_EXTENSIONS)
 
 
+# In every cache key of decoded images (`content_key`): raise it whenever decode_image's output changes.
+DECODER_VERSION = 2
+# Modes Pillow converts to RGB exactly (palette lookup, grey replicated, CMYK by Pillow's formula without ICC
+# profiles), alpha and transparency dropped with the colour kept as stored (as torchvision's loader does). JPEG's
+# YCbCr is converted to RGB by the JPEG decoder itself.
+_VIA_PILLOW = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK"})
+_SIXTEEN_BIT = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})  # grey 0..65535, scaled (not clipped) to 0..255
+_REFUSED_WHY = {"I": "32-bit integers without a declared range", "F": "floating point without a declared scale"}
+
+
+def _declared_maximum(image: Image.Image) -> int | None:
+    """65535 for a 16-bit grey PNG that Pillow opened as 32-bit 'I' (older Pillow), else None (range unknown).
+
+    Reads the decoder's raw mode from ``image.tile``, so call it before ``load()``, which empties the tile list.
+    """
+    if image.mode != "I" or image.format != "PNG" or not image.tile:
+        return None
+    args = image.tile[0][3]
+    rawmode = args if isinstance(args, str) else (args[0] if args else "")
+    return 65535 if str(rawmode).startswith("I;16") else None
+
+
+def to_rgb(image: Image.Image, name: str, declared_maximum: int | None = None) -> Image.Image:
+    """``image`` as 8-bit RGB, or a ValueError naming ``name`` and the mode where no faithful conversion exists.
+
+    16-bit grey (and 'I' with ``declared_maximum`` 65535) becomes round(v / 257), replicated to 3 channels; alpha
+    and transparency are dropped; 'F', 'I' of unknown range and modes not in ``_VIA_PILLOW`` are refused.
+    """
+    mode = image.mode
+    if mode in _VIA_PILLOW:
+        if mode in ("P", "PA"):  # through RGBA: Pillow warns when a palette with alpha goes straight to RGB
+            image = image.convert("RGBA")
+        return image if image.mode == "RGB" else image.convert("RGB")
+    if mode in _SIXTEEN_BIT or (mode == "I" and declared_maximum == 65535):
+        values = np.asarray(image).astype(np.int64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ValueError(f"image {name}: mode {mode!r} holds values outside its declared range 0..65535")
+        grey = ((values + 128) // 257).astype(np.uint8)  # round(v / 257): no ties, 257 being odd
+        return Image.fromarray(grey, "L").convert("RGB")
+    why = _REFUSED_WHY.get(mode, "no faithful conversion to 8-bit RGB")
+    raise ValueError(f"image {name}: Pillow mode {mode!r} ({why}) is not read; save it as 8-bit RGB or grey")
+
+
 def decode_image(data: bytes, name: str, image_size: int | None = None) -> np.ndarray:
-    """Decodes image bytes to uint8 RGB [H, W, 3]; resized (bilinear) to image_size x image_size if it differs."""
+    """Decodes image bytes to uint8 RGB [H, W, 3] (`to_rgb`); resized (bilinear) to image_size x image_size if it
+    differs."""
     try:
         image = Image.open(io.BytesIO(data), formats=_PIL_FORMATS)
-        image = image.convert("RGB") if image.mode != "RGB" else image
+        declared_maximum = _declared_maximum(image)
         image.load()
     except (OSError, ValueError, Image.DecompressionBombError) as error:  # not an image, truncated, too large
         raise ValueError(f"cannot decode image {name}: {error}") from error
+    image = to_rgb(image, name, declared_maximum)
     if image_size is not None and image.size != (image_size, image_size):
         image = image.resize((image_size, image_size), Image.BILINEAR)
     return np.asarray(image, np.uint8)
@@ -117,6 +165,31 @@ def _archive_entries(root: str, splits: Sequence[str]) -> Iterator[tuple[str, st
 def is_archive(root: str | os.PathLike) -> bool:
     """Whether ``root`` names a tar archive (by suffix) rather than a directory."""
     return os.fspath(root).lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def content_key(root: str | os.PathLike, splits: Sequence[str] = ("train", "test")) -> str:
+    """A hex digest that changes whenever what ``load_image_folder_splits(root, splits)`` returns may change.
+
+    An archive: the SHA-256 of its bytes. A directory: its absolute path and, sorted, every class directory and image
+    file of the splits with its size, modification and status-change times (ns), so a file edited, added, removed,
+    renamed or moved changes it, also one whose mtime was set back (a write always moves the status-change time).
+    Both include ``DECODER_VERSION`` and the splits.
+    """
+    root = os.fspath(root)
+    digest = hashlib.sha256(f"decoder {DECODER_VERSION}, splits {tuple(splits)!r}\n".encode())
+    if is_archive(root):
+        with open(root, "rb") as file:
+            digest.update(hashlib.file_digest(file, "sha256").digest())
+        return digest.hexdigest()
+    lines = [repr(os.path.abspath(root))]
+    for split, class_name, file_name, path in _directory_entries(root, splits):
+        if file_name is None:
+            lines.append(repr((split, class_name)))
+        else:
+            stat = os.stat(path)
+            lines.append(repr((split, class_name, file_name, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)))
+    digest.update("\n".join(sorted(lines)).encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
 
 
 def count_images(root: str | os.PathLike, splits: Sequence[str] = ("train", "test")) -> dict[str, int]:
