@@ -302,7 +302,7 @@ def _foreign_entries(directory: str, known: frozenset[str], subdirectory_ok: Cal
 # What a run leaves besides its config.json: a directory holding any of them without a config.json cannot say which
 # config produced them, so no run adopts it (`check_workdir`).
 _RUN_OUTPUTS = frozenset({METRICS_FILE, TIMING_FILE, RESULTS_FILE, SELECTIVITY_FILE, CHECKPOINT_DIR, PARTIAL_EPOCH_FILE,
-                          ANALYSIS_DIR, "robustness.json"})
+                          ANALYSIS_DIR, TENSORBOARD_DIR, "robustness.json"})
 
 
 def foreign_run_entries(directory: str) -> list[str]:

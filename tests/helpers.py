@@ -42,6 +42,9 @@ def tiny_sweep_config():
 # Files of a run directory whose bits may differ between two runs of the same config: wall-clock seconds, and the
 # lock (present or not after a killed process).
 VARYING_FILES = {"timing.jsonl", ".lock", ".lock.owner"}
+# ... and the TensorBoard event files (wall-clock times; one more file after each resume): tests/test_tensorboard.py
+# compares their scalars with metrics.jsonl instead.
+VARYING_DIRS = {"tensorboard"}
 # What the analyses add to a run directory (the shared tiny sweeps may hold them): not training's outputs.
 ANALYSIS_OUTPUTS = {"analysis", "robustness.json"}
 
@@ -52,7 +55,7 @@ def run_files(run_dir):
     files = {}
     for root, dirs, names in os.walk(run_dir):
         rel_root = os.path.relpath(root, run_dir)
-        if rel_root.split(os.sep)[0] in {"checkpoints"} | ANALYSIS_OUTPUTS:
+        if rel_root.split(os.sep)[0] in {"checkpoints"} | ANALYSIS_OUTPUTS | VARYING_DIRS:
             continue
         if rel_root == ".":
             names = [name for name in names if name not in ANALYSIS_OUTPUTS]

@@ -41,7 +41,7 @@ ANALYSIS_FLAGS = (
     f"--config.dimensionality.epsilon={4 / 255!r}", "--config.dimensionality.pgd_steps=2")
 VARYING = {"timing.jsonl", ".lock", ".lock.owner", "_CHECKPOINT_METADATA", "_METADATA", "manifest.ocdbt",
            "matplotlibrc"}
-VARYING_DIRS = {"checkpoints"}
+VARYING_DIRS = {"checkpoints", "tensorboard"}  # TensorBoard event files hold wall-clock times
 
 
 def command(*args: str, env: dict[str, str]) -> None:

@@ -250,7 +250,8 @@ def _bad_inputs(base):
         ("experiments.report", ["--sweep", str(base / "listed_results")],
          f"{base / 'listed_results' / run_dirname(0.0, 0) / 'results.json'}: the results.json holds list"),
         ("experiments.train", train(workdir=str(base / "orphan_checkpoints")),
-         "holds a run's checkpoints, metrics.jsonl, results.json, selectivity.npz, timing.jsonl but no config.json"),
+         "holds a run's checkpoints, metrics.jsonl, results.json, selectivity.npz, tensorboard, timing.jsonl but "
+         "no config.json"),
         ("experiments.analyze", ["--workdir", str(base / "missing"), "--analysis", "ablation"], "is not a directory"),
         ("experiments.analyze", ["--workdir", run, "--analysis", "bogus"], "bogus"),
         ("experiments.analyze", ["--workdir", str(base / "unfinished"), "--analysis", "ablation"], "unfinished"),

@@ -74,7 +74,7 @@ def finished_run(tmp_path_factory, dispatches):
 def test_run_writes_everything(finished_run):
     workdir, results = finished_run
     assert sorted(os.listdir(workdir)) == [".lock", "checkpoints", "config.json", "metrics.jsonl", "results.json",
-                                           "selectivity.npz", "timing.jsonl"]
+                                           "selectivity.npz", "tensorboard", "timing.jsonl"]
     with open(os.path.join(workdir, "results.json")) as f:
         stored = json.load(f)
     for key in ("test_accuracy", "test_selectivity", "test_cross_entropy", "test_dead_unit_fraction"):

@@ -3,18 +3,20 @@ checkpoints restored at one common step, saved and pruned together, the metrics 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
 from selectivity_jax.faults import fault_point
-from selectivity_jax.rundir import (CHECKPOINT_DIR, METRICS_FILE, PARTIAL_EPOCH_FILE, RESULTS_FILE, TIMING_FILE,
-                                    write_npz)
-from selectivity_jax.train.metrics import MetricsWriter
+from selectivity_jax.records import EpochMetrics
+from selectivity_jax.rundir import (CHECKPOINT_DIR, METRICS_FILE, PARTIAL_EPOCH_FILE, RESULTS_FILE, TENSORBOARD_DIR,
+                                    TIMING_FILE, write_npz)
+from selectivity_jax.train.metrics import MetricsWriter, TensorBoardWriter, TensorBoardX
 from selectivity_jax.train.state import TrainState, stack_states, unstack_state
 
 
@@ -81,15 +83,36 @@ def restore_newest(manager: ocp.CheckpointManager, target: Any | None, *, at_mos
 # ----------------------------------------------------------------------------------------------------------------------
 
 class RunFiles:
-    """One run's files: work directory, checkpoint manager and metrics and timing writers."""
+    """One run's files: work directory, checkpoint manager, metrics and timing writers and, given ``tensorboardx``
+    (`metrics.import_tensorboardx`), the TensorBoard writer of the metrics rows (else None)."""
 
-    def __init__(self, workdir: str):
+    def __init__(self, workdir: str, tensorboardx: TensorBoardX | None = None):
         self.workdir = workdir
         self.manager = checkpoint_manager(os.path.join(workdir, CHECKPOINT_DIR))
         self.writer = MetricsWriter(os.path.join(workdir, METRICS_FILE))
         self.timing = MetricsWriter(os.path.join(workdir, TIMING_FILE))
+        self.tensorboard = (TensorBoardWriter(os.path.join(workdir, TENSORBOARD_DIR), tensorboardx)
+                            if tensorboardx is not None else None)
         self.results_path = os.path.join(workdir, RESULTS_FILE)
         self.partial_epoch_path = os.path.join(workdir, PARTIAL_EPOCH_FILE)
+
+    def write_row(self, row: EpochMetrics) -> None:
+        """Appends an epoch's `EpochMetrics` row to metrics.jsonl and, when on, to the TensorBoard event file."""
+        self.writer.write(row)
+        if self.tensorboard is not None:
+            self.tensorboard.write(row)
+
+
+@contextlib.contextmanager
+def closing_event_files(runs: list[RunFiles]) -> Iterator[list[RunFiles]]:
+    """Closes the runs' TensorBoard event files when the block ends, however it ends (a SIGTERM's `Preempted`, a
+    non-finite loss, an error)."""
+    try:
+        yield runs
+    finally:
+        for run in runs:
+            if run.tensorboard is not None:
+                run.tensorboard.close()
 
 
 def _restore_run(run: RunFiles, target: TrainState, log: Callable[[str], None], at_most: int | None = None):
@@ -118,6 +141,8 @@ def restore_group(runs: list[RunFiles], states: TrainState, log: Callable[[str],
             run.manager.delete(newer)  # newer than the step resumed from: replayed and saved again
         run.writer.truncate_after(step)
         run.timing.truncate_after(step)
+        if run.tensorboard is not None:  # event files cannot be truncated: see `TensorBoardWriter`
+            run.tensorboard.resume_from(step)
     if not step:
         return states
     log(f"resuming {len(runs)} run(s) from step {step}")

@@ -5,14 +5,15 @@
 ``train_and_evaluate(config, workdir)`` is a group of one, and a sweep (selectivity_jax/sweep.py) is a sequence of
 groups. Each run's directory (selectivity_jax/rundir.py) receives ``config.json``, ``metrics.jsonl`` (one line
 per epoch), ``timing.jsonl`` (wall-clock seconds), ``results.json`` (final test figures), ``selectivity.npz``
-(per-unit test selectivity per layer) and orbax checkpoints under ``checkpoints/``, the same whether it trained
-alone or in a group.
+(per-unit test selectivity per layer), orbax checkpoints under ``checkpoints/`` and, with ``config.tensorboard``,
+the metrics.jsonl rows as TensorBoard event files under ``tensorboard/``, the same whether it trained alone or in a
+group.
 
 Reliability: everything is validated (config, directories, data, batch against devices) before the first file is
 written; a process holds a lock on each of its directories; running again on the same directories resumes from the
-newest checkpoint that restores and ends with the same files, bit for bit (timing.jsonl aside), as an uninterrupted
-run; SIGTERM saves a checkpoint (and the epoch's metrics so far) before the process exits; a non-finite loss stops
-the run without saving the non-finite state.
+newest checkpoint that restores and ends with the same files, bit for bit (timing.jsonl and tensorboard/ aside), as an
+uninterrupted run; SIGTERM saves a checkpoint (and the epoch's metrics so far) before the process exits; a non-finite
+loss stops the run without saving the non-finite state.
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ from selectivity_jax.records import EpochMetrics, Normalization, RunResults, ver
 from selectivity_jax.parallel import check_batch_size, make_data_mesh, maybe_initialize_distributed
 from selectivity_jax.rundir import (SELECTIVITY_FILE, DirectoryLock, check_workdir, prepare_workdir,
                                     write_json, write_npz)
-from selectivity_jax.train.checkpoint import (RunFiles, load_partial_epoch, prune_group, remove_partial_epoch,
-                                              restore_group, save_group, save_partial_epoch)
-from selectivity_jax.train.metrics import Progress, summarize_evals
+from selectivity_jax.train.checkpoint import (RunFiles, closing_event_files, load_partial_epoch, prune_group,
+                                              remove_partial_epoch, restore_group, save_group, save_partial_epoch)
+from selectivity_jax.train.metrics import Progress, import_tensorboardx, summarize_evals
 from selectivity_jax.train.setup import RunSetup, setup_kernels, setup_run, steps_in_next_call
 from selectivity_jax.train.state import TrainState
 from selectivity_jax.train.stopping import Preempted, SigtermFlag, StopRequest, check_finite
@@ -175,7 +176,9 @@ def _train_locked(config: ml_collections.ConfigDict, alphas: tuple[float, ...], 
                   setup: RunSetup, mesh: jax.sharding.Mesh, stop_after_steps: int | None,
                   log: Callable[[str], None]) -> list[RunResults]:
     """`train_group` once its directories are validated, locked and hold the config."""
-    runs = [RunFiles(workdir) for workdir in workdirs]
+    event_files = config.get("tensorboard", True) and jax.process_index() == 0  # one writer on shared storage
+    tensorboardx = import_tensorboardx(log) if event_files else None
+    runs = [RunFiles(workdir, tensorboardx) for workdir in workdirs]
     if all(os.path.exists(run.results_path) for run in runs):
         log(f"already finished: {', '.join(workdirs)}")
         return [rundir.read_run_results(run.workdir) for run in runs]
@@ -189,7 +192,7 @@ def _train_locked(config: ml_collections.ConfigDict, alphas: tuple[float, ...], 
         f"device(s){' (data parallel)' if mesh.devices.size > 1 else ''}, {setup.steps_per_call} step(s) per call, "
         f"{setup.spec.vmap_conv} convolutions on {setup_kernels(setup)}; selectivity layers {setup.layer_names}")
     start_time = time.time()
-    with SigtermFlag() as sigterm:
+    with SigtermFlag() as sigterm, closing_event_files(runs):
         states = _train(group, states, StopRequest(sigterm, stop_after_steps))
     prune_group(runs, config.max_checkpoints_to_keep, group.is_regular_checkpoint)
     if group.writer:
@@ -281,7 +284,7 @@ def _epoch_row(epoch: int, step: int, train: dict[str, np.ndarray], k: int, lear
 
 def _write_epoch(group: _Group, rows: list[EpochMetrics], seconds: float, images_per_second: float) -> None:
     for run, row in zip(group.runs, rows):
-        run.writer.write(row)
+        run.write_row(row)
         fault_point("metrics_row")
         run.timing.write({"epoch": row.epoch, "step": row.step, "epoch_seconds": seconds,
                           "images_per_second": images_per_second, "models_in_group": len(group.runs)})

@@ -1,14 +1,15 @@
-"""Run outputs as plain files: JSON lines of metrics, human-readable progress lines, and the host-side figures of an
-evaluation pass."""
+"""Run outputs as plain files: JSON lines of metrics, their curves as TensorBoard event files, human-readable progress
+lines, and the host-side figures of an evaluation pass."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import sys
 import time
-from typing import Any, Mapping, Sequence, TextIO
+from typing import Any, Callable, Mapping, Sequence, TextIO
 
 import jax
 import numpy as np
@@ -22,7 +23,7 @@ def json_line(row: Mapping[str, Any]) -> str:
 
 
 class MetricsWriter:
-    """Appends one JSON object per line to ``path`` (readable with ``pandas.read_json(path, lines=True)``)."""
+    """Appends one JSON object per line to ``path`` (read back with ``[json.loads(line) for line in open(path)]``)."""
 
     def __init__(self, path: str):
         self.path = path
@@ -50,6 +51,106 @@ class MetricsWriter:
         with open(self.path, "a") as f:
             f.write(json_line(row))
             f.flush()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# TensorBoard: the metrics.jsonl rows as scalars in event files, written with tensorboardX (no TensorFlow), imported
+# only when a run writes them (the library's import leaves it out).
+# ----------------------------------------------------------------------------------------------------------------------
+
+# Fields of a metrics.jsonl row that are bookkeeping, not curves (``step`` is the curves' x axis).
+NOT_CURVES = frozenset({"epoch", "step", "models_in_group"})
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorBoardX:
+    """The parts of tensorboardX that `TensorBoardWriter` uses: its synchronous event-file writer and the protos."""
+    events_writer: type
+    event: type
+    session_log: type
+    summary: type
+
+
+def import_tensorboardx(log: Callable[[str], None]) -> TensorBoardX | None:
+    """tensorboardX's parts, imported now; None, with one warning line through ``log``, when it does not import."""
+    blocked = "torch" not in sys.modules
+    if blocked:  # tensorboardX's writer module imports torch when installed (type hints only): not into training
+        sys.modules["torch"] = None  # type: ignore[assignment]
+    try:
+        from tensorboardX.event_file_writer import EventsWriter
+        from tensorboardX.proto.event_pb2 import Event, SessionLog
+        from tensorboardX.proto.summary_pb2 import Summary
+    except Exception as error:  # noqa: BLE001 - missing, or broken (e.g. a protobuf it does not support)
+        log(f"warning: no TensorBoard event files: tensorboardX does not import ({type(error).__name__}: {error}); "
+            "pip install 'tensorboardX>=2.6', or --config.tensorboard=False")
+        return None
+    finally:
+        if blocked and sys.modules.get("torch", False) is None:
+            del sys.modules["torch"]
+    return TensorBoardX(EventsWriter, Event, SessionLog, Summary)
+
+
+def tensorboard_scalars(row: EpochMetrics) -> dict[str, float]:
+    """The curves of a metrics.jsonl row, by tag: every numeric field but `NOT_CURVES` (train_*, alpha,
+    learning_rate, val_* when validation ran) and ``val_layer_selectivity/<layer>``."""
+    scalars: dict[str, float] = {}
+    for field in dataclasses.fields(row):
+        value = getattr(row, field.name)
+        if field.name in NOT_CURVES or value is None:
+            continue
+        if isinstance(value, Mapping):
+            scalars.update({f"{field.name}/{key}": float(item) for key, item in value.items()})
+        else:
+            scalars[field.name] = float(value)
+    return scalars
+
+
+class TensorBoardWriter:
+    """Writes a run's metrics.jsonl rows as TensorBoard scalars (`tensorboard_scalars`, float32 as TensorBoard stores
+    them, at the row's step) into an event file of ``directory``, flushed after each row so the curves are live.
+
+    Each training call of the run adds its own event file (created with its first row). tensorboardX's
+    SummaryWriter is not used: it hands events to a thread whose flush does not wait for them; the loop writes one row
+    an epoch, synchronously, with the record writer under it.
+
+    A resumed run cannot truncate event files as metrics.jsonl is truncated (`MetricsWriter.truncate_after`); it writes
+    into the same directory, and its new file starts with a START event at the first step it will log again
+    (`resume_from`). TensorBoard then shows the latest value of a repeated step: the data server drops a series'
+    points from a repeated step on, the Python reader (EventAccumulator) every point from the START event's step on.
+    """
+
+    def __init__(self, directory: str, tensorboardx: TensorBoardX):
+        self.directory = directory
+        self.tbx = tensorboardx
+        self.purge_step: int | None = None
+        self._file: Any = None
+
+    def resume_from(self, step: int) -> None:
+        """The run continues after ``step`` (the rows up to it are kept): later points of older files are replaced."""
+        self.purge_step = step + 1
+
+    def _open(self) -> Any:
+        os.makedirs(self.directory, exist_ok=True)
+        # the suffix orders two files of one second and host by creation, and keeps the second from overwriting the
+        # first (tensorboardX names a file by the second it was created in and the host)
+        events = self.tbx.events_writer(os.path.join(self.directory, "events"), f".{time.time_ns()}")
+        if self.purge_step is not None:
+            events.write_event(self.tbx.event(wall_time=time.time(), step=self.purge_step,
+                                              session_log=self.tbx.session_log(status=self.tbx.session_log.START)))
+        return events
+
+    def write(self, row: EpochMetrics) -> None:
+        if self._file is None:
+            self._file = self._open()
+        summary = self.tbx.summary(value=[self.tbx.summary.Value(tag=tag, simple_value=value)
+                                          for tag, value in tensorboard_scalars(row).items()])
+        self._file.write_event(self.tbx.event(wall_time=time.time(), step=int(row.step), summary=summary))
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def format_duration(seconds: float) -> str:

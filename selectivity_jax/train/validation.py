@@ -150,6 +150,7 @@ def _check_execution(problems: _Problems) -> None:
         problems.number(field, 1, integer=True)
     problems.number("num_devices", 0, integer=True)
     problems.check("distributed", lambda v: isinstance(v, bool), "True or False", optional=True)
+    problems.check("tensorboard", lambda v: isinstance(v, bool), "True or False", optional=True)
 
 
 def _check_model(problems: _Problems, config: ml_collections.ConfigDict) -> None:
