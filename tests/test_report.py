@@ -313,6 +313,9 @@ def test_paper_figure_layout(sweep):
     assert not acc_right.child_axes and not sel_left.child_axes
     assert not figures.paper_accuracy_selectivity(sweep, inset_max_abs_alpha=0.5).axes[2].child_axes
     fig.canvas.draw()
+    for ax in fig.axes[:4]:  # every tick on an alpha axis is labelled (symlog's minor ticks left out)
+        assert len(ax.xaxis.get_minorticklocs()) == 0
+        assert all(label.get_text() for label in ax.get_xticklabels())
 
 
 def test_dead_units_figure_of_the_fake_sweep(sweep):
@@ -365,8 +368,18 @@ def test_dead_units_and_training_curves_of_the_tiny_sweep_match_its_files(tiny_s
         for row in run.metrics:
             if row.val_selectivity is not None:
                 assert np.mean(list(row.val_layer_selectivity.values())) == pytest.approx(row.val_selectivity)
-    titles = [ax.get_title() for ax in figures.selectivity_over_training(sweep).axes]
+    fig = figures.selectivity_over_training(sweep)
+    titles = [ax.get_title() for ax in fig.axes]
     assert [t for t in titles if t.startswith("validation, ")] == [f"validation, {name}" for name in dead.layers]
+    fig.canvas.draw()  # one colour bar beside all the panels, not squeezed beside the last one
+    *drawn, bar = fig.axes
+    assert bar.get_ylabel() == "α" and len(drawn) == 2 + len(dead.layers)
+    span = max(ax.get_position().y1 for ax in drawn) - min(ax.get_position().y0 for ax in drawn)
+    assert bar.get_position().height > 0.8 * span
+    layer_axes = drawn[2:]  # the layers' panels share one y range; a single epoch is a visible point
+    assert len({ax.get_ylim() for ax in layer_axes}) == 1
+    assert all(line.get_markersize() == (7 if len(line.get_xdata()) == 1 else 3) for ax in layer_axes
+               for line in ax.lines)
 
 
 def test_cli_against_writes_the_report_and_the_comparison(tiny_sweep, tmp_path):

@@ -8,7 +8,7 @@ axis, and coloured with a diverging colormap centred at alpha = 0 (blue: selecti
 from __future__ import annotations
 
 import os
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from matplotlib import colormaps
@@ -17,7 +17,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Colormap, LinearSegmentedColormap, SymLogNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
 from selectivity_jax.report.runs import Run, Sweep
 from selectivity_jax.report.tables import (CONFIDENCE_LEVEL, LAYER_SELECTIVITY_KEY, TRAINING_SELECTIVITY_KEYS,
@@ -96,19 +96,19 @@ def alpha_axis(ax, alphas: Sequence[float]) -> None:
     ax.set_xscale("symlog", linthresh=linthresh(alphas), linscale=1.0)
     ax.set_xticks([t for t in alpha_ticks(alphas) if min(alphas) <= t <= max(alphas)])  # not widening the axis
     ax.xaxis.set_major_formatter(FuncFormatter(_alpha_label))
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_minor_locator(NullLocator())  # symlog's minor ticks crowd, unlabelled, around the threshold
     ax.axvline(0.0, color="0.75", linewidth=0.8, linestyle=":", zorder=0)
     ax.set_xlabel(ALPHA_LABEL)
     ax.grid(alpha=0.3)
 
 
 def alpha_colorbar(fig: Figure, ax, alphas: Sequence[float]) -> None:
-    """A colour bar of the alpha colours (`alpha_colors`) beside ``ax``."""
+    """A colour bar of the alpha colours (`alpha_colors`) beside ``ax`` (one axes, or a list it spans)."""
     norm, cmap = alpha_colors(alphas)
     bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, pad=0.02)
     bar.set_ticks(alpha_ticks(alphas))
     bar.ax.yaxis.set_major_formatter(FuncFormatter(_alpha_label))
-    bar.ax.yaxis.set_minor_formatter(NullFormatter())
+    bar.ax.yaxis.set_minor_locator(NullLocator())
     bar.set_label("α")
 
 
@@ -354,6 +354,15 @@ def dead_units_vs_alpha(sweep: Sweep, layer_cmap: str = "viridis") -> Figure:
     return fig
 
 
+def _same_y_range(axes: Sequence[Any]) -> None:
+    """One y range for ``axes``: the union of their data ranges."""
+    drawn = [ax for ax in axes if ax.lines]
+    if drawn:
+        low, high = min(ax.get_ylim()[0] for ax in drawn), max(ax.get_ylim()[1] for ax in drawn)
+        for ax in drawn:
+            ax.set_ylim(low, high)
+
+
 def selectivity_over_training(sweep: Sweep) -> Figure:
     """Selectivity per epoch from each run's metrics.jsonl, one line per alpha coloured by alpha (mean over seeds):
     a panel per column of `TRAINING_SELECTIVITY_KEYS` (network selectivity on train batches and on the validation
@@ -366,8 +375,9 @@ def selectivity_over_training(sweep: Sweep) -> Figure:
     norm, cmap = alpha_colors(sweep.alphas)
     for ax, (key, what, layer) in zip(axes, rows):
         curves = training_curves(sweep, key, layer)
-        for curve in curves:
-            ax.plot(curve.epochs, curve.values, "-o", markersize=3, linewidth=1.3, color=cmap(norm(curve.alpha)))
+        for curve in curves:  # a run that logged one epoch is a point: drawn large enough to see its colour
+            ax.plot(curve.epochs, curve.values, "-o", markersize=3 if len(curve.epochs) > 1 else 7, linewidth=1.3,
+                    color=cmap(norm(curve.alpha)))
         if curves:  # half an epoch either side, so that a single epoch gets an integer tick
             ax.set_xlim(min(c.epochs[0] for c in curves) - 0.5, max(c.epochs[-1] for c in curves) + 0.5)
         else:
@@ -377,7 +387,8 @@ def selectivity_over_training(sweep: Sweep) -> Figure:
         ax.set_ylabel("network selectivity" if layer is None else "layer selectivity")
         ax.set_title(f"{key}: {what}" if layer is None else what, fontsize=9 if layer is None else 8)
         ax.grid(alpha=0.3)
-    alpha_colorbar(fig, axes[-1], sweep.alphas)
+    _same_y_range(axes[len(TRAINING_SELECTIVITY_KEYS):])  # the layers' panels compare at a glance
+    alpha_colorbar(fig, axes, sweep.alphas)  # one bar for every panel, not squeezed beside the last
     fig.suptitle(f"{sweep.model}: selectivity during training, mean over seeds\n"
                  f"{_runs_label(sweep)}", fontsize=10)
     return fig
