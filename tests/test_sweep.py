@@ -97,7 +97,7 @@ def test_finished_sweep_is_skipped_and_reported(sweeps):
     lines = []
     again = run_sweep(sweep_config(), str(root / "vmap"), mode="vmap", log=lines.append)
     assert "3 finished, 0 group(s)" in lines[0]
-    assert [r["test_accuracy"] for r in again] == [r["test_accuracy"] for r in vmap]
+    assert [r.test_accuracy for r in again] == [r["test_accuracy"] for r in vmap]
     sweep = load_sweep(str(root / "vmap"))
     assert len(sweep.runs) == 3 and not sweep.missing
 
@@ -157,4 +157,4 @@ def test_automatic_group_size_hands_its_data_to_the_first_group(tmp_path, monkey
     monkeypatch.setattr(loop, "load_splits", counting)
     monkeypatch.setattr(sweep_module, "default_group_size", measured)
     results = run_sweep(config, str(tmp_path / "sweep"), mode="vmap", log=lambda _: None)
-    assert [r["models_in_group"] for r in results] == [2, 2] and loads == [0]
+    assert [r.models_in_group for r in results] == [2, 2] and loads == [0]
