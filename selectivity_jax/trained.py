@@ -53,6 +53,7 @@ class FlaxModel:
     layers: tuple[str, ...]                  # the points analysed by default
     capture_filter: Any = is_relu_module
     apply_kwargs: tuple[tuple[str, Any], ...] = ()
+    sown: tuple[str, ...] = ()               # the points that are sown values (no layer edit reaches them)
 
     def clone(self, *, selectivity_layers: Sequence[str]) -> FlaxModel:
         return dataclasses.replace(self, layers=tuple(selectivity_layers))
@@ -257,7 +258,8 @@ def from_flax(apply_fn: Callable[..., Any], variables: Any, *, mean: Sequence[fl
     unknown = sorted(set(layers or ()) - set(acts))
     if unknown:
         raise ValueError(f"layers {unknown} are not points of the model; its points are {list(acts)}")
-    model = dataclasses.replace(probe, points=tuple(acts), layers=tuple(layers or acts))
+    _, sown, _ = apply_with_activations(probe.apply, variables, x, filter=None)
+    model = dataclasses.replace(probe, points=tuple(acts), layers=tuple(layers or acts), sown=tuple(sown))
     config = ml_collections.ConfigDict({"name": name, "alpha": float(alpha), "seed": int(seed),
                                         "compute_dtype": "float32", "data": dict(data or {})})
     return TrainedRun(path="", config=config, model=model, variables=variables,

@@ -107,3 +107,36 @@ def test_analyses_of_a_model_trained_elsewhere(trained, run, tmp_path):
                       log=lambda _: None)
     with pytest.raises(ValueError, match="compares the runs of a sweep"):
         analyze_model(run, (images, labels), get_analyses("similarity"), config, str(tmp_path / "s"))
+
+
+class SownCNN(nn.Module):
+    """The README's advice for plain `nn.relu`: sow the value after the call (a point no layer edit reaches)."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Conv(8, (3, 3), name="conv1")(x))
+        self.sow("intermediates", "relu1", x)
+        x = ReLU(name="relu2")(nn.Conv(16, (3, 3), strides=(2, 2), name="conv2")(x))
+        return nn.Dense(NUM_CLASSES, name="head")(x.mean(axis=(1, 2)))
+
+
+def test_edits_of_sown_points_are_refused_before_any_work(trained, tmp_path):
+    """Ablation and rotation edit module outputs; on a sown point they are refused up front with the way out, and
+    the analyses that do not edit (and the edits of module points) still run."""
+    _, _, (images, labels) = trained
+    model = SownCNN()
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
+    run = from_flax(model.apply, variables, mean=(0.0,) * 3, std=(1.0,) * 3, num_classes=NUM_CLASSES,
+                    example=images[:2])
+    assert run.model.sown == ("relu1",) and run.layer_names == ["relu1", "relu2"]
+    config = with_overrides(analysis_config.get_config(), {"num_examples": 0, "batch_size": 40,
+                                                            "rotation.num_t": 3, "ablation.num_points": 3})
+    out = tmp_path / "sown"
+    with pytest.raises(ValueError, match=r"ablation, rotation edit layer outputs.*\['relu1'\] are sown values: "
+                                         r"write those ReLUs as modules"):
+        analyze_model(run, (images, labels), get_analyses("ablation,rotation"), config, str(out), log=lambda _: None)
+    assert not out.exists()
+    only_module = with_overrides(config, {"layers": ("relu2",)})
+    results = analyze_model(run, (images, labels), get_analyses("rotation"), only_module, str(out),
+                            log=lambda _: None)
+    assert list(results["rotation"].result.layers) == ["relu2"]

@@ -93,6 +93,7 @@ class AblationComparison(Record):
 
 class Ablation(Analysis[AblationResult, AblationComparison]):
     name = "ablation"
+    edits_layers = True
     title = "Unit ablation (Morcos et al. 2018)"
     result_type = AblationResult
     comparison_type = AblationComparison

@@ -293,6 +293,7 @@ class Analysis(abc.ABC, Generic[R, C]):
 
     - ``name``: the file name and the section of configs/analysis.py holding its settings;
     - ``title``: the report heading; ``needs_sweep``: it only compares runs (nothing to say about one run alone);
+    - ``edits_layers``: it changes layer outputs inside the forward pass (`selectivity_jax.models.edit_layers`);
     - ``result_type`` / ``comparison_type``: the `Record` classes `run` and `compare` return.
     """
     name: ClassVar[str]
@@ -300,6 +301,7 @@ class Analysis(abc.ABC, Generic[R, C]):
     result_type: ClassVar[type]
     comparison_type: ClassVar[type | None] = None
     needs_sweep: ClassVar[bool] = False
+    edits_layers: ClassVar[bool] = False
 
     @abc.abstractmethod
     def default_settings(self) -> ml_collections.ConfigDict:

@@ -89,6 +89,7 @@ class RotationComparison(Record):
 
 class Rotation(Analysis[RotationResult, RotationComparison]):
     name = "rotation"
+    edits_layers = True
     title = "Axis-aligned selectivity under rotation (Bau et al. 2017)"
     result_type = RotationResult
     comparison_type = RotationComparison

@@ -182,6 +182,17 @@ def run_analyses(workdir: str, analyses: Sequence[Analysis], config: ml_collecti
     return AnalysisOutcome(runs=per_run, comparisons=comparisons, report=report)
 
 
+def _check_editable(model: TrainedRun, analyses: Sequence[Analysis], layers: Sequence[str]) -> None:
+    """Refuses, before any work, analyses that edit layers (ablation, rotation) of a `from_flax` model whose layers
+    are sown values: the edits reach module outputs through ``flax.linen.intercept_methods``, not sown values."""
+    editing = [a.name for a in analyses if a.edits_layers]
+    sown = [name for name in layers if name in getattr(model.model, "sown", ())]
+    if editing and sown:
+        raise ValueError(f"{', '.join(editing)} edit layer outputs, which reach module outputs only; {sown} are sown "
+                         f"values: write those ReLUs as modules (x = selectivity_jax.ReLU(name='relu1')(x) instead of "
+                         f"nn.relu and sow) to analyse them with {', '.join(editing)}, or leave them out (layers)")
+
+
 def analyze_model(model: TrainedRun, test_split: tuple[np.ndarray, np.ndarray], analyses: Sequence[Analysis],
                   config: ml_collections.ConfigDict, out_dir: str, *, log: Callable[[str], None] = print
                   ) -> dict[str, RunResult]:
@@ -193,6 +204,7 @@ def analyze_model(model: TrainedRun, test_split: tuple[np.ndarray, np.ndarray], 
     if lone:
         raise ValueError(f"{', '.join(lone)} compares the runs of a sweep: train them as a sweep of run directories")
     check_settings(config, analyses)
+    _check_editable(model, analyses, list(config.layers) or list(model.layer_names))
     shared = ml_collections.ConfigDict({key: config[key] for key in (*SHARED_SETTINGS, "batch_size", "cache_dir")})
     os.makedirs(out_dir, exist_ok=True)
     with analysis_locks(out_dir, [], log):
