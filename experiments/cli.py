@@ -1,5 +1,5 @@
-"""What every entry point does around its work: flags parsed with one-line errors, SIGTERM at any moment ending
-with exit 143 and one line, an expected failure (bad input) printed as one ``error: ...`` line with exit 2, and
+"""What every entry point does around its work: flags parsed with one-line errors, SIGTERM or SIGINT (Ctrl-C) at
+any moment ending with one line and exit 143 or 130, an expected failure (bad input) printed as one ``error: ...`` line with exit 2, and
 quiet library logs. ``--verbosity=1`` (or the environment variable SELECTIVITY_JAX_TRACEBACK=1) shows tracebacks
 for bug reports.
 
@@ -12,29 +12,29 @@ import signal
 import sys
 
 
-_SIGTERM_LINE = b"stopped by SIGTERM; what was saved is kept: run the same command again to resume\n"
-
-
-def _exit_on_sigterm(signum, frame):
-    """SIGTERM outside the training loop (which saves a checkpoint itself and raises `Preempted`): one line, exit
-    143 at once. Every file the project writes is complete or absent at any moment (atomic writes, orbax's
-    temporary directories), so stopping here loses nothing a kill -9 would not; raising instead could land inside
-    an extension module's import and abort the interpreter."""
-    del signum, frame
+def _exit_on_signal(signum, frame):
+    """SIGTERM or SIGINT outside the training loop (which saves a checkpoint itself and raises `Preempted`): one
+    line, exit 128 + the signal's number at once (143, 130), no KeyboardInterrupt traceback from any thread. Every
+    file the project writes is complete or absent at any moment (atomic writes, orbax's temporary directories), so
+    stopping here loses nothing a kill -9 would not; raising instead could land inside an extension module's import
+    (or a compilation) and abort the interpreter."""
+    del frame
     try:
         sys.stdout.flush()  # the progress lines printed so far
     except Exception:  # noqa: BLE001 - e.g. the main thread was inside a write to stdout
         pass
-    os.write(2, _SIGTERM_LINE)
+    name = signal.Signals(signum).name
+    os.write(2, f"stopped by {name}; what was saved is kept: run the same command again to resume\n".encode())
     rundir = sys.modules.get("selectivity_jax.rundir")
     if rundir is not None:
         rundir.forget_held_locks()
-    os._exit(143)
+    os._exit(128 + signum)
 
 
-# Installed when the command's module is imported, before the slow imports below, so that a SIGTERM at start-up is
-# reported like any other.
-signal.signal(signal.SIGTERM, _exit_on_sigterm)
+# Installed when the command's module is imported, before the slow imports below, so that a signal at start-up (or
+# during the first compilation) is reported like any other.
+for _number in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(_number, _exit_on_signal)
 
 import re  # noqa: E402
 import traceback  # noqa: E402
@@ -46,7 +46,6 @@ from selectivity_jax.train.stopping import Preempted  # noqa: E402
 
 TRACEBACK_ENV = "SELECTIVITY_JAX_TRACEBACK"
 EXIT_BAD_INPUT = 2
-EXIT_SIGTERM = 143  # 128 + SIGTERM, what a shell reports for a process SIGTERM ended
 EXIT_BUG = 1
 
 # Exceptions that mean bad input or a missing resource, not a bug: one line, exit 2.
@@ -139,7 +138,7 @@ def _unknown_field(message: str, argv: list[str] | None) -> str:
 
 
 def run_reporting_errors(fn: Callable[[], Any]) -> Any:
-    """Calls ``fn``: a SIGTERM-saved stop exits 143 with its line; a ValueError or OSError (bad input, something
+    """Calls ``fn``: a stop saved after SIGTERM or SIGINT exits 143 or 130 with its line; a ValueError or OSError (bad input, something
     missing) prints one ``error:`` line and exits 2; any other exception is a bug: one line asking for a report,
     exit 1 (with ``--verbosity=1`` the traceback instead)."""
     if not flags.FLAGS["verbosity"].present:
@@ -148,7 +147,7 @@ def run_reporting_errors(fn: Callable[[], Any]) -> Any:
         return fn()
     except Preempted as stop:
         print(str(stop), file=sys.stderr, flush=True)
-        sys.exit(EXIT_SIGTERM)
+        sys.exit(128 + (stop.signal_number or signal.SIGTERM))
     except EXPECTED_ERRORS as error:
         if _show_tracebacks():
             raise
@@ -171,7 +170,7 @@ def use_cpu_settings(config: Any = None) -> None:
 
 def run(main: Callable[[list[str]], Any], argv: list[str] | None = None) -> None:
     """``absl.app.run(main)`` with `_parse_flags` (``argv``: default ``sys.argv``); a SIGTERM outside the training
-    loop (start-up, evaluation, writing results) ends the process with one line and exit 143 (`_exit_on_sigterm`)."""
+    loop (start-up, evaluation, writing results) ends the process with one line and exit 143 (`_exit_on_signal`)."""
     app.run(main, argv=argv, flags_parser=_parse_flags)
 
 

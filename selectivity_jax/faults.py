@@ -3,7 +3,7 @@
 The loop calls ``fault_point(name)`` at the moments a crash could hurt (a file half written, a checkpoint inside
 orbax's temporary directory, ...). With the environment variable ``SELECTIVITY_JAX_FAULT=ACTION:POINT:N`` (several
 separated by commas) the N-th call of ``POINT`` in the process sends the process SIGKILL (``kill``: nothing runs
-after it) or SIGTERM (``term``: what a scheduler's preemption sends). Without the variable a call costs one
+after it), SIGTERM (``term``: what a scheduler's preemption sends) or SIGINT (``int``: Ctrl-C). Without the variable a call costs one
 dictionary lookup.
 """
 
@@ -14,7 +14,7 @@ import os
 import signal
 
 FAULT_ENV = "SELECTIVITY_JAX_FAULT"
-ACTIONS = {"kill": signal.SIGKILL, "term": signal.SIGTERM}
+ACTIONS = {"kill": signal.SIGKILL, "term": signal.SIGTERM, "int": signal.SIGINT}
 
 # The points the loop marks, in the order a run passes them.
 POINTS = (

@@ -112,15 +112,16 @@ def run_command(module, *args, fault=None, timeout=300):
 
 
 def expect_outcome(result, fault=None):
-    """The process ended as ``fault`` says: SIGKILL (-9) when it holds a kill, else exit 143 and one line for a
-    SIGTERM, else success."""
+    """The process ended as ``fault`` says: SIGKILL (-9) when it holds a kill, else exit 130 and one line for a
+    SIGINT, exit 143 and one line for a SIGTERM, else success."""
     if fault and "kill:" in fault:
         assert result.returncode == -signal.SIGKILL, (fault, result.returncode, result.stderr[-2000:])
     elif fault:
-        assert result.returncode == 143, (fault, result.returncode, result.stderr[-2000:])
+        name = "SIGINT" if "int:" in fault else "SIGTERM"
+        assert result.returncode == 128 + getattr(signal, name), (fault, result.returncode, result.stderr[-2000:])
         last = result.stderr.strip().splitlines()[-1]
-        assert last.startswith("stopped by SIGTERM") or last.startswith("stopped at step"), result.stderr[-2000:]
-        assert "Traceback" not in result.stderr
+        assert last.startswith(f"stopped by {name}"), result.stderr[-2000:]
+        assert "Traceback" not in result.stderr and "KeyboardInterrupt" not in result.stderr
     else:
         assert result.returncode == 0, result.stderr[-3000:]
 

@@ -13,7 +13,8 @@ TINY = "configs/quickstart.py:tiny"  # 6 steps per epoch, batch 40, ResNet20 at 
 
 
 # Each process of the chain resumes the previous one's directory and is stopped at the next moment; the points
-# follow a run's progress (6 steps per epoch, checkpoints at 6 and 12). 11 kills, 4 SIGTERMs.
+# follow a run's progress (6 steps per epoch, checkpoints at 6 and 12). 11 kills, 2 SIGTERMs, 2 SIGINTs (Ctrl-C takes
+# SIGTERM's path: the step checkpointed, one line, exit 130).
 RUN_CHAIN = (
     "term:start:1",                       # SIGTERM at start-up: nothing written
     "kill:locked:1",                      # directory locked, config.json not yet written
@@ -26,9 +27,9 @@ RUN_CHAIN = (
     "kill:checkpoint_save:1",             # inside orbax's temporary directory of checkpoint 6
     "kill:checkpoint_saved:2",            # checkpoint 6 written; killed at epoch 2's end before pruning 5
     "kill:step:2",                        # mid-epoch 2
-    "term:step:3",                        # SIGTERM at step 9
+    "int:step:3",                         # Ctrl-C at step 9
     "kill:checkpoint_save:1",             # inside checkpoint 12's write
-    "term:evaluation:1",                  # SIGTERM during the final evaluation
+    "int:evaluation:1",                   # Ctrl-C during the final evaluation
     "kill:selectivity_written:1",         # selectivity.npz written, results.json not
 )
 

@@ -12,8 +12,8 @@ group.
 Reliability: everything is validated (config, directories, data, batch against devices) before the first file is
 written; a process holds a lock on each of its directories; running again on the same directories resumes from the
 newest checkpoint that restores and ends with the same files, bit for bit (timing.jsonl and tensorboard/ aside), as an
-uninterrupted run; SIGTERM saves a checkpoint (and the epoch's metrics so far) before the process exits; a non-finite
-loss stops the run without saving the non-finite state.
+uninterrupted run; SIGTERM or SIGINT (Ctrl-C) saves a checkpoint (and the epoch's metrics so far) before the process
+exits; a non-finite loss stops the run without saving the non-finite state.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from selectivity_jax.train.checkpoint import (RunFiles, closing_event_files, loa
 from selectivity_jax.train.metrics import Progress, import_tensorboardx, summarize_evals
 from selectivity_jax.train.setup import RunSetup, setup_kernels, setup_run, steps_in_next_call
 from selectivity_jax.train.state import TrainState
-from selectivity_jax.train.stopping import Preempted, SigtermFlag, StopRequest, check_finite
+from selectivity_jax.train.stopping import Preempted, StopRequest, StopSignals, check_finite
 from selectivity_jax.train.validation import validate_config
 
 # The train-step dispatches of the loop run under this transfer guard: data, states and the epoch order are on the
@@ -192,8 +192,8 @@ def _train_locked(config: ml_collections.ConfigDict, alphas: tuple[float, ...], 
         f"device(s){' (data parallel)' if mesh.devices.size > 1 else ''}, {setup.steps_per_call} step(s) per call, "
         f"{setup.spec.vmap_conv} convolutions on {setup_kernels(setup)}; selectivity layers {setup.layer_names}")
     start_time = time.time()
-    with SigtermFlag() as sigterm, closing_event_files(runs):
-        states = _train(group, states, StopRequest(sigterm, stop_after_steps))
+    with StopSignals() as signals, closing_event_files(runs):
+        states = _train(group, states, StopRequest(signals, stop_after_steps))
     prune_group(runs, config.max_checkpoints_to_keep, group.is_regular_checkpoint)
     if group.writer:
         remove_partial_epoch(runs)  # only now: a resume from a SIGTERM's checkpoint may need it until here
@@ -230,7 +230,7 @@ def _train(group: _Group, states: TrainState, stop: StopRequest) -> TrainState:
         if (epoch + 1) % group.config.checkpoint_every_epochs == 0 or last or stopping:
             group.save(states, wait=stopping)
         if stopping:
-            raise Preempted(step)
+            raise Preempted(step, stop.signals.received)
     return states
 
 
@@ -263,7 +263,7 @@ def _train_epoch(group: _Group, states: TrainState, step: int,
                 save_partial_epoch(group.runs, step, per_step)
             fault_point("partial_epoch")
             group.save(states, wait=True)
-            raise Preempted(step)
+            raise Preempted(step, stop.signals.received)
         if stop.stopping():  # at the epoch's end: log and evaluate the epoch first, then stop
             break
     return states, step, step_metrics

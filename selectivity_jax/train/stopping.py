@@ -1,5 +1,5 @@
-"""When the training loop stops before its last step: a SIGTERM or a test's step limit (`StopRequest`), which end in
-`Preempted` after a checkpoint is saved, and a non-finite loss or parameter (`check_finite`), which ends in
+"""When the training loop stops before its last step: a SIGTERM or SIGINT (Ctrl-C), or a test's step limit
+(`StopRequest`), which end in `Preempted` after a checkpoint is saved, and a non-finite loss or parameter (`check_finite`), which ends in
 `NonFiniteLoss` with nothing saved."""
 
 from __future__ import annotations
@@ -19,44 +19,55 @@ from selectivity_jax.train.state import TrainState
 
 
 class Preempted(Exception):
-    """Raised after a SIGTERM (or ``stop_after_steps``) once the checkpoint of the current step is saved."""
+    """Raised after a SIGTERM or SIGINT (``signal``; None: ``stop_after_steps``) once the checkpoint of the current
+    step is saved."""
 
-    def __init__(self, step: int):
-        super().__init__(f"stopped at step {step}; checkpoint saved, run the same command again to resume")
+    def __init__(self, step: int, signal_number: int | None = None):
+        by = f" by {signal.Signals(signal_number).name}" if signal_number else ""
+        super().__init__(f"stopped{by} at step {step}; checkpoint saved, run the same command again to resume")
         self.step = step
+        self.signal_number = signal_number
 
 
 class NonFiniteLoss(ValueError):
     """Raised when a training loss is NaN or infinite; the non-finite state is not saved."""
 
 
-class SigtermFlag:
-    """Turns SIGTERM into a flag the loop checks between steps (main thread only; restored on exit)."""
+# The signals that stop training with a checkpoint: a scheduler's SIGTERM and Ctrl-C's SIGINT take the same path.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class StopSignals:
+    """Turns SIGTERM and SIGINT into a flag the loop checks between steps (main thread only; the previous handlers
+    are restored on exit). ``received``: the first signal's number, None before any."""
 
     def __init__(self):
-        self.raised = False
-        self._previous = None
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not in the main thread: no handler
-            self._previous = None
+        for number in STOP_SIGNALS:
+            try:
+                self._previous[number] = signal.signal(number, self._handle)
+            except ValueError:  # not in the main thread: no handler
+                pass
         return self
 
     def _handle(self, signum, frame):
-        del signum, frame
-        self.raised = True
+        del frame
+        if self.received is None:
+            self.received = signum
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for number, previous in self._previous.items():
+            signal.signal(number, previous)
 
 
 @dataclasses.dataclass
 class StopRequest:
-    """When the loop stops early: a SIGTERM (`SigtermFlag`), or ``stop_after_steps`` steps of this call (tests)."""
-    sigterm: SigtermFlag
+    """When the loop stops early: a SIGTERM or SIGINT (`StopSignals`), or ``stop_after_steps`` steps of this call
+    (tests)."""
+    signals: StopSignals
     stop_after_steps: int | None
     steps_this_call: int = 0
 
@@ -64,7 +75,7 @@ class StopRequest:
         return left if self.stop_after_steps is None else min(left, self.stop_after_steps - self.steps_this_call)
 
     def stopping(self) -> bool:
-        return self.sigterm.raised or (self.stop_after_steps is not None
+        return self.signals.received is not None or (self.stop_after_steps is not None
                                        and self.steps_this_call >= self.stop_after_steps)
 
 
