@@ -359,13 +359,20 @@ def check_writable_dir(directory: str) -> None:
     path = os.path.abspath(directory)
     if os.path.lexists(path) and not os.path.isdir(path):
         raise ValueError(f"{directory} exists and is not a directory")
-    existing = path
+    existing, missing = path, []
     while not os.path.lexists(existing):
-        existing = os.path.dirname(existing)
+        existing, name = os.path.dirname(existing), os.path.basename(existing)
+        missing.append(name)
     if not os.path.isdir(existing):
         raise ValueError(f"cannot create {directory}: {existing} is not a directory")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"cannot write to {directory}: {existing} is not writable")
+    name_max, path_max = os.pathconf(existing, "PC_NAME_MAX"), os.pathconf(existing, "PC_PATH_MAX")
+    too_long = [name for name in missing if len(os.fsencode(name)) > name_max]
+    if too_long or len(os.fsencode(path)) + 64 > path_max:  # room for the files a run writes inside
+        raise ValueError(f"cannot create {directory}: "
+                         + (f"the name {too_long[0][:40]}... is longer than {name_max} bytes" if too_long
+                            else f"the path is too long for this file system ({path_max} bytes at most)"))
 
 
 # Config fields (dotted paths) that do not change what a run computes, so a resumed run may differ in them, e.g.

@@ -80,7 +80,9 @@ def setup_run(config: ml_collections.ConfigDict, *, num_classes: int, image_shap
     steps_per_epoch = num_train // config.batch_size
     total_steps = config.num_train_steps or int(round(config.num_epochs * steps_per_epoch))
     if total_steps <= 0:
-        raise ValueError("the run has no training steps: set num_train_steps or num_epochs > 0")
+        raise ValueError(f"the run has no training steps: num_epochs={config.num_epochs:g} of {steps_per_epoch} "
+                         f"steps per epoch rounds to 0 steps; set num_epochs > {0.5 / max(steps_per_epoch, 1):.3g} "
+                         "or num_train_steps >= 1")
     alphas = tuple(float(a) for a in (alphas if alphas is not None else (config.alpha,)))
     model_kwargs = model_options(config.model)
     learning_rate = config.learning_rate * config.batch_size / config.lr_base_batch_size

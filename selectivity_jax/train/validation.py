@@ -57,7 +57,7 @@ class _Problems:
         except (TypeError, ValueError):
             good = False
         if not good:
-            self.found.append(f"{path}={value!r} (expected {expected})")
+            self.found.append(f"{path}={_as_given(value)!r} (expected {expected})")
 
     def number(self, path: str, low: float | None = None, high: float | None = None, *, integer: bool = False,
                optional: bool = False, above: bool = False) -> None:
@@ -74,6 +74,14 @@ class _Problems:
         if high is not None:
             bounds.append(f"<= {high:g}")
         self.check(path, ok, kind + (" " + " and ".join(bounds) if bounds else ""), optional=optional)
+
+
+def _as_given(value: Any) -> Any:
+    """The value as the command line gave it: a tuple the flag parser could not read as Python literals (e.g. one
+    holding nan) arrives as a one-item tuple of its text, shown as that text."""
+    if isinstance(value, tuple) and len(value) == 1 and isinstance(value[0], str) and value[0].startswith("("):
+        return value[0]
+    return value
 
 
 def _finite_sequence(value: Any, *, positive: bool = False) -> bool:
