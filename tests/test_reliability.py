@@ -374,3 +374,20 @@ def test_what_a_kill_leaves_is_the_projects(tmp_path):
     (run / "notes.txt").touch()
     with pytest.raises(ValueError, match="holds no run of this project"):
         check_workdir(str(run), _tiny())
+
+
+def test_a_cut_last_log_line_is_repaired_and_other_damage_named(tmp_path):
+    """On resume, a metrics.jsonl line a kill cut short is dropped with a warning (the replay logs it again); a line
+    that is not JSON with lines after it is damage no replay repairs: one error naming the file and the line."""
+    from selectivity_jax.train.metrics import MetricsWriter
+    path = tmp_path / "metrics.jsonl"
+    rows = [json.dumps({"epoch": e, "step": 6 * e}) + "\n" for e in (1, 2, 3)]
+    path.write_text("".join(rows) + '{"epoch": 4, "st')
+    warnings = []
+    MetricsWriter(str(path)).truncate_after(12, warnings.append)
+    assert path.read_text() == "".join(rows[:2])
+    assert len(warnings) == 1 and "last line was cut" in warnings[0] and str(path) in warnings[0]
+    path.write_text(rows[0] + '{"epoch": 2, "st\n' + rows[2])
+    with pytest.raises(ValueError, match=f"{path}: line 2 is not valid JSON and lines follow it"):
+        MetricsWriter(str(path)).truncate_after(18, warnings.append)
+    assert path.read_text() == rows[0] + '{"epoch": 2, "st\n' + rows[2]  # left as it was

@@ -139,8 +139,8 @@ def restore_group(runs: list[RunFiles], states: TrainState, log: Callable[[str],
     for run in runs:
         for newer in [s for s in run.manager.all_steps() if s > step]:
             run.manager.delete(newer)  # newer than the step resumed from: replayed and saved again
-        run.writer.truncate_after(step)
-        run.timing.truncate_after(step)
+        run.writer.truncate_after(step, log)
+        run.timing.truncate_after(step, log)
         if run.tensorboard is not None:  # event files cannot be truncated: see `TensorBoardWriter`
             run.tensorboard.resume_from(step)
     if not step:

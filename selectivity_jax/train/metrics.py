@@ -28,20 +28,28 @@ class MetricsWriter:
     def __init__(self, path: str):
         self.path = path
 
-    def truncate_after(self, step: int) -> None:
-        """Drops lines logged after ``step`` (a resumed run replays those steps and logs them again), and a last
-        line a killed process left unfinished; atomically."""
+    def truncate_after(self, step: int, log: Callable[[str], None] = print) -> None:
+        """Drops lines logged after ``step`` (a resumed run replays those steps and logs them again), and, with a
+        warning, a last line a killed process left unfinished; atomically. Any other line that is not JSON is damage
+        no replay repairs: a ValueError naming the file and the line."""
         if not os.path.exists(self.path):
             return
-        kept = []
         with open(self.path) as f:
-            for line in f:
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    break
-                if row.get("step", 0) <= step:
-                    kept.append(line if line.endswith("\n") else line + "\n")
+            lines = [line for line in f if line.strip()]
+        kept = []
+        for number, line in enumerate(lines, 1):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                if number < len(lines):
+                    raise ValueError(f"{self.path}: line {number} is not valid JSON and lines follow it: the file was "
+                                     "damaged after it was written; restore it, or start afresh with --overwrite"
+                                     ) from None
+                log(f"warning: {self.path}: its last line was cut by a process that was killed; dropped, the "
+                    "resumed run logs it again")
+                break
+            if row.get("step", 0) <= step:
+                kept.append(line if line.endswith("\n") else line + "\n")
         tmp = f"{self.path}.tmp"
         with open(tmp, "w") as f:
             f.writelines(kept)
