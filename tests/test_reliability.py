@@ -391,3 +391,19 @@ def test_a_cut_last_log_line_is_repaired_and_other_damage_named(tmp_path):
     with pytest.raises(ValueError, match=f"{path}: line 2 is not valid JSON and lines follow it"):
         MetricsWriter(str(path)).truncate_after(18, warnings.append)
     assert path.read_text() == rows[0] + '{"epoch": 2, "st\n' + rows[2]  # left as it was
+
+
+def test_results_name_the_kernels_of_every_call(tmp_path, monkeypatch):
+    """A run resumed on other convolution kernels (e.g. the oneDNN cache became unusable) computes other float32
+    roundings: results.json names each call's kernels from its first step, not only the last call's."""
+    from selectivity_jax.train import loop
+    from selectivity_jax.train.stopping import Preempted
+    workdir = tmp_path / "run"
+    with pytest.raises(Preempted):
+        train_and_evaluate(_tiny(), str(workdir), stop_after_steps=3, log=lambda _: None)
+    rows = [json.loads(line) for line in open(workdir / "timing.jsonl")]
+    (first,) = [row["convolutions"] for row in rows if "convolutions" in row]
+    monkeypatch.setattr(loop, "setup_kernels", lambda setup: "other")
+    results = train_and_evaluate(_tiny(), str(workdir), log=lambda _: None)
+    assert results.convolutions == f"{first} from step 0, other from step 3"
+    assert json.loads((workdir / "results.json").read_text())["convolutions"] == results.convolutions

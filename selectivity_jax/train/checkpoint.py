@@ -15,7 +15,7 @@ import orbax.checkpoint as ocp
 from selectivity_jax.faults import fault_point
 from selectivity_jax.records import EpochMetrics
 from selectivity_jax.rundir import (CHECKPOINT_DIR, METRICS_FILE, PARTIAL_EPOCH_FILE, RESULTS_FILE, TENSORBOARD_DIR,
-                                    TIMING_FILE, write_npz)
+                                    TIMING_FILE, read_jsonl, write_npz)
 from selectivity_jax.train.metrics import MetricsWriter, TensorBoardWriter, TensorBoardX
 from selectivity_jax.train.state import TrainState, stack_states, unstack_state
 
@@ -95,6 +95,24 @@ class RunFiles:
                             if tensorboardx is not None else None)
         self.results_path = os.path.join(workdir, RESULTS_FILE)
         self.partial_epoch_path = os.path.join(workdir, PARTIAL_EPOCH_FILE)
+
+    def record_call(self, step: int, kernels: str) -> None:
+        """Notes in timing.jsonl whose kernels run the convolutions of the call that starts at ``step``."""
+        self.timing.write({"step": step, "convolutions": kernels})
+
+    def kernels_of_all_calls(self, current: str) -> str:
+        """Whose kernels ran the run's convolutions: ``current`` when every call (`record_call`) used them, else
+        each call's from its first step, e.g. 'onednn from step 0, xla from step 1002' (a resume on other kernels
+        computes other float32 roundings than an uninterrupted run)."""
+        calls: dict[int, str] = {}
+        for row in read_jsonl(self.timing.path):
+            if "convolutions" in row:
+                calls[int(row["step"])] = str(row["convolutions"])  # of calls starting at one step, the last
+        steps = sorted(calls)
+        if all(calls[step] == current for step in steps):
+            return current
+        changes = [step for i, step in enumerate(steps) if i == 0 or calls[step] != calls[steps[i - 1]]]
+        return ", ".join(f"{calls[step]} from step {step}" for step in changes)
 
     def write_row(self, row: EpochMetrics) -> None:
         """Appends an epoch's `EpochMetrics` row to metrics.jsonl and, when on, to the TensorBoard event file."""

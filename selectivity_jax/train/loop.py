@@ -184,6 +184,9 @@ def _train_locked(config: ml_collections.ConfigDict, alphas: tuple[float, ...], 
         return [rundir.read_run_results(run.workdir) for run in runs]
     states = restore_group(runs, setup.initial_state, log)
     fault_point("restored")
+    if jax.process_index() == 0:
+        for run in runs:
+            run.record_call(int(states.step[0]), setup_kernels(setup))
     val_data = put_eval_arrays(*splits.val, config.eval_batch_size, mesh) if len(splits.val[1]) else None
     group = _Group(config, alphas, runs, setup, mesh, splits, put_train_arrays(*splits.train, mesh), val_data, log)
     log(f"{config.model.name}, alpha {', '.join(f'{a:g}' for a in alphas)}, seed "
@@ -301,7 +304,7 @@ def _test_and_record(group: _Group, states: TrainState, start_time: float) -> li
     per_unit = jax.device_get(jax.vmap(lambda model_stats: model_stats.per_unit())(test_stats))
     all_results = []
     for k, (alpha, run) in enumerate(zip(group.alphas, group.runs)):
-        results = _run_results(group, alpha, tests[k], None if vals is None else vals[k])
+        results = _run_results(group, alpha, tests[k], None if vals is None else vals[k], run)
         if group.writer:
             write_npz(os.path.join(run.workdir, SELECTIVITY_FILE),
                       {name: np.asarray(per_unit[name][k]) for name in setup.layer_names})
@@ -314,7 +317,8 @@ def _test_and_record(group: _Group, states: TrainState, start_time: float) -> li
     return all_results
 
 
-def _run_results(group: _Group, alpha: float, test: dict[str, Any], val: dict[str, Any] | None) -> RunResults:
+def _run_results(group: _Group, alpha: float, test: dict[str, Any], val: dict[str, Any] | None,
+                 run_files: RunFiles) -> RunResults:
     """One run's results.json: the test figures, what ran (model, steps, devices, kernels, versions) and what
     restoring the model needs besides config.json and the checkpoint (`trained.restore_run`)."""
     setup, config, splits = group.setup, group.config, group.splits
@@ -327,7 +331,7 @@ def _run_results(group: _Group, alpha: float, test: dict[str, Any], val: dict[st
         steps=setup.total_steps, epochs=setup.num_epochs, split_sizes=splits.sizes(), models_in_group=len(group.runs),
         device_kind=jax.devices()[0].device_kind, device_count=group.mesh.devices.size,
         process_count=jax.process_count(), vmap_conv=setup.spec.vmap_conv, cpu_tuning=cpu_settings(),
-        convolutions=setup_kernels(setup), versions=versions(), num_classes=splits.num_classes,
+        convolutions=run_files.kernels_of_all_calls(setup_kernels(setup)), versions=versions(), num_classes=splits.num_classes,
         image_shape=list(splits.image_shape), normalization=Normalization(list(setup.spec.mean), list(setup.spec.std)))
 
 
