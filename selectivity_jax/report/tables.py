@@ -239,7 +239,8 @@ def summary_table(summaries: Sequence[AlphaSummary]) -> str:
 
 def runs_table(sweep: Sweep) -> str:
     """One row per finished run: its test (and validation) accuracy and selectivity, steps, the device, and the
-    wall-clock training time (sum over epochs of timing.jsonl's last row per epoch; the fastest epoch beside it)."""
+    wall-clock training time (sum over epochs of timing.jsonl's last row per epoch, and the median epoch: an epoch
+    resumed mid-way counts from the resume, which the median ignores)."""
     def seconds(value: float) -> str:
         minutes, secs = divmod(int(round(value)), 60)
         return f"{minutes} min {secs:02d} s"
@@ -252,9 +253,9 @@ def runs_table(sweep: Sweep) -> str:
         rows.append([f"{run.alpha:g}", str(run.seed), f"{run.test_accuracy:.4f}", f"{run.test_selectivity:.4f}",
                      validation, str(results.steps if results.steps is not None else "?"),
                      f"{results.device_count or '?'} x {results.device_kind or '?'}",
-                     f"{seconds(sum(times))} ({seconds(min(times))})" if times else "—"])
+                     f"{seconds(sum(times))} ({seconds(float(np.median(times)))})" if times else "—"])
     return markdown_table(["alpha", "seed", "test accuracy", "test selectivity", "validation accuracy / selectivity",
-                           "steps", "devices", "training time (fastest epoch)"], rows)
+                           "steps", "devices", "training time (median epoch)"], rows)
 
 
 def layer_table(summaries: Sequence[AlphaSummary], layer_names: Sequence[str]) -> str:
