@@ -52,6 +52,7 @@ SWEEP_ENTRIES = frozenset({SWEEP_FILE, LOCK_FILE, LOCK_OWNER_FILE, ANALYSIS_DIR,
                            "report.csv", "figures"})
 _RUN_DIRNAME = re.compile(r"^alpha_[-+0-9.e]+(inf|nan)?_seed_\d+$")
 _TEMPORARY = re.compile(r"\.tmp$")  # atomic writes in progress when a process was killed
+_ORBAX_TEMPORARY = ".orbax-checkpoint-tmp"  # in the name of orbax's temporary checkpoint directories
 
 
 def run_dirname(alpha: float, seed: int) -> str:
@@ -222,26 +223,6 @@ class Run:
     @property
     def seed(self) -> int:
         return int(self.results.seed)
-
-    @property
-    def test_accuracy(self) -> float:
-        return float(self.results.test_accuracy)
-
-    @property
-    def test_selectivity(self) -> float:
-        return float(self.results.test_selectivity)
-
-    @property
-    def per_layer_selectivity(self) -> dict[str, float]:
-        return {k: float(v) for k, v in self.results.per_layer_selectivity.items()}
-
-    @property
-    def layer_names(self) -> list[str]:
-        return list(self.results.layer_names)
-
-    @property
-    def model(self) -> str:
-        return str(self.results.model)
 
 
 def load_run(run_dir: str) -> Run | None:
@@ -470,6 +451,33 @@ def _read_owner(directory: str) -> LockOwner | None:
 
 
 _HELD_OWNER_FILES: set[str] = set()  # the .lock.owner files of the locks this process holds
+_LOCKED_DIRS: list[str] = []  # every directory this process has locked, the ones since released included
+
+
+def remove_temporary_files() -> list[str]:
+    """Removes the temporary files of this process's failed writes from the directories it locked: atomic writes'
+    ``*.tmp`` files and orbax's temporary checkpoint directories in ``checkpoints/`` (a command failing for lack of
+    disk space frees what it took; complete checkpoints are kept). Returns the paths removed."""
+    removed = []
+    for directory in _LOCKED_DIRS:
+        checkpoints = os.path.join(directory, CHECKPOINT_DIR)
+        candidates = [(directory, name) for name in _listdir(directory) if _TEMPORARY.search(name)]
+        candidates += [(checkpoints, name) for name in _listdir(checkpoints) if _ORBAX_TEMPORARY in name]
+        for parent, name in candidates:
+            path = os.path.join(parent, name)
+            try:
+                shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+                removed.append(path)
+            except OSError:
+                pass
+    return removed
+
+
+def _listdir(directory: str) -> list[str]:
+    try:
+        return os.listdir(directory)
+    except OSError:
+        return []
 
 
 def forget_held_locks() -> None:
@@ -503,6 +511,8 @@ class DirectoryLock:
             owner = _read_owner(self.directory)
             raise ValueError(f"{self.directory} is in use by {owner or 'another process'}; wait for it to finish, "
                              "or use another directory") from None
+        if self.directory not in _LOCKED_DIRS:
+            _LOCKED_DIRS.append(self.directory)
         stale = _read_owner(self.directory)
         if stale is not None:
             self.log(f"warning: taking over the lock of {self.directory} from {stale} (no longer running)")

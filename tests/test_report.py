@@ -405,7 +405,7 @@ def test_cli_against_writes_the_report_and_the_comparison(tiny_sweep, tmp_path):
     report = (out / "report.md").read_text()
     assert "](figures/paper_accuracy_selectivity.png)" in report and "## Dead units" in report
     assert "[against without_bn](against_without_bn/comparison.md)" in report
-    mine = {run.alpha: run.test_accuracy for run in load_sweep(str(tiny_sweep)).runs}
+    mine = {run.alpha: run.results.test_accuracy for run in load_sweep(str(tiny_sweep)).runs}
     with open(folder / "comparison.csv", newline="") as f:
         rows = {row["alpha"]: row for row in csv.DictReader(f)}
     assert list(rows) == ["-2", "0", "2"]

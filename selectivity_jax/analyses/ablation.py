@@ -93,7 +93,6 @@ class AblationComparison(Record):
 
 class Ablation(Analysis[AblationResult, AblationComparison]):
     name = "ablation"
-    edits_layers = True
     title = "Unit ablation (Morcos et al. 2018)"
     result_type = AblationResult
     comparison_type = AblationComparison
@@ -218,6 +217,9 @@ class Ablation(Analysis[AblationResult, AblationComparison]):
             alpha_axis(ax, alphas)
         figures["summary"] = fig
         return figures
+
+    # It changes layer outputs inside the forward pass (`Analysis.edits_layers`).
+    edits_layers = True
 
 
 ANALYSIS = Ablation()

@@ -89,7 +89,6 @@ class RotationComparison(Record):
 
 class Rotation(Analysis[RotationResult, RotationComparison]):
     name = "rotation"
-    edits_layers = True
     title = "Axis-aligned selectivity under rotation (Bau et al. 2017)"
     result_type = RotationResult
     comparison_type = RotationComparison
@@ -203,6 +202,9 @@ class Rotation(Analysis[RotationResult, RotationComparison]):
         ax.legend(fontsize=7)
         figures["summary"] = fig
         return figures
+
+    # It changes layer outputs inside the forward pass (`Analysis.edits_layers`).
+    edits_layers = True
 
 
 ANALYSIS = Rotation()

@@ -136,12 +136,12 @@ def metric_vs_alpha(sweep: Sweep, value: Callable[[Run], float], ylabel: str, ti
 
 def accuracy_vs_alpha(sweep: Sweep) -> Figure:
     """Test accuracy against alpha: mean ± std over seeds, seeds as faint points."""
-    return metric_vs_alpha(sweep, lambda run: run.test_accuracy, ACCURACY_LABEL, "test accuracy vs α")
+    return metric_vs_alpha(sweep, lambda run: run.results.test_accuracy, ACCURACY_LABEL, "test accuracy vs α")
 
 
 def selectivity_vs_alpha(sweep: Sweep) -> Figure:
     """Network selectivity (mean over layers) against alpha, same style as `accuracy_vs_alpha`."""
-    return metric_vs_alpha(sweep, lambda run: run.test_selectivity, SELECTIVITY_LABEL, "network selectivity vs α")
+    return metric_vs_alpha(sweep, lambda run: run.results.test_selectivity, SELECTIVITY_LABEL, "network selectivity vs α")
 
 
 def accuracy_vs_selectivity(sweep: Sweep) -> Figure:
@@ -149,7 +149,7 @@ def accuracy_vs_selectivity(sweep: Sweep) -> Figure:
     fig = new_figure()
     ax = fig.add_subplot()
     norm, cmap = alpha_colors(sweep.alphas)
-    ax.scatter([run.test_selectivity for run in sweep.runs], [run.test_accuracy for run in sweep.runs],
+    ax.scatter([run.results.test_selectivity for run in sweep.runs], [run.results.test_accuracy for run in sweep.runs],
                c=[run.alpha for run in sweep.runs], cmap=cmap, norm=norm, s=40, edgecolors="0.2", linewidths=0.5,
                zorder=2)
     alpha_colorbar(fig, ax, sweep.alphas)

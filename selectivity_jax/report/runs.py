@@ -47,12 +47,12 @@ class Sweep:
     @property
     def layer_names(self) -> list[str]:
         """Layer names in forward order (of the first finished run that lists them)."""
-        return next((run.layer_names for run in self.runs if run.layer_names), [])
+        return next((run.results.layer_names for run in self.runs if run.results.layer_names), [])
 
     @property
     def model(self) -> str:
         """The model name, or the names joined by ', ' if the runs differ."""
-        return ", ".join(sorted({run.model for run in self.runs}))
+        return ", ".join(sorted({run.results.model for run in self.runs}))
 
     @property
     def num_planned(self) -> int:

@@ -91,8 +91,8 @@ class AlphaInterval:
 
 def intervals_by_alpha(sweep: Sweep, level: float = CONFIDENCE_LEVEL) -> list[AlphaInterval]:
     """One `AlphaInterval` per alpha with a finished run, by ascending alpha."""
-    return [AlphaInterval(alpha, t_interval([run.test_accuracy for run in sweep.runs_at(alpha)], level),
-                          t_interval([run.test_selectivity for run in sweep.runs_at(alpha)], level))
+    return [AlphaInterval(alpha, t_interval([run.results.test_accuracy for run in sweep.runs_at(alpha)], level),
+                          t_interval([run.results.test_selectivity for run in sweep.runs_at(alpha)], level))
             for alpha in sweep.alphas]
 
 
@@ -185,12 +185,12 @@ def summarize(sweep: Sweep) -> list[AlphaSummary]:
     summaries = []
     for alpha in sweep.alphas:
         runs = sweep.runs_at(alpha)
-        accuracy = mean_std([run.test_accuracy for run in runs])
-        selectivity = mean_std([run.test_selectivity for run in runs])
+        accuracy = mean_std([run.results.test_accuracy for run in runs])
+        selectivity = mean_std([run.results.test_selectivity for run in runs])
         dead = [float(run.results.test_dead_unit_fraction) for run in runs
                 if run.results.test_dead_unit_fraction is not None]
-        layers = {name: mean_std([run.per_layer_selectivity[name] for run in runs
-                                  if name in run.per_layer_selectivity])[0] for name in sweep.layer_names}
+        layers = {name: mean_std([run.results.per_layer_selectivity[name] for run in runs
+                                  if name in run.results.per_layer_selectivity])[0] for name in sweep.layer_names}
         summaries.append(AlphaSummary(alpha=alpha, seeds=tuple(run.seed for run in runs),
                                       accuracy_mean=accuracy[0], accuracy_std=accuracy[1],
                                       selectivity_mean=selectivity[0], selectivity_std=selectivity[1],
@@ -250,7 +250,7 @@ def runs_table(sweep: Sweep) -> str:
         results, times = run.results, list(run.epoch_seconds.values())
         validation = (f"{results.val_accuracy:.4f} / {results.val_selectivity:.4f}"
                       if results.val_accuracy is not None else "—")
-        rows.append([f"{run.alpha:g}", str(run.seed), f"{run.test_accuracy:.4f}", f"{run.test_selectivity:.4f}",
+        rows.append([f"{run.alpha:g}", str(run.seed), f"{run.results.test_accuracy:.4f}", f"{run.results.test_selectivity:.4f}",
                      validation, str(results.steps if results.steps is not None else "?"),
                      f"{results.device_count or '?'} x {results.device_kind or '?'}",
                      f"{seconds(sum(times))} ({seconds(float(np.median(times)))})" if times else "—"])
