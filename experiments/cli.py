@@ -10,6 +10,7 @@ Every command's module imports this one first and runs ``cli.run(main)``; ``main
 import os
 import signal
 import sys
+from typing import Any, Callable
 
 
 def _exit_on_signal(signum, frame):
@@ -36,24 +37,12 @@ def _exit_on_signal(signum, frame):
 for _number in (signal.SIGTERM, signal.SIGINT):
     signal.signal(_number, _exit_on_signal)
 
+import errno  # noqa: E402
 import re  # noqa: E402
-import traceback  # noqa: E402
-from typing import Any, Callable  # noqa: E402
-
-from absl import app, flags, logging  # noqa: E402
-
-from selectivity_jax.train.stopping import Preempted  # noqa: E402
 
 TRACEBACK_ENV = "SELECTIVITY_JAX_TRACEBACK"
 EXIT_BAD_INPUT = 2
 EXIT_BUG = 1
-
-# Exceptions that mean bad input or a missing resource, not a bug: one line, exit 2.
-EXPECTED_ERRORS = (ValueError, OSError, app.UsageError, flags.Error)
-
-_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
-_FRACTION = re.compile(rf"({_NUMBER})\s*/\s*({_NUMBER})")
-_ARITHMETIC_VALUE = re.compile(r"^[\s\d.eE+\-/(),\[\]]*$")
 
 
 def _show_tracebacks(argv: list[str] | None = None) -> bool:
@@ -68,6 +57,98 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
     """Prints ``error: message`` as one line to stderr and exits with ``code``."""
     print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
     sys.exit(code)
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_NO_SPACE_TEXT = re.compile(r"No space left on device|Disk quota exceeded|os_error_code='(28|122)'", re.I)
+_NO_MEMORY_TEXT = re.compile(r"out of memory|cannot allocate memory|failed to map segment|Unable to allocate|"
+                             r"std::bad_alloc|RESOURCE_EXHAUSTED", re.I)
+_QUOTED_PATH = re.compile(r"""["'](/[^"']+)["']""")
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """``error``, its causes and contexts, and the members of exception groups among them."""
+    found, todo = [], [error]
+    while todo:
+        current = todo.pop()
+        if current is None or any(current is seen for seen in found):
+            continue
+        found.append(current)
+        todo += [current.__cause__, current.__context__, *getattr(current, "exceptions", ())]
+    return found
+
+
+def _outside_temporary(path: str) -> str:
+    """``path`` up to the first temporary entry in it (an orbax temporary checkpoint, an atomic write's .tmp)."""
+    parts = path.split(os.sep)
+    for index, part in enumerate(parts):
+        if ".orbax-checkpoint-tmp" in part or part.endswith(".tmp"):
+            return os.sep.join(parts[:index]) or os.sep
+    return path
+
+
+def resource_error(error: BaseException) -> str | None:
+    """The one line for a full disk or exhausted memory anywhere in ``error``'s chain (orbax and tensorstore wrap
+    the OSError of their threads, or keep only its text), else None."""
+    chain = _chain(error)
+    stage = sys.modules.get("selectivity_jax.resources")
+    what, where = stage.stage_of(error) if stage is not None else ("starting", None)
+    if what == "starting" and any(isinstance(item, ImportError) for item in chain):
+        what = "loading libraries"
+    for item in chain:
+        if (isinstance(item, OSError) and item.errno in _NO_SPACE) or _NO_SPACE_TEXT.search(str(item)):
+            path = getattr(item, "filename", None) if isinstance(item, OSError) else None
+            quoted = _QUOTED_PATH.search(str(item))
+            path = path or (quoted.group(1) if quoted else None) or where or "the device"
+            return (f"no space left on {_outside_temporary(str(path))} while {what} (free space and run the same "
+                    "command again to resume)")
+    for item in chain:
+        if (isinstance(item, MemoryError) or (isinstance(item, OSError) and item.errno == errno.ENOMEM)
+                or _NO_MEMORY_TEXT.search(str(item))):
+            return f"out of memory while {what} (free memory, or use a smaller batch or model, and run it again)"
+    return None
+
+
+def _report_resource_error(error: BaseException) -> None:
+    """For a disk or memory error: removes the temporary files the process left in its directories, prints the one
+    ``error:`` line and exits 2; returns for any other error."""
+    message = resource_error(error)
+    if message is None:
+        return
+    rundir = sys.modules.get("selectivity_jax.rundir")
+    if rundir is not None:
+        rundir.remove_temporary_files()
+    fail(message)
+
+
+def _excepthook(kind: type, error: BaseException, trace: Any) -> None:
+    """A disk or memory error outside `run_reporting_errors` (e.g. importing JAX under a memory limit): one line,
+    exit 2; anything else as Python reports it."""
+    if not _show_tracebacks(sys.argv) and isinstance(error, Exception):
+        try:
+            _report_resource_error(error)
+        except SystemExit as exit_:
+            sys.stderr.flush()
+            os._exit(exit_.code if isinstance(exit_.code, int) else EXIT_BAD_INPUT)
+    sys.__excepthook__(kind, error, trace)
+
+
+sys.excepthook = _excepthook  # installed before the slow imports below, which can fail for lack of memory
+
+import logging as std_logging  # noqa: E402
+import traceback  # noqa: E402
+
+from absl import app, flags, logging  # noqa: E402
+
+from selectivity_jax.train.stopping import Preempted  # noqa: E402
+
+
+# Exceptions that mean bad input or a missing resource, not a bug: one line, exit 2.
+EXPECTED_ERRORS = (ValueError, OSError, app.UsageError, flags.Error)
+
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_FRACTION = re.compile(rf"({_NUMBER})\s*/\s*({_NUMBER})")
+_ARITHMETIC_VALUE = re.compile(r"^[\s\d.eE+\-/(),\[\]]*$")
 
 
 def numbers_written_as_fractions(argv: list[str]) -> list[str]:
@@ -137,24 +218,46 @@ def _unknown_field(message: str, argv: list[str] | None) -> str:
             "the config file)")
 
 
-def run_reporting_errors(fn: Callable[[], Any]) -> Any:
-    """Calls ``fn``: a stop saved after SIGTERM or SIGINT exits 143 or 130 with its line; a ValueError or OSError (bad input, something
-    missing) prints one ``error:`` line and exits 2; any other exception is a bug: one line asking for a report,
-    exit 1 (with ``--verbosity=1`` the traceback instead)."""
+def _quiet_orbax(record: Any) -> bool:
+    """Drops orbax's log records (errors of its save threads, with tracebacks): the error they log reaches the
+    command, which reports it in one line."""
+    return f"{os.sep}orbax{os.sep}" not in record.pathname
+
+
+def _ignore_unraisable(unraisable: Any) -> None:
+    """Errors Python can only ignore (tensorstore's callbacks into orbax's closed event loops after a failed save,
+    "Event loop is closed"): silent in commands, whose failure is reported in one line."""
+    del unraisable
+
+
+def _quiet_libraries() -> None:
+    """Library logs at ERROR only; without ``--verbosity=1``, none of the tracebacks orbax, asyncio and tensorstore
+    print when a save fails (the error reaches the command, which reports it in one line)."""
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.ERROR)
+    if not _show_tracebacks():
+        logging.get_absl_logger().addFilter(_quiet_orbax)
+        std_logging.getLogger("asyncio").setLevel(std_logging.CRITICAL)  # "Task exception was never retrieved"
+        sys.unraisablehook = _ignore_unraisable
+
+
+def run_reporting_errors(fn: Callable[[], Any]) -> Any:
+    """Calls ``fn``: a stop saved after SIGTERM or SIGINT exits 143 or 130 with its line; a ValueError or OSError (bad input, something
+    missing) prints one ``error:`` line and exits 2, as does a full disk or exhausted memory (`resource_error`, after
+    removing the temporary files the process left); any other exception is a bug: one line asking for a report,
+    exit 1 (with ``--verbosity=1`` the traceback instead)."""
+    _quiet_libraries()
     try:
         return fn()
     except Preempted as stop:
         print(str(stop), file=sys.stderr, flush=True)
         sys.exit(128 + (stop.signal_number or signal.SIGTERM))
-    except EXPECTED_ERRORS as error:
+    except Exception as error:  # noqa: BLE001 - one line unless the traceback is asked for
         if _show_tracebacks():
             raise
-        fail(_describe(error))
-    except Exception as error:  # noqa: BLE001 - a bug: one line unless the traceback is asked for
-        if _show_tracebacks():
-            raise
+        _report_resource_error(error)  # the one handler for disk and memory errors
+        if isinstance(error, EXPECTED_ERRORS):
+            fail(_describe(error))
         fail(f"internal error {type(error).__name__}: {_describe(error)}; please report it with the traceback "
              f"(rerun with --verbosity=1 or {TRACEBACK_ENV}=1)", EXIT_BUG)
 

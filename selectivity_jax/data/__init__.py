@@ -18,6 +18,7 @@ import numpy as np
 from selectivity_jax.data.image_folder import content_key, load_image_folder, load_image_folder_splits
 from selectivity_jax.data.splits import ArraySplits, Split, cached_arrays, split_train_val, subset
 from selectivity_jax.data.synthetic import synthetic_images
+from selectivity_jax.resources import doing
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -232,7 +233,8 @@ def load_splits(data_config: Any, seed: int) -> ArraySplits:
     split (drawn from the training split) and the optional ``train_subset`` (0 = all); an optional ``test_subset``
     is the same for every seed, so runs stay comparable."""
     source = _source(data_config)
-    data = source.load(data_config)
+    with doing("loading data"):
+        data = source.load(data_config)
     _check_classes(data.train[1], "train", data_config.name)
     _check_classes(data.test[1], "test", data_config.name)
     num_val, val_per_class = _validation_sizes(data_config, source)

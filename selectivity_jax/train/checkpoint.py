@@ -14,6 +14,7 @@ import orbax.checkpoint as ocp
 
 from selectivity_jax.faults import fault_point
 from selectivity_jax.records import EpochMetrics
+from selectivity_jax.resources import doing
 from selectivity_jax.rundir import (CHECKPOINT_DIR, METRICS_FILE, PARTIAL_EPOCH_FILE, RESULTS_FILE, TENSORBOARD_DIR,
                                     TIMING_FILE, read_jsonl, write_npz)
 from selectivity_jax.train.metrics import MetricsWriter, TensorBoardWriter, TensorBoardX
@@ -171,7 +172,8 @@ def prune_group(runs: list[RunFiles], max_to_keep: int, is_regular: Callable[[in
     """Waits for the runs' checkpoint writes, then keeps what `prune_checkpoints` says (``is_regular(step)``: on the
     checkpoint cadence, or the last step)."""
     for run in runs:
-        run.manager.wait_until_finished()
+        with doing("writing a checkpoint", os.path.join(run.workdir, CHECKPOINT_DIR)):
+            run.manager.wait_until_finished()
         fault_point("checkpoint_saved")
         if jax.process_index() == 0:
             prune_checkpoints(run.manager, max_to_keep, is_regular)
@@ -182,7 +184,8 @@ def save_group(runs: list[RunFiles], states: TrainState, max_to_keep: int, is_re
     """Saves each model of ``states`` [K, ...] into its run (asynchronously; ``wait``: finished and pruned)."""
     prune_group(runs, max_to_keep, is_regular)  # the previous save (asynchronous) has long finished by now
     for k, run in enumerate(runs):
-        save_state(run.manager, unstack_state(states, k))
+        with doing("writing a checkpoint", os.path.join(run.workdir, CHECKPOINT_DIR)):
+            save_state(run.manager, unstack_state(states, k))
         fault_point("checkpoint_save")
     if wait:
         prune_group(runs, max_to_keep, is_regular)

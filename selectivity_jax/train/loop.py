@@ -38,6 +38,7 @@ from selectivity_jax.faults import fault_point
 from selectivity_jax.models.vmap_conv import cpu_settings
 from selectivity_jax.records import EpochMetrics, Normalization, RunResults, versions
 from selectivity_jax.parallel import check_batch_size, make_data_mesh, maybe_initialize_distributed
+from selectivity_jax.resources import doing
 from selectivity_jax.rundir import (SELECTIVITY_FILE, DirectoryLock, check_workdir, prepare_workdir,
                                     write_json, write_npz)
 from selectivity_jax.train.checkpoint import (RunFiles, closing_event_files, load_partial_epoch, prune_group,
@@ -195,13 +196,14 @@ def _train_locked(config: ml_collections.ConfigDict, alphas: tuple[float, ...], 
         f"device(s){' (data parallel)' if mesh.devices.size > 1 else ''}, {setup.steps_per_call} step(s) per call, "
         f"{setup.spec.vmap_conv} convolutions on {setup_kernels(setup)}; selectivity layers {setup.layer_names}")
     start_time = time.time()
-    with StopSignals() as signals, closing_event_files(runs):
+    with StopSignals() as signals, closing_event_files(runs), doing("training"):
         states = _train(group, states, StopRequest(signals, stop_after_steps))
     prune_group(runs, config.max_checkpoints_to_keep, group.is_regular_checkpoint)
     if group.writer:
         remove_partial_epoch(runs)  # only now: a resume from a SIGTERM's checkpoint may need it until here
     fault_point("evaluation")
-    return _test_and_record(group, states, start_time)
+    with doing("evaluating and writing results"):
+        return _test_and_record(group, states, start_time)
 
 
 def _train(group: _Group, states: TrainState, stop: StopRequest) -> TrainState:
