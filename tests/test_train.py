@@ -90,7 +90,8 @@ def test_run_writes_everything(finished_run):
                 "val_accuracy", "val_selectivity"):
         assert all(np.isfinite(r[key]) for r in rows), key
     timing = [json.loads(line) for line in open(os.path.join(workdir, "timing.jsonl"))]
-    assert [r["step"] for r in timing] == [6, 12, 12] and all(r["images_per_second"] > 0 for r in timing[:2])
+    assert [r["step"] for r in timing] == [0, 6, 12, 12] and all(r["images_per_second"] > 0 for r in timing[1:3])
+    assert timing[0] == {"step": 0, "convolutions": stored["convolutions"]}  # the call's kernels, from its first step
     assert timing[-1]["wall_time_seconds_this_call"] > 0
     per_unit = np.load(os.path.join(workdir, "selectivity.npz"))
     assert sorted(per_unit.files) == sorted(stored["layer_names"])
