@@ -64,6 +64,14 @@ _NO_SPACE_TEXT = re.compile(r"No space left on device|Disk quota exceeded|os_err
 _NO_MEMORY_TEXT = re.compile(r"out of memory|cannot allocate memory|failed to map segment|Unable to allocate|"
                              r"std::bad_alloc|RESOURCE_EXHAUSTED", re.I)
 _QUOTED_PATH = re.compile(r"""["'](/[^"']+)["']""")
+_XLA_INTERNAL = re.compile(r"^INTERNAL:")
+
+
+def _address_space_limit() -> int | None:
+    """This process's address-space limit in bytes (``ulimit -v``), or None when it has none."""
+    import resource
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 def _chain(error: BaseException) -> list[BaseException]:
@@ -106,19 +114,28 @@ def resource_error(error: BaseException) -> str | None:
         if (isinstance(item, MemoryError) or (isinstance(item, OSError) and item.errno == errno.ENOMEM)
                 or _NO_MEMORY_TEXT.search(str(item))):
             return f"out of memory while {what} (free memory, or use a smaller batch or model, and run it again)"
-    return None
+    return _internal_error_under_a_memory_limit(chain, what)
+
+
+def _internal_error_under_a_memory_limit(chain: list[BaseException], what: str) -> str | None:
+    """XLA's CPU kernels (YNNPACK, oneDNN) report a failed allocation as ``INTERNAL: ... operation failed`` with no
+    word of memory: under an address-space limit that is the likely cause, so the line says so with the limit."""
+    limit = _address_space_limit()
+    internal = next((item for item in chain if _XLA_INTERNAL.match(str(item))), None)
+    if limit is None or internal is None:
+        return None
+    first_line = str(internal).splitlines()[0]
+    return (f"out of memory while {what}, most likely: XLA failed with '{first_line}' under this process's "
+            f"address-space limit of {limit >> 20} MiB (ulimit -v; raise it, or use a smaller batch or model, "
+            "and run it again)")
 
 
 def _report_resource_error(error: BaseException) -> None:
-    """For a disk or memory error: removes the temporary files the process left in its directories, prints the one
-    ``error:`` line and exits 2; returns for any other error."""
+    """For a disk or memory error: prints the one ``error:`` line and exits 2 (the run directories' locks removed
+    the temporary files of failed writes on the way out); returns for any other error."""
     message = resource_error(error)
-    if message is None:
-        return
-    rundir = sys.modules.get("selectivity_jax.rundir")
-    if rundir is not None:
-        rundir.remove_temporary_files()
-    fail(message)
+    if message is not None:
+        fail(message)
 
 
 def _excepthook(kind: type, error: BaseException, trace: Any) -> None:

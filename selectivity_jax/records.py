@@ -211,3 +211,13 @@ def versions(*extra_packages: str) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return found
+
+
+def format_duration(seconds: float) -> str:
+    """A wall time as people read it: '4m07s', '1h05m' ('?' when unknown)."""
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

@@ -451,25 +451,24 @@ def _read_owner(directory: str) -> LockOwner | None:
 
 
 _HELD_OWNER_FILES: set[str] = set()  # the .lock.owner files of the locks this process holds
-_LOCKED_DIRS: list[str] = []  # every directory this process has locked, the ones since released included
 
 
-def remove_temporary_files() -> list[str]:
-    """Removes the temporary files of this process's failed writes from the directories it locked: atomic writes'
-    ``*.tmp`` files and orbax's temporary checkpoint directories in ``checkpoints/`` (a command failing for lack of
-    disk space frees what it took; complete checkpoints are kept). Returns the paths removed."""
+def remove_temporary_files(directory: str) -> list[str]:
+    """Removes the temporary files of failed writes from ``directory``, a run, sweep or analysis directory whose lock
+    this process holds: atomic writes' ``*.tmp`` files and orbax's temporary checkpoint directories in
+    ``checkpoints/`` (a command failing for lack of disk space frees what it took; complete checkpoints are kept).
+    Returns the paths removed."""
+    checkpoints = os.path.join(directory, CHECKPOINT_DIR)
+    candidates = [(directory, name) for name in _listdir(directory) if _TEMPORARY.search(name)]
+    candidates += [(checkpoints, name) for name in _listdir(checkpoints) if _ORBAX_TEMPORARY in name]
     removed = []
-    for directory in _LOCKED_DIRS:
-        checkpoints = os.path.join(directory, CHECKPOINT_DIR)
-        candidates = [(directory, name) for name in _listdir(directory) if _TEMPORARY.search(name)]
-        candidates += [(checkpoints, name) for name in _listdir(checkpoints) if _ORBAX_TEMPORARY in name]
-        for parent, name in candidates:
-            path = os.path.join(parent, name)
-            try:
-                shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
-                removed.append(path)
-            except OSError:
-                pass
+    for parent, name in candidates:
+        path = os.path.join(parent, name)
+        try:
+            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+            removed.append(path)
+        except OSError:
+            pass
     return removed
 
 
@@ -511,8 +510,6 @@ class DirectoryLock:
             owner = _read_owner(self.directory)
             raise ValueError(f"{self.directory} is in use by {owner or 'another process'}; wait for it to finish, "
                              "or use another directory") from None
-        if self.directory not in _LOCKED_DIRS:
-            _LOCKED_DIRS.append(self.directory)
         stale = _read_owner(self.directory)
         if stale is not None:
             self.log(f"warning: taking over the lock of {self.directory} from {stale} (no longer running)")
@@ -525,7 +522,9 @@ class DirectoryLock:
         _HELD_OWNER_FILES.add(os.path.join(self.directory, LOCK_OWNER_FILE))
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, kind: type | None, *exc: Any) -> None:
+        if kind is not None:  # a failed write's temporary files go while no other process can have written any
+            remove_temporary_files(self.directory)
         owner = os.path.join(self.directory, LOCK_OWNER_FILE)
         _HELD_OWNER_FILES.discard(owner)
         try:

@@ -241,8 +241,7 @@ class SelectivityStats:
         """Empty stats shaped like ``activations`` (arrays or `jax.ShapeDtypeStruct`s [B, ..., U]; only U is used)."""
         if not isinstance(activations, Mapping) or not activations:
             raise ValueError("activations must be a non-empty dict name -> array or ShapeDtypeStruct [B, ..., U]")
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be positive; got {num_classes}")
+        _check_num_classes(num_classes)
         sums = {}
         for name, spec in activations.items():
             shape = tuple(spec.shape)

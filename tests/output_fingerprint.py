@@ -81,7 +81,7 @@ def file_digest(path: pathlib.Path, directory: pathlib.Path, ignored: frozenset[
     a report with the production directory's path and the wall-clock durations replaced."""
     data = path.read_bytes()
     if path.suffix == ".md":  # the sweep report's training times are wall-clock
-        data = re.sub(rb"\d+ min \d\d s", b"<duration>", data.replace(str(directory).encode(), b"<directory>"))
+        data = re.sub(rb"\b\d+(?:h\d\dm|m\d\ds)\b", b"<duration>", data.replace(str(directory).encode(), b"<directory>"))
     if path.suffix == ".json":
         data = json.dumps(_without(json.loads(data), frozenset({"seconds"}) | ignored), sort_keys=True).encode()
     return hashlib.sha256(data).hexdigest()

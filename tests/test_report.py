@@ -178,8 +178,8 @@ def test_markdown_report(sweep):
     assert "4 alphas × 2 seeds = 8 runs" in text and "Finished: 5 runs" in text
     assert "| `stage3_block0/out` | 0.170 | 0.470 | 0.850 |" in text
     runs = text.split("## Runs")[1].split("##")[0]  # older results name neither steps nor devices nor validation
-    assert "| -1 | 0 | 0.8000 | 0.1000 | — | ? | ? x ? | 2 min 00 s (1 min 00 s) |" in runs
-    assert "| 0 | 1 | 0.9200 | 0.4400 | — | ? | ? x ? | 2 min 02 s (1 min 01 s) |" in runs and runs.count("\n| ") == 7  # header, rule, 5 runs
+    assert "| -1 | 0 | 0.8000 | 0.1000 | — | ? | ? x ? | 2m00s (1m00s) |" in runs
+    assert "| 0 | 1 | 0.9200 | 0.4400 | — | ? | ? x ? | 2m02s (1m01s) |" in runs and runs.count("\n| ") == 7  # header, rule, 5 runs
     assert "![Test accuracy vs α](figures/accuracy_vs_alpha.png)" in text
     missing = text.split("## Missing runs")[1]
     for line in ("alpha 10, seed 0: absent", "alpha 10, seed 1: absent", "alpha 100, seed 1: unfinished"):

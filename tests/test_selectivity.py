@@ -208,38 +208,3 @@ def test_bad_inputs_raise_clear_errors():
         selectivity_fn({"a": np.ones(4)}, np.zeros(4, int), 2)
     with pytest.raises(ValueError, match="differ"):
         SelectivityStats.create(acts, 2).update({"b": acts["a"]}, np.zeros(4, int))
-
-
-@pytest.mark.parametrize("labels, num_classes, acts, message", [
-    (np.array([0, 1, 2, 3]), 3, None, r"labels must lie in \[0, num_classes=3\)"),
-    (np.array([0, -1, 1, 1]), 3, None, r"labels must lie in \[0, num_classes=3\)"),
-    (np.array([0.0, 1.5, 1.0, 2.0]), 3, None, "labels must be whole numbers"),
-    (np.array([0, 1, 1, 0]), 0, None, "num_classes must be a positive int; got 0"),
-    (np.array([0, 1, 1, 0]), 2.0, None, "num_classes must be a positive int; got 2.0"),
-    (np.array([0, 1, 1, 0]), 2, {"pre_relu": np.array([[1.0], [-0.5], [2.0], [0.0]], np.float32)},
-     r"activations\['pre_relu'\] has negative values"),
-])
-def test_input_the_index_is_not_defined_on_raises(labels, num_classes, acts, message):
-    """Eager calls refuse what would otherwise return a number: out-of-range or fractional labels, no classes,
-    pre-ReLU responses (issue 27)."""
-    acts = acts or {"a": np.abs(np.random.default_rng(0).normal(size=(4, 3))).astype(np.float32)}
-    with pytest.raises(ValueError, match=message):
-        selectivity_fn(acts, labels, num_classes)
-
-
-def test_padding_rows_may_hold_any_label_and_jit_checks_only_when_asked():
-    from jax.experimental import checkify
-    acts = {"a": np.abs(np.random.default_rng(1).normal(size=(4, 3))).astype(np.float32)}
-    padded = np.array([0, 1, 1, -1])  # the last row is padding (mask 0): its label is not a class
-    mask = np.array([1, 1, 1, 0])
-    assert np.isfinite(float(selectivity_fn(acts, padded, 2, mask=mask)))
-    bad = np.array([0, 1, 5, 1])
-    traced = jax.jit(lambda a, y: selectivity_fn(a, y, 2))  # documented: traced values are not checked by default
-    assert np.isfinite(float(traced(acts, bad)))
-    checked = jax.jit(checkify.checkify(lambda a, y: selectivity_fn(a, y, 2, checked=True)))
-    error, _ = checked(acts, bad)
-    with pytest.raises(checkify.JaxRuntimeError, match=r"labels must lie in \[0, num_classes=2\)"):
-        error.throw()
-    error, value = checked(acts, np.array([0, 1, 1, 0]))
-    error.throw()  # nothing wrong: no error
-    assert float(value) == pytest.approx(float(selectivity_fn(acts, np.array([0, 1, 1, 0]), 2)))

@@ -42,7 +42,7 @@ from selectivity_jax.report.sweep_report import write_sweep_report
 from selectivity_jax.report.tables import markdown_table
 from selectivity_jax.rundir import read_run_results, run_dirname, write_json
 from selectivity_jax.sweep import run_sweep
-from selectivity_jax.train.metrics import format_duration
+from selectivity_jax.records import format_duration
 from selectivity_jax.train.setup import default_steps_per_call
 
 JSON_FILE = "accelerator_check.json"

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-from selectivity_jax.records import EpochMetrics, mean_std
+from selectivity_jax.records import EpochMetrics, format_duration, mean_std
 from selectivity_jax.report.runs import Run, Sweep
 
 # The confidence level of the intervals over seeds in the figures: the paper's 95% intervals.
@@ -241,10 +241,6 @@ def runs_table(sweep: Sweep) -> str:
     """One row per finished run: its test (and validation) accuracy and selectivity, steps, the device, and the
     wall-clock training time (sum over epochs of timing.jsonl's last row per epoch, and the median epoch: an epoch
     resumed mid-way counts from the resume, which the median ignores)."""
-    def seconds(value: float) -> str:
-        minutes, secs = divmod(int(round(value)), 60)
-        return f"{minutes} min {secs:02d} s"
-
     rows = []
     for run in sweep.runs:
         results, times = run.results, list(run.epoch_seconds.values())
@@ -253,7 +249,7 @@ def runs_table(sweep: Sweep) -> str:
         rows.append([f"{run.alpha:g}", str(run.seed), f"{run.results.test_accuracy:.4f}", f"{run.results.test_selectivity:.4f}",
                      validation, str(results.steps if results.steps is not None else "?"),
                      f"{results.device_count or '?'} x {results.device_kind or '?'}",
-                     f"{seconds(sum(times))} ({seconds(float(np.median(times)))})" if times else "—"])
+                     f"{format_duration(sum(times))} ({format_duration(float(np.median(times)))})" if times else "—"])
     return markdown_table(["alpha", "seed", "test accuracy", "test selectivity", "validation accuracy / selectivity",
                            "steps", "devices", "training time (median epoch)"], rows)
 

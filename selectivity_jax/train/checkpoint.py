@@ -123,11 +123,19 @@ class RunFiles:
 
 
 @contextlib.contextmanager
-def closing_event_files(runs: list[RunFiles]) -> Iterator[list[RunFiles]]:
+def closing_runs(runs: list[RunFiles]) -> Iterator[list[RunFiles]]:
     """Closes the runs' TensorBoard event files when the block ends, however it ends (a SIGTERM's `Preempted`, a
-    non-finite loss, an error)."""
+    non-finite loss, an error); on an error, first lets checkpoint writes under way end, so that no thread of
+    orbax's writes in the directory once its lock is released (the lock then removes failed writes' files)."""
     try:
         yield runs
+    except BaseException:
+        for run in runs:
+            try:
+                run.manager.wait_until_finished()
+            except Exception:  # noqa: BLE001 - e.g. the same full disk; the error under way is the one reported
+                pass
+        raise
     finally:
         for run in runs:
             if run.tensorboard is not None:

@@ -41,7 +41,7 @@ from selectivity_jax.parallel import check_batch_size, make_data_mesh, maybe_ini
 from selectivity_jax.resources import doing
 from selectivity_jax.rundir import (SELECTIVITY_FILE, DirectoryLock, check_workdir, prepare_workdir,
                                     write_json, write_npz)
-from selectivity_jax.train.checkpoint import (RunFiles, closing_event_files, load_partial_epoch, prune_group,
+from selectivity_jax.train.checkpoint import (RunFiles, closing_runs, load_partial_epoch, prune_group,
                                               remove_partial_epoch, restore_group, save_group, save_partial_epoch)
 from selectivity_jax.train.metrics import Progress, import_tensorboardx, summarize_evals
 from selectivity_jax.train.setup import RunSetup, setup_kernels, setup_run, steps_in_next_call
@@ -196,7 +196,7 @@ def _train_locked(config: ml_collections.ConfigDict, alphas: tuple[float, ...], 
         f"device(s){' (data parallel)' if mesh.devices.size > 1 else ''}, {setup.steps_per_call} step(s) per call, "
         f"{setup.spec.vmap_conv} convolutions on {setup_kernels(setup)}; selectivity layers {setup.layer_names}")
     start_time = time.time()
-    with StopSignals() as signals, closing_event_files(runs), doing("training"):
+    with StopSignals() as signals, closing_runs(runs), doing("training"):
         states = _train(group, states, StopRequest(signals, stop_after_steps))
     prune_group(runs, config.max_checkpoints_to_keep, group.is_regular_checkpoint)
     if group.writer:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
@@ -14,7 +13,7 @@ from typing import Any, Callable, Mapping, Sequence, TextIO
 import jax
 import numpy as np
 
-from selectivity_jax.records import EpochMetrics, to_jsonable
+from selectivity_jax.records import EpochMetrics, format_duration, to_jsonable
 
 
 def json_line(row: Mapping[str, Any]) -> str:
@@ -159,15 +158,6 @@ class TensorBoardWriter:
         if self._file is not None:
             self._file.close()
             self._file = None
-
-
-def format_duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 class Progress:
