@@ -59,6 +59,11 @@ def test_readme_and_docs_links_resolve():
                 assert anchor in {_anchor(h) for h in headings}, f"{page.name}: {target}"
 
 
+def test_readme_is_a_front_door():
+    """At most 300 lines (issue 28): results, speed tables and long explanations belong in docs/."""
+    assert len(README.read_text().splitlines()) <= 300
+
+
 QUICKSTART_RESULTS = README.parent / "runs" / "quickstart" / "results.json"
 
 
