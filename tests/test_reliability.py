@@ -453,7 +453,11 @@ CTRL_C = (
 def test_ctrl_c_anywhere_is_one_line_exit_130_and_resumes_bitwise(tmp_path, uninterrupted):
     resumed = tmp_path / "resumed"
     for fault in CTRL_C:
-        expect_outcome(_train(resumed, fault), fault)  # exit 130, "stopped by SIGINT ...", no traceback
+        result = _train(resumed, fault)
+        expect_outcome(result, fault)  # exit 130, "stopped by SIGINT ...", no traceback
+        if fault == "int:step:3":  # inside the loop: the current step is checkpointed, as for a SIGTERM
+            assert "at step 3; checkpoint saved" in result.stderr.splitlines()[-1], result.stderr[-2000:]
+            assert (resumed / "checkpoints" / "3").is_dir()
     expect_outcome(_train(resumed))
     assert_same_run_files(str(resumed), str(uninterrupted))
 
